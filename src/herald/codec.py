@@ -1,0 +1,90 @@
+"""Codecs turn events into bytes and back, chosen by content type.
+
+>>> import herald
+>>> class Hired(herald.Event, type="employee.hired"):
+...     guid: str
+>>> content_type, body = default_codecs.encode(Hired(guid="g1"))
+>>> content_type, body
+('application/json', b'{"guid":"g1"}')
+>>> default_codecs.decode(body, content_type, Hired)
+Hired(guid='g1')
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+import pydantic
+
+from .errors import DecodeError, ValidationError
+from .event import Event
+
+__all__ = ["Codec", "CodecRegistry", "JSONCodec", "default_codecs"]
+
+E = TypeVar("E", bound=Event)
+
+
+class Codec(Protocol):
+    """Encodes events of any class to bytes and decodes bytes into a given class."""
+
+    content_type: str
+
+    def encode(self, event: Event) -> bytes: ...
+
+    def decode(self, body: bytes, event_class: type[E]) -> E: ...
+
+
+class JSONCodec:
+    """JSON through pydantic: fast, strict about types, tolerant of extra fields."""
+
+    content_type = "application/json"
+
+    def encode(self, event: Event) -> bytes:
+        return event.__pydantic_serializer__.to_json(event)
+
+    def decode(self, body: bytes, event_class: type[E]) -> E:
+        try:
+            return event_class.model_validate_json(body)
+        except pydantic.ValidationError as exc:
+            if any(err["type"] == "json_invalid" for err in exc.errors()):
+                raise DecodeError(f"body is not valid JSON: {exc.errors()[0]['msg']}") from exc
+            raise ValidationError(_describe(event_class, exc)) from exc
+
+
+def _describe(event_class: type[Event], exc: pydantic.ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in exc.errors()
+    )
+    return f"invalid {event_class.__qualname__}: {problems}"
+
+
+class CodecRegistry:
+    """Codecs by content type; an event class picks its own via ``content_type=``."""
+
+    def __init__(self, *codecs: Codec) -> None:
+        self._codecs: dict[str, Codec] = {}
+        for codec in codecs:
+            self.register(codec)
+
+    def register(self, codec: Codec) -> None:
+        self._codecs[codec.content_type] = codec
+
+    def get(self, content_type: str) -> Codec:
+        base = content_type.split(";", 1)[0].strip().lower()
+        try:
+            return self._codecs[base]
+        except KeyError:
+            known = ", ".join(sorted(self._codecs)) or "none"
+            raise DecodeError(
+                f"no codec for content type {content_type!r} (registered: {known})"
+            ) from None
+
+    def encode(self, event: Event) -> tuple[str, bytes]:
+        codec = self.get(type(event).__content_type__)
+        return codec.content_type, codec.encode(event)
+
+    def decode(self, body: bytes, content_type: str, event_class: type[E]) -> E:
+        return self.get(content_type or "application/json").decode(body, event_class)
+
+
+default_codecs = CodecRegistry(JSONCodec())

@@ -1,0 +1,42 @@
+"""What a handler gets besides its event: the envelope, the attempt, a way to publish."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from .message import Message
+
+if TYPE_CHECKING:
+    from .bus import Bus
+    from .event import Event
+
+__all__ = ["Context"]
+
+
+class Context:
+    """Per-delivery context passed to handlers as their second argument."""
+
+    __slots__ = ("_bus", "attempt", "logger", "message", "queue", "service")
+
+    def __init__(self, bus: Bus, message: Message, attempt: int, service: str, queue: str) -> None:
+        self._bus = bus
+        self.message = message
+        """The envelope as received (CloudEvents attributes, headers, body)."""
+        self.attempt = attempt
+        """1 on first delivery, 2 on the first retry, and so on."""
+        self.service = service
+        self.queue = queue
+        self.logger = logging.getLogger(f"herald.handler.{service}")
+
+    async def publish(
+        self,
+        event: Event | Message,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """Publish a follow-up event, carrying this message's id as ``herald-causation-id``."""
+        merged = {"herald-causation-id": self.message.id, **(headers or {})}
+        return await self._bus.publish(event, key=key, headers=merged)

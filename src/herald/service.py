@@ -1,0 +1,138 @@
+"""Services: a name and the handlers registered on it with decorators.
+
+>>> import herald
+>>> class EmployeeCreated(herald.Event, type="employee.created"):
+...     guid: str
+>>> payroll = herald.Service("payroll")
+>>> @payroll.on(EmployeeCreated)
+... async def open_record(event: EmployeeCreated, ctx: herald.Context) -> None:
+...     pass
+>>> [h.subscription.queue for h in payroll.handlers]
+['payroll.employee.created']
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from .broker import Subscription
+from .errors import ConfigurationError
+from .event import Event
+from .retry import RetryPolicy
+from .topic import validate_pattern
+
+__all__ = ["Handler", "Service"]
+
+HandlerFunc = Callable[..., Awaitable[Any]]
+F = TypeVar("F", bound=HandlerFunc)
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """One registered handler and the queue it consumes."""
+
+    func: HandlerFunc
+    subscription: Subscription
+    event_class: type[Event] | None
+    retry: RetryPolicy
+    timeout: float | None
+    wants_context: bool
+
+    @property
+    def name(self) -> str:
+        return getattr(self.func, "__qualname__", repr(self.func))
+
+
+class Service:
+    """A named group of handlers; each handler consumes its own durable queue.
+
+    ``concurrency`` bounds how many handlers of this service run at once; events
+    with the same key are handled one after another, in the order received.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        concurrency: int = 16,
+        retry: RetryPolicy | None = None,
+        prefetch: int | None = None,
+    ) -> None:
+        if not name or "." in name or "/" in name or " " in name:
+            raise ConfigurationError(
+                f"invalid service name {name!r}: use letters, digits, '-' or '_' (no dots)"
+            )
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        self.name = name
+        self.concurrency = concurrency
+        self.retry = retry or RetryPolicy()
+        self.prefetch = prefetch
+        self.handlers: list[Handler] = []
+
+    def __repr__(self) -> str:
+        return f"Service({self.name!r}, handlers={len(self.handlers)})"
+
+    def on(
+        self,
+        target: type[Event] | str,
+        *,
+        attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register a handler for an event class, or for a topic pattern.
+
+        With an event class the handler receives the decoded event; with a pattern
+        string (``"employee.*"``) it receives the :class:`herald.Message`.
+        ``attempts`` overrides the service's retry policy's attempt count;
+        ``name`` overrides the queue suffix (default: the event type or pattern).
+        """
+        if isinstance(target, str):
+            event_class: type[Event] | None = None
+            pattern = validate_pattern(target)
+        elif isinstance(target, type) and issubclass(target, Event):
+            event_class = target
+            pattern = target.event_type()
+        else:
+            raise ConfigurationError(
+                f"@{self.name}.on() takes an Event subclass or a pattern string, got {target!r}"
+            )
+        policy = retry or self.retry
+        if attempts is not None:
+            policy = RetryPolicy(
+                attempts=attempts,
+                initial_delay=policy.initial_delay,
+                multiplier=policy.multiplier,
+                max_delay=policy.max_delay,
+                jitter=policy.jitter,
+            )
+        subscription = Subscription(self.name, name or pattern, (pattern,))
+
+        def register(func: F) -> F:
+            if not inspect.iscoroutinefunction(func):
+                raise ConfigurationError(f"handler {func!r} must be an async function")
+            if any(h.subscription.queue == subscription.queue for h in self.handlers):
+                raise ConfigurationError(
+                    f"service {self.name!r} already has a handler on queue "
+                    f"{subscription.queue!r}; pass name=... to give this one its own queue"
+                )
+            params = [
+                p
+                for p in inspect.signature(func).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            if not 1 <= len(params) <= 2:
+                raise ConfigurationError(
+                    f"handler {func.__qualname__} must take (event) or (event, ctx)"
+                )
+            self.handlers.append(
+                Handler(func, subscription, event_class, policy, timeout, len(params) == 2)
+            )
+            return cast(F, func)
+
+        return register
