@@ -1,0 +1,58 @@
+"""Await conditions in tests without sleeping blindly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+__all__ = ["Recorder", "eventually"]
+
+T = TypeVar("T")
+
+
+async def eventually(
+    condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``condition`` every few milliseconds until true; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+class Recorder(Generic[T]):
+    """Collects items (from handlers) and lets a test wait for a count of them.
+
+    >>> r: Recorder[int] = Recorder()
+    >>> r.add(1); r.items
+    [1]
+    """
+
+    def __init__(self) -> None:
+        self.items: list[T] = []
+        self._changed = asyncio.Event()
+
+    def add(self, item: T) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[T]:
+        """Wait until at least ``count`` items arrived; return them."""
+        deadline = time.monotonic() + timeout
+        while len(self.items) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"timed out after {timeout:.1f}s: {len(self.items)} of {count} items arrived"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.25))
+        return self.items
