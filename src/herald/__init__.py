@@ -45,6 +45,7 @@ from .errors import (
 from .event import Event
 from .message import Message
 from .retry import RetryPolicy
+from .rpc import ExpectedError, Invalid, NotFound, RemoteError
 from .service import Handler, Service
 from .url import DEFAULT_URL, BrokerURL
 from .worker import Worker
@@ -66,15 +67,19 @@ __all__ = [
     "DecodeError",
     "Delivery",
     "Event",
+    "ExpectedError",
     "Features",
     "Handler",
     "HandlerError",
     "HeraldError",
+    "Invalid",
     "JSONCodec",
     "Message",
     "MessageError",
+    "NotFound",
     "PublishError",
     "Reject",
+    "RemoteError",
     "RetryPolicy",
     "Service",
     "Subscription",

@@ -26,6 +26,10 @@ import contextlib
 import logging
 import signal
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import replace
+from typing import TypeVar
+
+import pydantic
 
 from .broker import Broker, ProgressCallback
 from .brokers import broker_from_url
@@ -34,9 +38,12 @@ from .deadletter import DeadLetter
 from .errors import ConfigurationError
 from .event import Event
 from .message import Message
+from .rpc import ReplyChannel, decode_reply, request_type
 from .service import Service
 from .url import redact_url, resolve_url
 from .worker import Worker
+
+R = TypeVar("R", bound=pydantic.BaseModel)
 
 __all__ = ["Bus", "connect"]
 
@@ -59,6 +66,7 @@ class Bus:
         self.source = source
         self.codecs = codecs or default_codecs
         self._workers: list[Worker] = []
+        self._replies: ReplyChannel | None = None
 
     def __repr__(self) -> str:
         return f"Bus({self.url!r})"
@@ -75,6 +83,9 @@ class Bus:
         workers, self._workers = self._workers, []
         for worker in workers:
             await worker.stop()
+        if self._replies is not None:
+            await self._replies.close()
+            self._replies = None
         await self.broker.close()
 
     def message(
@@ -187,6 +198,27 @@ class Bus:
                 await asyncio.shield(worker.stop(shutdown_timeout))
                 if worker in self._workers:
                     self._workers.remove(worker)
+
+    async def request(
+        self,
+        request: Event | Message,
+        response: type[R],
+        *,
+        key: str | None = None,
+        timeout: float = 10.0,
+    ) -> R:
+        """Send ``request`` to the service that handles it and return its reply as
+        ``response``. Raises :class:`herald.TimeoutError` when no reply comes within
+        ``timeout`` seconds, the handler's :class:`herald.ExpectedError` subclass, or
+        :class:`herald.RemoteError` for any other failure of the handler."""
+        if self._replies is None:
+            self._replies = ReplyChannel(self)
+        message = self.message(request, key=key)
+        message = replace(message, type=request_type(message.type))
+        reply = await self._replies.call(message, timeout)
+        result = decode_reply(reply, response)
+        assert result is not None
+        return result
 
     async def dead_letters(self, service: str, limit: int | None = None) -> list[DeadLetter]:
         """The dead letters of ``service``, oldest first."""

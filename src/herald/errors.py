@@ -13,6 +13,10 @@
     │   └── ValidationError         decoded data that fails the event's schema
     ├── HandlerError                raised on purpose by handlers
     │   └── Reject                  dead-letter this delivery now, without retries
+    ├── RemoteError                 an RPC handler failed (herald.rpc)
+    ├── ExpectedError               declared RPC errors, re-raised as their class (herald.rpc)
+    │   ├── NotFound
+    │   └── Invalid                 with ``fields``: field name -> problem
     └── TimeoutError                an operation did not finish in time (a builtin one too)
 
 Errors from the broker drivers never escape Herald's API bare: each adapter

@@ -16,12 +16,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from .broker import Subscription
 from .errors import ConfigurationError
 from .event import Event
 from .retry import RetryPolicy
+from .rpc import request_type, rpc_handler
 from .topic import validate_pattern
 
 __all__ = ["Handler", "Service"]
@@ -76,6 +77,56 @@ class Service:
     def __repr__(self) -> str:
         return f"Service({self.name!r}, handlers={len(self.handlers)})"
 
+    def rpc(self, request: type[Event], *, timeout: float | None = None) -> Callable[[F], F]:
+        """Register a request/reply handler: it takes the request (and optionally the
+        context) and returns a pydantic model, the reply. Raise an
+        :class:`herald.ExpectedError` subclass (``NotFound``, ``Invalid``, ...) to
+        answer with an error the caller catches by class; any other exception
+        reaches the caller as :class:`herald.RemoteError`. Requests are not retried.
+        """
+        if not (isinstance(request, type) and issubclass(request, Event)):
+            raise ConfigurationError(f"@{self.name}.rpc() takes an Event subclass, got {request!r}")
+        topic = request_type(request.event_type())
+
+        def register(func: F) -> F:
+            wants_context = self._check_signature(func)
+            self._add(
+                Handler(
+                    rpc_handler(func, request, wants_context),
+                    Subscription(self.name, topic, (topic,)),
+                    None,
+                    RetryPolicy(attempts=1),
+                    timeout,
+                    True,
+                )
+            )
+            return func
+
+        return register
+
+    def _check_signature(self, func: HandlerFunc) -> bool:
+        if not inspect.iscoroutinefunction(func):
+            raise ConfigurationError(f"handler {func!r} must be an async function")
+        params = [
+            p
+            for p in inspect.signature(func).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if not 1 <= len(params) <= 2:
+            raise ConfigurationError(
+                f"handler {getattr(func, '__qualname__', func)} must take (event) or (event, ctx)"
+            )
+        return len(params) == 2
+
+    def _add(self, handler: Handler) -> None:
+        queue = handler.subscription.queue
+        if any(h.subscription.queue == queue for h in self.handlers):
+            raise ConfigurationError(
+                f"service {self.name!r} already has a handler on queue "
+                f"{queue!r}; pass name=... to give this one its own queue"
+            )
+        self.handlers.append(handler)
+
     def on(
         self,
         target: type[Event] | str,
@@ -114,25 +165,8 @@ class Service:
         subscription = Subscription(self.name, name or pattern, (pattern,))
 
         def register(func: F) -> F:
-            if not inspect.iscoroutinefunction(func):
-                raise ConfigurationError(f"handler {func!r} must be an async function")
-            if any(h.subscription.queue == subscription.queue for h in self.handlers):
-                raise ConfigurationError(
-                    f"service {self.name!r} already has a handler on queue "
-                    f"{subscription.queue!r}; pass name=... to give this one its own queue"
-                )
-            params = [
-                p
-                for p in inspect.signature(func).parameters.values()
-                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            ]
-            if not 1 <= len(params) <= 2:
-                raise ConfigurationError(
-                    f"handler {func.__qualname__} must take (event) or (event, ctx)"
-                )
-            self.handlers.append(
-                Handler(func, subscription, event_class, policy, timeout, len(params) == 2)
-            )
-            return cast(F, func)
+            wants_context = self._check_signature(func)
+            self._add(Handler(func, subscription, event_class, policy, timeout, wants_context))
+            return func
 
         return register

@@ -19,13 +19,18 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import pydantic
+
 from ..broker import Features
 from ..bus import Bus
 from ..context import Context
 from ..deadletter import DeadLetter
 from ..errors import BrokerError, Reject
+from ..errors import TimeoutError as HeraldTimeoutError
+from ..event import Event
 from ..message import Message
 from ..retry import RetryPolicy
+from ..rpc import ExpectedError, RemoteError
 from ..service import Service
 from .environment import Environment
 from .events import Blob, Keyed, Tick
@@ -476,3 +481,75 @@ def _handled(path: os.PathLike[str]) -> list[int]:
             return [int(line) for line in f.read().splitlines() if line.strip()]
     except FileNotFoundError:
         return []
+
+
+class Square(Event, type="conformance.square"):
+    n: int
+
+
+class SquareReply(pydantic.BaseModel):
+    value: int
+    handled_by: str
+
+
+class Missing(ExpectedError):
+    """A declared error of the conformance suite's RPC service."""
+
+
+def maths_service(env: Environment) -> Service:
+    service = Service(env.service_name("maths"))
+
+    @service.rpc(Square)
+    async def square(request: Square, ctx: Context) -> SquareReply:
+        if request.n == 404:
+            raise Missing(f"no square for {request.n}", n=request.n)
+        if request.n == 500:
+            raise ZeroDivisionError("boom")
+        if request.n == 408:
+            await asyncio.sleep(5)
+        return SquareReply(value=request.n * request.n, handled_by=ctx.service)
+
+    return service
+
+
+@scenario()
+async def request_reply(env: Environment) -> None:
+    service = maths_service(env)
+    async with env.connect() as bus:
+        worker = await bus.start(service)
+        replies = await asyncio.gather(
+            *(bus.request(Square(n=n), SquareReply, timeout=20) for n in range(20))
+        )
+        assert [r.value for r in replies] == [n * n for n in range(20)]
+        assert {r.handled_by for r in replies} == {service.name}
+        await worker.stop()
+
+
+@scenario()
+async def request_errors_come_back_typed(env: Environment) -> None:
+    service = maths_service(env)
+    async with env.connect() as bus:
+        worker = await bus.start(service)
+        try:
+            await bus.request(Square(n=404), SquareReply, timeout=20)
+        except Missing as exc:
+            assert exc.message == "no square for 404" and exc.data == {"n": 404}
+        else:
+            raise AssertionError("a declared error is raised again on the caller")
+        try:
+            await bus.request(Square(n=500), SquareReply, timeout=20)
+        except RemoteError as exc:
+            assert (exc.error_type, exc.message) == ("ZeroDivisionError", "boom")
+        else:
+            raise AssertionError("a handler crash comes back as RemoteError")
+        t0 = time.monotonic()
+        try:
+            await bus.request(Square(n=408), SquareReply, timeout=0.5)
+        except HeraldTimeoutError as exc:
+            assert "conformance.square" in str(exc)
+        else:
+            raise AssertionError("no reply in time raises herald.TimeoutError")
+        assert time.monotonic() - t0 < 3
+        ok = await bus.request(Square(n=3), SquareReply, timeout=20)
+        assert ok.value == 9, "the bus keeps working after a timeout"
+        await worker.stop(timeout=0.2)
