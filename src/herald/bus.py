@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
@@ -176,10 +177,17 @@ class Bus:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
+
+        def on_signal() -> None:
+            if stop.is_set():
+                log.warning("second signal: exiting now; unfinished deliveries will be redelivered")
+                os._exit(1)
+            stop.set()
+
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, stop.set)
+                    loop.add_signal_handler(sig, on_signal)
                     installed.append(sig)
         waiters = [asyncio.create_task(w.wait()) for w in workers]
         stopper = asyncio.create_task(stop.wait())
