@@ -38,6 +38,10 @@ class Features:
     retry_headers:     a retried delivery carries headers the runtime added on retry.
     counts_redelivery: a delivery lost with its consumer (crash) counts as an attempt.
     max_message_bytes: the largest body the broker accepts.
+
+    Class-level features are the conservative ones; a broker may raise ``persistent``
+    or ``restartable`` once connected (e.g. Redis with an append-only file), never
+    lower them, and may refine ``max_message_bytes`` from the server.
     """
 
     persistent: bool = True

@@ -1,0 +1,81 @@
+"""The Redis client: redis-py's asyncio pool, packing commands with hiredis when present.
+
+redis-py's asyncio connections parse replies with hiredis but build every command in
+Python; a publish script call carries a dozen arguments per message, so that packing
+dominated the client's CPU time. hiredis packs the same protocol about three times
+faster. Without hiredis installed, redis-py's own packing is used unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import DataError
+
+try:
+    import hiredis
+
+    HIREDIS = hasattr(hiredis, "pack_command")
+except ImportError:  # pragma: no cover - depends on the environment
+    HIREDIS = False
+
+__all__ = ["HIREDIS", "new_client"]
+
+
+def _pack(args: tuple[Any, ...]) -> list[bytes]:
+    head = args[0]
+    if isinstance(head, str):
+        args = tuple(head.encode().split()) + args[1:]
+    elif b" " in head:
+        args = tuple(head.split()) + args[1:]
+    args = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
+    try:
+        packed: bytes = hiredis.pack_command(args)
+    except TypeError as exc:
+        raise DataError(str(exc)) from exc
+    return [packed]
+
+
+class _PackedConnection(Connection):
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return _pack(args)
+
+
+class _PackedSSLConnection(SSLConnection):
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return _pack(args)
+
+
+def new_client(
+    host: str,
+    port: int,
+    *,
+    db: int,
+    username: str | None,
+    password: str | None,
+    tls: bool,
+    socket_timeout: float,
+) -> Redis:
+    """A client (not yet connected) with short command retries and keepalive.
+    ``socket_timeout`` must exceed the longest ``XREADGROUP BLOCK``."""
+    if tls:
+        connection_class: type[Connection] = _PackedSSLConnection if HIREDIS else SSLConnection
+    else:
+        connection_class = _PackedConnection if HIREDIS else Connection
+    pool = ConnectionPool(
+        connection_class=connection_class,
+        host=host,
+        port=port,
+        db=db,
+        username=username,
+        password=password,
+        socket_connect_timeout=5.0,
+        socket_timeout=socket_timeout,
+        socket_keepalive=True,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+    )
+    return Redis.from_pool(pool)
