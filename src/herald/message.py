@@ -108,5 +108,5 @@ class Message:
 
 def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 timestamp; naive values are taken as UTC."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    value = datetime.fromisoformat(text)
     return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -29,6 +29,7 @@ __all__ = ["CE_PREFIX", "decode_message", "encode_headers"]
 CE_PREFIX = "cloudEvents_"
 _PREFIXES = ("cloudEvents_", "cloudEvents:", "ce-", "ce_")
 _ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype")
+_HEADER_TO_ATTRIBUTE = {f"{prefix}{name}": name for prefix in _PREFIXES for name in _ATTRIBUTES}
 
 
 def encode_headers(message: Message) -> dict[str, str]:
@@ -50,14 +51,13 @@ def decode_message(
     attrs: dict[str, Any] = {}
     extra: dict[str, str] = {}
     for raw_name, value in headers.items():
-        name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        for prefix in _PREFIXES:
-            if name.startswith(prefix) and name[len(prefix) :] in _ATTRIBUTES:
-                attrs[name[len(prefix) :]] = text
-                break
-        else:
+        name = raw_name if type(raw_name) is str else _text(raw_name)
+        text = value if type(value) is str else _text(value)
+        attribute = _HEADER_TO_ATTRIBUTE.get(name)
+        if attribute is None:
             extra[name] = text
+        else:
+            attrs[attribute] = text
     attrs.setdefault("type", default_type)
     if not attrs.get("type"):
         raise DecodeError("message has no CloudEvents type and no routing key to take it from")
@@ -69,3 +69,7 @@ def decode_message(
         return Message.from_attributes(attrs, body, extra)
     except (ValueError, TypeError) as exc:
         raise DecodeError(f"invalid CloudEvents attributes: {exc}") from exc
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
