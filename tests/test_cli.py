@@ -518,7 +518,14 @@ async def test_demo_story_in_process() -> None:
 def test_demo_runs_on_its_own_sqlite_file(tmp_path: Path) -> None:
     # $HERALD_BROKER is for real services; the demo never creates queues there.
     result = herald_cli(
-        "demo", "--count", "3", "--interval", "0.05", cwd=tmp_path, HERALD_BROKER="kafka://prod"
+        "demo",
+        "--mini",
+        "--count",
+        "3",
+        "--interval",
+        "0.05",
+        cwd=tmp_path,
+        HERALD_BROKER="kafka://prod",
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -530,7 +537,7 @@ def test_demo_runs_on_its_own_sqlite_file(tmp_path: Path) -> None:
 
 
 def test_demo_stops_cleanly_on_ctrl_c(sqlite_url: str, children: Callable[..., Child]) -> None:
-    demo = children("demo", "--interval", "0.2", "--broker", sqlite_url)
+    demo = children("demo", "--mini", "--interval", "0.2", "--broker", sqlite_url)
     demo.wait_for(demo.out, "giftcards | sent")
     assert demo.stop(signal.SIGINT) == 0
     assert demo.out[-1].startswith("demo      | stopped after ")

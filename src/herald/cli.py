@@ -136,10 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--id", action="append", metavar="ID", help="only these (repeatable)")
     purge.add_argument("--yes", action="store_true", help="purge all without asking")
 
-    demo = _command(sub, common, "demo", demo_command, "a live demo: HR hires, services react")
-    demo.add_argument("--count", type=_positive_int, metavar="N", help="stop after N hires")
+    demo = _command(
+        sub, common, "demo", demo_command, "run the HR platform (or --mini: a one-process story)"
+    )
     demo.add_argument(
-        "--interval", type=_seconds, default=1.0, metavar="S", help="seconds between hires"
+        "--without", action="append", default=[], metavar="SERVICE", help="leave out (repeatable)"
+    )
+    demo.add_argument("--data-dir", default="./var", metavar="DIR", help="databases go here")
+    for name, port in (("web", 8000), ("payroll", 8001), ("giftcards", 8002)):
+        demo.add_argument(f"--{name}-port", type=int, default=port, metavar="N")
+    demo.add_argument("--mini", action="store_true", help="one-process story, no HR platform")
+    demo.add_argument("--count", type=_positive_int, metavar="N", help="--mini: stop after N hires")
+    demo.add_argument(
+        "--interval", type=_seconds, default=1.0, metavar="S", help="--mini: seconds between hires"
     )
     return parser
 

@@ -1,4 +1,4 @@
-"""``herald demo``: Herald's story, live, in one process (what ``make run`` shows).
+"""``herald demo``: the HR platform (``make run``); ``--mini``: the story in one process.
 
 HR hires someone every second and publishes ``employee.created``. Payroll opens a
 salary record and the gift-card service sends a welcome card, each from its own
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import random
 import sys
@@ -20,7 +21,7 @@ from typing import TextIO
 
 from . import errors
 from .bus import Bus, connect
-from .cli_common import broker_url, stop_on_signals
+from .cli_common import UsageError, broker_url, stop_on_signals
 from .event import Event
 from .message import Message
 from .service import Service
@@ -211,5 +212,25 @@ async def run_demo(
 
 
 async def demo_command(args: argparse.Namespace) -> int:
-    await run_demo(broker_url(args, DEMO_URL), count=args.count, interval=args.interval)
+    if args.mini:
+        await run_demo(broker_url(args, DEMO_URL), count=args.count, interval=args.interval)
+        return 0
+    try:
+        supervisor = importlib.import_module("hr_platform.supervisor")
+    except ImportError as exc:
+        raise UsageError(
+            "the HR platform is not installed (pip install 'herald[hr]'); "
+            "'herald demo --mini' runs the one-process story instead"
+        ) from exc
+    ports = {
+        "hr-web": args.web_port,
+        "payroll": args.payroll_port,
+        "giftcards": args.giftcards_port,
+    }
+    try:
+        await supervisor.run_platform(
+            broker_url(args), without=set(args.without), ports=ports, data_dir=args.data_dir
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     return 0

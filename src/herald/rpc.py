@@ -214,8 +214,9 @@ class ReplyChannel:
             DEADLINE: f"{time.time() + timeout:.3f}",
         }
         try:
-            await self._bus.broker.publish((message.with_headers(headers),))
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await self._bus.broker.publish((message.with_headers(headers),))
+                return await future
         except builtins.TimeoutError as exc:
             raise TimeoutError(
                 f"no reply to {message.type} within {timeout:g}s "

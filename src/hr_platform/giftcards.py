@@ -1,0 +1,154 @@
+"""The ``giftcards`` service: every new employee gets a weekly dining gift card.
+
+Added to a running platform at any time: its queue starts collecting
+``employee.created`` events when the service first starts, and nothing else changes.
+It reads only the fields it needs, so an ``EmployeeMessage`` in protobuf from the
+Ruby platform (guid and names) earns a card just like our JSON events do.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel
+from sqlalchemy import DateTime, Integer, MetaData, Numeric, String, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+import herald
+from herald.inbox import Inbox
+
+from .database import Database
+from .pages import render
+from .process import platform_codecs, run_until_stopped, web_server
+
+__all__ = ["GiftCard", "GiftCardView", "NewEmployee", "build_service", "run_giftcards"]
+
+WEEKLY_AMOUNT = Decimal("25.00")
+metadata = MetaData()
+inbox = Inbox("giftcards_inbox", metadata=metadata)
+
+
+class NewEmployee(herald.Event, type="employee.created"):
+    """The part of ``employee.created`` a gift card needs."""
+
+    guid: str
+    first_name: str
+    last_name: str
+    email: str = ""
+
+
+class _Base(DeclarativeBase):
+    metadata = metadata
+
+
+class GiftCard(_Base):
+    __tablename__ = "gift_cards"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    employee_guid: Mapped[str] = mapped_column(String(32), unique=True)
+    holder: Mapped[str] = mapped_column(String(201))
+    email: Mapped[str] = mapped_column(String(254))
+    code: Mapped[str] = mapped_column(String(19))
+    weekly_amount: Mapped[Decimal] = mapped_column(Numeric(8, 2))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class GiftCardView(BaseModel):
+    employee_guid: str
+    holder: str
+    email: str
+    code: str
+    weekly_amount: Decimal
+    issued_at: datetime
+
+
+def _code() -> str:
+    digits = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(16))
+    return "-".join(digits[i : i + 4] for i in range(0, 16, 4))
+
+
+def build_service(db: Database) -> herald.Service:
+    service = herald.Service("giftcards", concurrency=16)
+
+    @service.on(NewEmployee)
+    async def issue_card(event: NewEmployee, ctx: herald.Context) -> None:
+        async with db.writing(), db.sessions() as session, session.begin():
+            if not await inbox.claim(session, ctx):
+                return
+            if await session.scalar(
+                select(GiftCard.id).where(GiftCard.employee_guid == event.guid)
+            ):
+                ctx.logger.info("%s already has a card", event.guid)
+                return
+            session.add(
+                GiftCard(
+                    employee_guid=event.guid,
+                    holder=f"{event.first_name} {event.last_name}",
+                    email=event.email,
+                    code=_code(),
+                    weekly_amount=WEEKLY_AMOUNT,
+                    issued_at=datetime.now(UTC),
+                )
+            )
+
+    return service
+
+
+async def _views(db: Database) -> list[GiftCardView]:
+    async with db.sessions() as session:
+        cards = await session.scalars(select(GiftCard).order_by(GiftCard.id))
+        return [
+            GiftCardView(
+                employee_guid=card.employee_guid,
+                holder=card.holder,
+                email=card.email,
+                code=card.code,
+                weekly_amount=Decimal(card.weekly_amount).quantize(Decimal("0.01")),
+                issued_at=card.issued_at.replace(tzinfo=card.issued_at.tzinfo or UTC),
+            )
+            for card in cards
+        ]
+
+
+def create_app(db: Database) -> FastAPI:
+    app = FastAPI(title="giftcards", docs_url="/api/docs", redoc_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/")
+    async def home() -> Response:
+        return RedirectResponse("/giftcards", status_code=303)
+
+    @app.get("/giftcards")
+    async def page(request: Request) -> Response:
+        context = {"cards": await _views(db), "app_name": "Gift cards"}
+        return render(request, "giftcards.html", context)
+
+    @app.get("/api/giftcards")
+    async def index() -> list[GiftCardView]:
+        return await _views(db)
+
+    return app
+
+
+async def run_giftcards(broker: str, db_url: str, port: int, host: str) -> None:
+    db = Database(db_url, metadata)
+    await db.create_tables()
+    try:
+        async with herald.connect(broker, source="giftcards", codecs=platform_codecs()) as bus:
+            worker = await bus.start(build_service(db))
+            await run_until_stopped(
+                "giftcards",
+                [],
+                server=web_server(create_app(db), host, port),
+                worker=worker,
+                url=f"http://{host}:{port}/giftcards",
+            )
+    finally:
+        await db.close()

@@ -1,0 +1,109 @@
+"""One service process: a bus, the service's worker, a web server and background tasks,
+all stopped in order on SIGINT/SIGTERM.
+
+Uvicorn normally installs its own signal handlers and re-raises the signal when it
+exits; here the process owns the signals, so the web server is told to exit and the
+worker is stopped gracefully (running handlers finish, the rest is redelivered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine, Generator, Iterable
+from typing import Any
+
+import uvicorn
+
+import herald
+from herald.protobuf import with_protobuf
+
+from .proto import EmployeeMessage
+
+__all__ = ["WebServer", "platform_codecs", "run_until_stopped", "web_server"]
+
+log = logging.getLogger("hr_platform")
+
+
+def platform_codecs() -> herald.CodecRegistry:
+    """JSON, plus protobuf ``EmployeeMessage`` for employee events from the Ruby platform."""
+    return with_protobuf(
+        messages={
+            "employee.created": EmployeeMessage,
+            "employee.updated": EmployeeMessage,
+            "employee.deleted": EmployeeMessage,
+        }
+    )
+
+
+class WebServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the process."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+def web_server(app: Any, host: str, port: int) -> WebServer:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+    )
+    return WebServer(config)
+
+
+async def run_until_stopped(
+    name: str,
+    tasks: Iterable[Callable[[], Coroutine[Any, Any, None]]],
+    *,
+    server: WebServer | None = None,
+    worker: herald.Worker | None = None,
+    url: str = "",
+) -> None:
+    """Run ``tasks`` and ``server`` until a signal arrives or one of them fails."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    running = [asyncio.create_task(task(), name=f"{name}:{i}") for i, task in enumerate(tasks)]
+    serving = asyncio.create_task(server.serve()) if server is not None else None
+    if worker is not None:
+        running.append(asyncio.create_task(worker.wait(), name=f"{name}:worker"))
+    stopper = asyncio.create_task(stop.wait())
+    watched = [stopper, *running, *([serving] if serving else [])]
+    try:
+        if server is not None and serving is not None:
+            ready = asyncio.create_task(server.ready.wait())
+            await asyncio.wait((ready, serving), return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if serving.done():
+                serving.result()
+                raise RuntimeError(f"{name}: the web server did not start")
+        print(f"{name}: ready{f' on {url}' if url else ''}", flush=True)
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper:
+                task.result()
+                raise RuntimeError(f"{task.get_name()} ended unexpectedly")
+    finally:
+        log.info("%s stopping", name)
+        if server is not None and serving is not None:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(serving, 10)
+        if worker is not None:
+            await worker.stop(10.0)
+        for task in [stopper, *running]:
+            task.cancel()
+        await asyncio.gather(*running, stopper, return_exceptions=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,1 @@
+"""Tests of the reference HR platform (multi-process scenarios on real brokers)."""

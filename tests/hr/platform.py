@@ -1,0 +1,150 @@
+"""A test harness for the HR platform: each service as a real OS process on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ..brokers import IN_CI, port_open
+
+__all__ = ["BROKERS", "Platform", "broker_url", "eventually", "free_port", "require_broker"]
+
+BROKERS = ("sqlite", "amqp")
+READY_TIMEOUT = 40.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_broker(scheme: str) -> None:
+    """Fail in CI, skip elsewhere, when the broker's server is not running."""
+    if scheme == "amqp" and not port_open(5672):
+        message = "RabbitMQ is not reachable on 127.0.0.1:5672"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true: brokers must be running)")
+        pytest.skip(message)
+
+
+def broker_url(scheme: str, workdir: Path) -> str:
+    token = uuid.uuid4().hex[:10]
+    if scheme == "sqlite":
+        return f"sqlite:///{workdir}/herald.db"
+    return f"amqp://guest:guest@127.0.0.1:5672/?namespace=hr{token}"
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float, what: str, interval: float = 0.25
+) -> None:
+    """Poll ``check`` until it is true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Platform:
+    """The four services as processes, started and stopped one by one."""
+
+    broker: str
+    workdir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=30))
+
+    def __post_init__(self) -> None:
+        for name in ("employees", "hr-web", "payroll", "giftcards"):
+            self.ports.setdefault(name, free_port())
+
+    def url(self, name: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports[name]}{path}"
+
+    def pid(self, name: str) -> int:
+        return self.processes[name].pid
+
+    def running(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.returncode is None
+
+    async def start(self, *names: str) -> None:
+        for name in names:
+            log = (self.workdir / f"{name}.log").open("ab")
+            argv = [sys.executable, "-m", "hr_platform", name, "--port", str(self.ports[name])]
+            argv += ["--data-dir", str(self.workdir), "--log-level", "WARNING"]
+            env = {**os.environ, "HERALD_BROKER": self.broker}
+            self.processes[name] = await asyncio.create_subprocess_exec(
+                *argv, stdout=log, stderr=log, env=env
+            )
+            log.close()
+        for name in names:
+            await self.wait_ready(name)
+
+    async def wait_ready(self, name: str) -> None:
+        async def ready() -> bool:
+            if not self.running(name):
+                raise AssertionError(f"{name} exited early:\n{self.log(name)}")
+            try:
+                response = await self.http.get(self.url(name, "/healthz"), timeout=2)
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200
+
+        await eventually(ready, timeout=READY_TIMEOUT, what=f"{name} to be ready", interval=0.1)
+
+    async def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
+        process = self.processes[name]
+        if process.returncode is None:
+            process.send_signal(sig)
+        return await asyncio.wait_for(process.wait(), 30)
+
+    async def kill(self, name: str) -> int:
+        return await self.stop(name, signal.SIGKILL)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    async def close(self) -> None:
+        for name in list(self.processes):
+            with contextlib.suppress(Exception):
+                await self.stop(name)
+        await self.http.aclose()
+
+    async def create(self, index: int, prefix: str = "e") -> httpx.Response:
+        """Create an employee through hr-web's JSON API."""
+        return await self.http.post(
+            self.url("hr-web", "/api/employees"),
+            json={
+                "first_name": f"First{index}",
+                "last_name": f"Last{index}",
+                "email": f"{prefix}{index}.{uuid.uuid4().hex[:6]}@example.com",
+                "salary": str(40000 + index),
+            },
+        )
+
+    async def records(self, name: str) -> list[dict[str, Any]]:
+        path = {"payroll": "/api/payroll", "giftcards": "/api/giftcards"}[name]
+        response = await self.http.get(self.url(name, path))
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
+
+    async def count(self, name: str) -> int:
+        return len(await self.records(name))

@@ -1,0 +1,117 @@
+"""The supervisor: the platform as processes, restarts after crashes, clean stops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hr_platform.supervisor import command, run_platform
+
+from .platform import eventually, free_port
+
+
+def children(pid: int) -> dict[str, int]:
+    """Service name -> pid of the supervisor's child processes."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"hr_platform" in argv:
+            found[argv[argv.index(b"hr_platform") + 1].decode()] = int(entry.name)
+    return found
+
+
+def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _alive(pids: Iterable[int]) -> bool:
+    return any(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+
+def test_command_line_of_a_service() -> None:
+    argv = command("payroll", port=8101, data_dir="/data")
+    assert argv[1:] == ["-m", "hr_platform", "payroll", "--data-dir", "/data", "--port", "8101"]
+    assert "--broker" not in command("employees", port=None, data_dir="d")
+
+
+async def test_supervisor_runs_restarts_and_stops_the_platform(workdir: Path) -> None:
+    ports = {"hr-web": free_port(), "payroll": free_port(), "giftcards": free_port()}
+    argv = [sys.executable, "-m", "hr_platform", "platform", "--data-dir", str(workdir)]
+    argv += ["--broker", f"sqlite:///{workdir}/herald.db", "--without", "giftcards"]
+    argv += [f"--{name}-port={port}" for name, port in ports.items()]
+    log = workdir / "supervisor.log"
+    supervisor = await asyncio.to_thread(_spawn, argv, log)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def up(name: str) -> bool:
+                try:
+                    got = await http.get(f"http://127.0.0.1:{ports[name]}/healthz")
+                except httpx.HTTPError:
+                    return False
+                return got.status_code == 200
+
+            await eventually(lambda: up("hr-web"), timeout=40, what="hr-web")
+            await eventually(lambda: up("payroll"), timeout=40, what="payroll")
+            printed = log.read_text()
+            assert f"hr-web     http://127.0.0.1:{ports['hr-web']}/employees" in printed
+            assert "not started: giftcards" in printed
+            assert set(children(supervisor.pid)) == {"employees", "hr-web", "payroll"}
+
+            old = children(supervisor.pid)["payroll"]
+            os.kill(old, signal.SIGKILL)
+
+            async def restarted() -> bool:
+                pid = children(supervisor.pid).get("payroll")
+                return pid is not None and pid != old and await up("payroll")
+
+            await eventually(restarted, timeout=40, what="payroll to be restarted")
+            assert "payroll exited (-9); restarting in 1s" in log.read_text()
+
+            created = await http.post(
+                f"http://127.0.0.1:{ports['hr-web']}/api/employees",
+                json={"first_name": "A", "last_name": "B", "email": "a@b.io", "salary": "1"},
+            )
+            assert created.status_code == 201
+
+            async def on_payroll() -> bool:
+                got = await http.get(f"http://127.0.0.1:{ports['payroll']}/api/payroll")
+                return len(got.json()) == 1
+
+            await eventually(on_payroll, timeout=30, what="the payroll record")
+
+        running = children(supervisor.pid)
+        supervisor.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(supervisor.wait, 40) == 0
+        deadline = time.monotonic() + 5
+        while await asyncio.to_thread(_alive, running.values()):
+            assert time.monotonic() < deadline, "services outlived the supervisor"
+            await asyncio.sleep(0.1)
+        assert "stopping all services" in log.read_text()
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            for pid in children(supervisor.pid).values():
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_unknown_services_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown service"):
+        asyncio.run(run_platform("memory://x", without={"hr-wbe"}))
