@@ -167,7 +167,8 @@ async def _hire(
     story.hiring_over = True
     story.check()
     try:
-        await asyncio.wait_for(story.complete.wait(), DRAIN_TIMEOUT)
+        async with asyncio.timeout(DRAIN_TIMEOUT):
+            await story.complete.wait()
     except TimeoutError:
         missing = {name: len(set(story.hired) - seen) for name, seen in story.seen.items()}
         raise errors.TimeoutError(

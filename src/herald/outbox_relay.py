@@ -207,7 +207,8 @@ class OutboxRelay:
     async def _idle(self) -> None:
         with contextlib.suppress(builtins.TimeoutError):
             # an idle active relay still renews its lease in time
-            await asyncio.wait_for(self._wakeup.wait(), min(self.poll_interval, self.lease_ttl / 3))
+            async with asyncio.timeout(min(self.poll_interval, self.lease_ttl / 3)):
+                await self._wakeup.wait()
 
     async def _step(self) -> int | None:
         """Publish one batch; the count published, or None without the lease."""

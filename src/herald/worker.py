@@ -226,9 +226,7 @@ class Worker:
         )
         try:
             call = handler.func(payload, ctx) if handler.wants_context else handler.func(payload)
-            if handler.timeout is not None:
-                await asyncio.wait_for(call, handler.timeout)
-            else:
+            async with asyncio.timeout(handler.timeout):
                 await call
         except Reject as exc:
             await self._dead_letter(handler, delivery, "Reject", str(exc) or "rejected by handler")

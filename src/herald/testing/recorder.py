@@ -54,5 +54,6 @@ class Recorder(Generic[T]):
                 )
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.25))
+                async with asyncio.timeout(min(remaining, 0.25)):
+                    await self._changed.wait()
         return self.items
