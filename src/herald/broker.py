@@ -110,7 +110,8 @@ class Delivery(abc.ABC):
 
     @abc.abstractmethod
     async def release(self) -> None:
-        """Give back unhandled (shutdown): redeliver soon, without counting an attempt."""
+        """Give back unhandled (shutdown): redeliver soon, without counting an attempt
+        where the broker can tell (JetStream counts it; see the adapter's docs)."""
 
     @abc.abstractmethod
     async def dead_letter(self, reason: DeadLetterReason) -> None:

@@ -35,14 +35,14 @@ class DeadLetterReason:
     last_failure: datetime | None = None
 
     def to_headers(self) -> dict[str, str]:
-        now = datetime.now(UTC)
+        last = self.last_failure or datetime.now(UTC)
         return {
             f"{PREFIX}queue": self.queue,
             f"{PREFIX}error-type": self.error_type,
             f"{PREFIX}error": self.error_message[:4000],
             f"{PREFIX}attempts": str(self.attempts),
-            f"{PREFIX}first-failure": (self.first_failure or now).isoformat(),
-            f"{PREFIX}last-failure": (self.last_failure or now).isoformat(),
+            f"{PREFIX}first-failure": (self.first_failure or last).isoformat(),
+            f"{PREFIX}last-failure": last.isoformat(),
         }
 
     @classmethod

@@ -1,0 +1,93 @@
+"""Settings of the ``nats://`` broker, read from its URL.
+
+>>> s = NATSSettings.from_url(BrokerURL.parse("nats://u:s3cret@h1,h2:4223/?namespace=t1&ack_wait=5"))
+>>> s.servers, s.names.streams.events, s.ack_wait, s.tls
+(['nats://h1:4222', 'nats://h2:4223'], 't1_EVENTS', 5.0, False)
+>>> "s3cret" in repr(s) or "s3cret" in s.shown_url
+False
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+
+from ..errors import BrokerURLError, ConfigurationError
+from ..url import BrokerURL
+from .nats_names import Names
+
+__all__ = ["OPTIONS", "NATSSettings"]
+
+OPTIONS = {
+    "namespace",
+    "stream",
+    "retention",
+    "max_age",
+    "ack_wait",
+    "max_deliver",
+    "timeout",
+    "cafile",
+}
+RETENTIONS = ("limits", "interest")
+WEEK = 7 * 24 * 3600.0
+DEFAULT_PORT = 4222
+
+
+@dataclass(frozen=True, slots=True)
+class NATSSettings:
+    """Everything the adapter needs; ``repr()`` never shows the password."""
+
+    shown_url: str
+    servers: list[str]
+    user: str | None
+    password: str | None = field(repr=False)
+    tls: bool
+    names: Names
+    retention: str
+    max_age: float
+    ack_wait: float
+    max_deliver: int
+    timeout: float
+    cafile: str | None = None
+
+    @classmethod
+    def from_url(cls, url: BrokerURL) -> NATSSettings:
+        url.reject_unknown(OPTIONS)
+        tls = url.scheme == "tls"
+        scheme = "tls" if tls else "nats"
+        servers = [f"{scheme}://{_host(host)}:{port or DEFAULT_PORT}" for host, port in url.hosts]
+        try:
+            names = Names(url.option("namespace", ""), url.query.get("stream") or None)
+        except ConfigurationError as exc:
+            raise BrokerURLError(
+                str(url), "query parameter 'namespace'/'stream'", str(exc)
+            ) from None
+        max_deliver = url.int_option("max_deliver", 0)
+        retention = url.option("retention", "limits")
+        if retention not in RETENTIONS:
+            raise BrokerURLError(
+                str(url), "query parameter 'retention'", f"use one of {', '.join(RETENTIONS)}"
+            )
+        return cls(
+            shown_url=str(url),
+            servers=servers,
+            user=url.username,
+            password=url.password,
+            tls=tls,
+            names=names,
+            retention=retention,
+            max_age=url.float_option("max_age", WEEK if retention == "limits" else 0.0),
+            ack_wait=url.float_option("ack_wait", 30.0, minimum=0.5),
+            max_deliver=max_deliver if max_deliver > 0 else -1,
+            timeout=url.float_option("timeout", 10.0, minimum=0.1),
+            cafile=url.query.get("cafile") or None,
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=self.cafile)
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
