@@ -23,7 +23,7 @@ shutdown, on RabbitMQ, NATS JetStream, Redis Streams, or an embedded SQLite brok
 [('g1', 1)]
 """
 
-from .broker import Broker, Delivery, Features, Subscription
+from .broker import Broker, Delivery, Features, ReplyTransport, Subscription
 from .bus import Bus, connect
 from .codec import Codec, CodecRegistry, JSONCodec, default_codecs
 from .context import Context
@@ -80,6 +80,7 @@ __all__ = [
     "PublishError",
     "Reject",
     "RemoteError",
+    "ReplyTransport",
     "RetryPolicy",
     "Service",
     "Subscription",

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .deadletter import DeadLetter, DeadLetterReason
 from .message import Message
 from .topic import validate_pattern
 
-__all__ = ["Broker", "Delivery", "Features", "ProgressCallback", "Subscription"]
+__all__ = ["Broker", "Delivery", "Features", "ProgressCallback", "ReplyTransport", "Subscription"]
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` by long operations."""
@@ -118,6 +118,30 @@ class Delivery(abc.ABC):
         """Move to the service's dead-letter queue with ``reason``; remove from this queue."""
 
 
+class ReplyTransport(abc.ABC):
+    """How a bus sends requests and receives the replies to them.
+
+    The generic transport (``herald.rpc.QueueReplyTransport``) uses one transient
+    queue per bus; a broker with a native mechanism (RabbitMQ's direct reply-to, NATS
+    inboxes) returns its own from :meth:`Broker.reply_transport`.
+    """
+
+    address: str
+    """What requests carry in ``herald-reply-to``; valid once :meth:`start` returned."""
+
+    @abc.abstractmethod
+    async def start(self, on_reply: Callable[[Message], None]) -> None:
+        """Begin receiving replies; call ``on_reply`` for each. Idempotent."""
+
+    @abc.abstractmethod
+    async def send(self, request: Message) -> None:
+        """Publish a request (its ``herald-reply-to`` header is already set)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop receiving; nothing of the transport remains on the broker."""
+
+
 class Broker(abc.ABC):
     """Base class of broker adapters. ``async with broker:`` connects and closes."""
 
@@ -170,6 +194,15 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         """Delete dead letters (all, or those ids) of ``service``; return how many."""
+
+    def reply_transport(self) -> ReplyTransport | None:
+        """A native request/reply transport, or None for the generic queue-based one."""
+        return None
+
+    async def send_reply(self, reply_to: str, reply: Message) -> None:
+        """Deliver an RPC reply to the address a request carried. The default routes
+        it like any message, with the address as its type."""
+        await self.publish((replace(reply, type=reply_to),))
 
     async def destroy(self) -> None:
         """Delete everything this broker created in its namespace (queues, dead

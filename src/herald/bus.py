@@ -220,7 +220,7 @@ class Bus:
         ``timeout`` seconds, the handler's :class:`herald.ExpectedError` subclass, or
         :class:`herald.RemoteError` for any other failure of the handler."""
         if self._replies is None:
-            self._replies = ReplyChannel(self)
+            self._replies = ReplyChannel(self.broker)
         message = self.message(request, key=key)
         message = replace(message, type=request_type(message.type))
         reply = await self._replies.call(message, timeout)

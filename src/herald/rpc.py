@@ -43,23 +43,21 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pydantic
 
-from .broker import Subscription
+from .broker import Broker, ReplyTransport, Subscription
 from .context import Context
 from .errors import BrokerError, HeraldError, MessageError, TimeoutError
 from .event import Event
 from .message import Message
 
-if TYPE_CHECKING:
-    from .bus import Bus
-
 __all__ = [
     "ExpectedError",
     "Invalid",
     "NotFound",
+    "QueueReplyTransport",
     "RemoteError",
     "ReplyChannel",
     "request_type",
@@ -167,7 +165,7 @@ def rpc_handler(
             body = json.dumps({"type": type(exc).__name__, "message": str(exc)}).encode()
             status = "error"
         reply = Message(
-            type=reply_to,
+            type="herald.reply",
             body=body,
             source=ctx.service,
             headers={
@@ -175,7 +173,7 @@ def rpc_handler(
                 STATUS: status,
             },
         )
-        await ctx._bus.broker.publish((reply,))
+        await ctx._bus.broker.send_reply(reply_to, reply)
 
     handle.__qualname__ = getattr(func, "__qualname__", "rpc")
     return handle
@@ -190,32 +188,71 @@ def _fields_of(exc: MessageError) -> dict[str, str]:
     return {}
 
 
-class ReplyChannel:
-    """A bus's one reply queue and the calls waiting on it."""
+class QueueReplyTransport(ReplyTransport):
+    """Replies through one transient queue per bus; works on every broker."""
 
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
-        self.topic = f"herald.reply.{uuid.uuid4().hex}"
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self.address = f"herald.reply.{uuid.uuid4().hex}"
         self._subscription = Subscription(
-            f"reply-{self.topic.rsplit('.', 1)[1][:12]}", "reply", (self.topic,), durable=False
+            f"reply-{self.address.rsplit('.', 1)[1][:12]}", "reply", (self.address,), durable=False
         )
-        self._pending: dict[str, asyncio.Future[Message]] = {}
         self._task: asyncio.Task[None] | None = None
+
+    async def start(self, on_reply: Callable[[Message], None]) -> None:
+        if self._task is None:
+            await self._broker.declare(self._subscription)
+            self._task = asyncio.create_task(self._receive(on_reply), name=f"herald:{self.address}")
+
+    async def send(self, request: Message) -> None:
+        await self._broker.publish((request,))
+
+    async def _receive(self, on_reply: Callable[[Message], None]) -> None:
+        while True:
+            stream = self._broker.consume(self._subscription, 256)
+            try:
+                async for delivery in stream:
+                    on_reply(delivery.message)
+                    await delivery.ack()
+            except BrokerError as exc:
+                log.warning("reply queue %s: %s; subscribing again", self.address, exc)
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(BrokerError):
+                    await self._broker.declare(self._subscription)
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.aclose()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+
+class ReplyChannel:
+    """A bus's calls in flight, paired with their replies by correlation id."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.transport = broker.reply_transport() or QueueReplyTransport(broker)
+        self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._started = False
         self._ready = asyncio.Lock()
 
     async def call(self, message: Message, timeout: float) -> Message:
-        await self._start()
         correlation = message.id
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
-        headers = {
-            REPLY_TO: self.topic,
-            CORRELATION_ID: correlation,
-            DEADLINE: f"{time.time() + timeout:.3f}",
-        }
         try:
             async with asyncio.timeout(timeout):
-                await self._bus.broker.publish((message.with_headers(headers),))
+                await self._start()
+                headers = {
+                    REPLY_TO: self.transport.address,
+                    CORRELATION_ID: correlation,
+                    DEADLINE: f"{time.time() + timeout:.3f}",
+                }
+                await self.transport.send(message.with_headers(headers))
                 return await future
         except builtins.TimeoutError as exc:
             raise TimeoutError(
@@ -227,35 +264,17 @@ class ReplyChannel:
 
     async def _start(self) -> None:
         async with self._ready:
-            if self._task is not None:
-                return
-            await self._bus.broker.declare(self._subscription)
-            self._task = asyncio.create_task(self._receive(), name=f"herald:{self.topic}")
+            if not self._started:
+                await self.transport.start(self._on_reply)
+                self._started = True
 
-    async def _receive(self) -> None:
-        while True:
-            stream = self._bus.broker.consume(self._subscription, 256)
-            try:
-                async for delivery in stream:
-                    future = self._pending.get(delivery.message.headers.get(CORRELATION_ID, ""))
-                    if future is not None and not future.done():
-                        future.set_result(delivery.message)
-                    await delivery.ack()
-            except BrokerError as exc:
-                log.warning("reply queue %s: %s; subscribing again", self.topic, exc)
-                await asyncio.sleep(0.5)
-                with contextlib.suppress(BrokerError):
-                    await self._bus.broker.declare(self._subscription)
-            finally:
-                with contextlib.suppress(Exception):
-                    await stream.aclose()
+    def _on_reply(self, reply: Message) -> None:
+        future = self._pending.get(reply.headers.get(CORRELATION_ID, ""))
+        if future is not None and not future.done():
+            future.set_result(reply)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self.transport.close()
 
 
 def decode_reply(reply: Message, response: type[R] | None) -> R | None:
