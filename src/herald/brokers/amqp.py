@@ -32,6 +32,7 @@ from .amqp_connection import AMQPConnection, describe_error
 from .amqp_consumer import consume_queue
 from .amqp_deadletters import DeadLetterQueue
 from .amqp_publisher import Outgoing, Publisher
+from .amqp_rpc import DirectReplyTransport, is_direct_reply_address
 from .amqp_settings import AMQPSettings
 from .amqp_topology import Topology, delay_bucket
 from .amqp_wire import header_text, properties_for
@@ -141,6 +142,31 @@ class AMQPBroker(Broker):
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         return await self._dead.purge(service, ids)
 
+    def reply_transport(self) -> DirectReplyTransport:
+        return DirectReplyTransport(
+            self.connection,
+            self.topology.exchange,
+            self.features.max_message_bytes,
+            self._redeclare_topology,
+        )
+
+    async def send_reply(self, reply_to: str, reply: Message) -> None:
+        if not is_direct_reply_address(reply_to):
+            await super().send_reply(reply_to, reply)
+            return
+        channel = await self._control_channel()
+        try:
+            await channel.basic_publish(
+                reply.body,
+                exchange="",
+                routing_key=reply_to,
+                properties=properties_for(reply),
+                mandatory=False,
+            )
+        except Exception as exc:
+            reason = describe_error(exc, self.settings)
+            raise PublishError(f"sending the reply to {reply_to} failed: {reason}") from exc
+
     async def destroy(self) -> None:
         await self._declaring(self.topology.destroy)
 
@@ -177,6 +203,9 @@ class AMQPBroker(Broker):
         if sub.durable:
             return await self.topology.declare_subscription(channel, sub)
         return await self.topology.declare_transient(channel, sub)
+
+    async def _redeclare_topology(self) -> None:
+        await self._declaring(self.topology.redeclare)
 
     async def _declaring(
         self, declare: Callable[[AbstractChannel, *Args], Awaitable[R]], *args: *Args

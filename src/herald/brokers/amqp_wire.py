@@ -6,6 +6,8 @@ and the time into ``timestamp``. Messages are persistent (``delivery_mode`` 2).
 Which attempt a delivery is travels in the ``herald-attempt`` header; redeliveries
 the broker made are added (``x-delivery-count`` on quorum queues, else one for the
 ``redelivered`` flag) except those this process caused by releasing the message.
+A ``reply_to`` property naming a direct reply-to channel (RabbitMQ fills it in as
+``amq.rabbitmq.reply-to.<token>``) becomes the ``herald-reply-to`` header.
 
 >>> m = Message(type="employee.created", body=b"{}", id="m1")
 >>> p = properties_for(m, attempt=2)
@@ -41,6 +43,8 @@ __all__ = [
 ]
 
 ATTEMPT_HEADER = "herald-attempt"
+REPLY_TO_HEADER = "herald-reply-to"
+_DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 _TRANSPORT_HEADERS = frozenset({ATTEMPT_HEADER, "x-delivery-count", "x-death"})
 _TRANSPORT_PREFIXES = ("x-first-death-", "x-last-death-")
 _RELEASED: OrderedDict[tuple[str, str], int] = OrderedDict()
@@ -95,6 +99,8 @@ def decode_delivered(delivered: DeliveredMessage, queue: str = "") -> tuple[Mess
         for name, value in raw.items()
         if name not in _TRANSPORT_HEADERS and not name.startswith(_TRANSPORT_PREFIXES)
     }
+    if props.reply_to and props.reply_to.startswith(_DIRECT_REPLY_TO):
+        headers[REPLY_TO_HEADER] = props.reply_to
     delivery = delivered.delivery
     redelivered = bool(getattr(delivery, "redelivered", False))
     message = decode_message(

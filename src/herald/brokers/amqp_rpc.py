@@ -1,0 +1,161 @@
+"""RabbitMQ's direct reply-to as Herald's request/reply transport.
+
+The caller consumes the pseudo-queue ``amq.rabbitmq.reply-to`` (no-ack) on a channel
+of its own and publishes its requests on that same channel, as RabbitMQ requires,
+with the ``reply_to`` property set; the server then names the channel in the
+property it delivers (``amq.rabbitmq.reply-to.<token>``), the serving adapter copies
+it into ``herald-reply-to`` and answers through the default exchange. No queue is
+declared. Requests are persistent and publisher-confirmed like every other publish.
+
+When the channel or the connection dies, calls in flight time out; the next call
+opens a new channel (after the reconnect) and consumes again. Replies to requests
+sent on the old channel are lost with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+import aiormq
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from pamqp import commands as spec
+
+from ..broker import ReplyTransport
+from ..errors import ConnectionLostError, DecodeError, PublishError
+from ..message import Message
+from .amqp_connection import AMQPConnection, describe_error
+from .amqp_wire import decode_delivered, properties_for
+
+__all__ = ["DIRECT_REPLY_TO", "DirectReplyTransport", "is_direct_reply_address"]
+
+log = logging.getLogger("herald.amqp")
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+def is_direct_reply_address(address: str) -> bool:
+    """True for the pseudo-queue name and the per-channel names RabbitMQ derives from it."""
+    return address.startswith(DIRECT_REPLY_TO)
+
+
+class DirectReplyTransport(ReplyTransport):
+    """Requests and their replies on one confirm-mode channel, reopened when it closes."""
+
+    def __init__(
+        self,
+        connection: AMQPConnection,
+        exchange: str,
+        max_bytes: int,
+        redeclare: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.address = DIRECT_REPLY_TO
+        self._redeclare = redeclare
+        self._connection = connection
+        self._exchange = exchange
+        self._max_bytes = max_bytes
+        self._channel: AbstractChannel | None = None
+        self._opening = asyncio.Lock()
+        self._on_reply: Callable[[Message], None] | None = None
+        self._closed = False
+        self.channels_opened = 0
+        """How many channels were opened (1 plus one per reopen after a loss)."""
+
+    async def start(self, on_reply: Callable[[Message], None]) -> None:
+        self._on_reply = on_reply
+        self._closed = False
+        await self._open()
+
+    async def send(self, request: Message) -> None:
+        size, limit = len(request.body), self._max_bytes
+        if size > limit:
+            raise PublishError(f"request {request.id} has {size} bytes; the limit is {limit}")
+        properties = properties_for(request)
+        properties.reply_to = DIRECT_REPLY_TO
+        redeclared = False
+        while True:
+            channel = await self._open()
+            try:
+                await self._publish(channel, request, properties)
+                return
+            except ConnectionLostError:
+                log.info("reply channel lost while sending %s; sending again", request.id)
+            except PublishError as exc:
+                if redeclared or not isinstance(exc.__cause__, aiormq.ChannelNotFoundEntity):
+                    raise
+                log.warning("exchange %s was deleted; declaring the topology again", self._exchange)
+                await self._redeclare()
+                redeclared = True
+
+    async def close(self) -> None:
+        self._closed = True
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def _open(self) -> AbstractChannel:
+        channel = self._channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._opening:
+            channel = self._channel
+            if channel is not None and not channel.is_closed:
+                return channel
+            if self._closed:
+                raise ConnectionLostError("the reply transport is closed")
+            channel = await self._connection.channel(confirms=True)
+            try:
+                await channel.basic_consume(DIRECT_REPLY_TO, self._received, no_ack=True)
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+                raise ConnectionLostError(
+                    f"cannot consume {DIRECT_REPLY_TO}: {describe_error(exc)}"
+                ) from exc
+            if self._channel is not None:
+                log.info("reply channel reopened; consuming %s again", DIRECT_REPLY_TO)
+            self._channel = channel
+            self.channels_opened += 1
+            return channel
+
+    async def _publish(
+        self, channel: AbstractChannel, request: Message, properties: spec.Basic.Properties
+    ) -> None:
+        timeout = self._connection.settings.confirm_timeout
+        try:
+            confirmation = await cast(aiormq.Channel, channel).basic_publish(
+                request.body,
+                exchange=self._exchange,
+                routing_key=request.type,
+                properties=properties,
+                timeout=timeout,
+            )
+        except aiormq.DeliveryError as exc:
+            raise PublishError(f"the broker refused request {request.id}: nack") from exc
+        except TimeoutError as exc:
+            raise PublishError(f"request {request.id} not confirmed within {timeout:g}s") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if (task is not None and task.cancelling()) or not channel.is_closed:
+                raise
+            raise ConnectionLostError("the reply channel closed during a publish") from None
+        except Exception as exc:
+            if channel.is_closed and not self._connection.is_connected:
+                raise ConnectionLostError(describe_error(exc)) from exc
+            reason = describe_error(exc, self._connection.settings)
+            raise PublishError(f"publishing request {request.id} failed: {reason}") from exc
+        if isinstance(confirmation, spec.Basic.Nack):
+            raise PublishError(f"the broker refused request {request.id}: nack")
+
+    async def _received(self, delivered: DeliveredMessage) -> None:
+        try:
+            reply, _ = decode_delivered(delivered)
+        except DecodeError as exc:
+            log.warning("dropped an undecodable reply: %s", exc)
+            return
+        if self._on_reply is not None:
+            self._on_reply(reply)
