@@ -6,6 +6,7 @@ pull consumer (``deliver_policy=new``, explicit acks) filtered on its one patter
 it gets everything published after its declare and keeps its place while its service
 is offline. ``tls://`` connects with TLS. See ``docs/nats.md`` for the guarantees and
 the differences from RabbitMQ; :mod:`.nats_names` for the names used on the server.
+RPC replies travel on core NATS inboxes (:mod:`.nats_replies`), not through JetStream.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.errors import NoStreamResponseError, NotFoundError
 
-from ..broker import Broker, Delivery, Features, ProgressCallback, Subscription
+from ..broker import Broker, Delivery, Features, ProgressCallback, ReplyTransport, Subscription
 from ..deadletter import DeadLetter, DeadLetterReason
 from ..errors import BrokerError, ConfigurationError, ConnectionLostError, DecodeError, PublishError
 from ..message import Message
@@ -34,6 +35,7 @@ from .nats_deadletters import DeadLetterStore
 from .nats_delivery import Leases, NATSDelivery, settle_quietly
 from .nats_names import consumer_name
 from .nats_pull import PullFeed, PullSource
+from .nats_replies import INBOX_PREFIX, InboxReplyTransport, is_inbox
 from .nats_settings import NATSSettings
 from .nats_wire import fallback_message, from_headers, to_headers
 
@@ -89,6 +91,7 @@ class NATSBroker(Broker):
                     password=self.settings.password,
                     tls=self.settings.ssl_context(),
                     name="herald",
+                    inbox_prefix=INBOX_PREFIX,
                     connect_timeout=int(max(self.settings.timeout, 1)),
                     reconnect_time_wait=0.5,
                     max_reconnect_attempts=CONNECT_ATTEMPTS,
@@ -173,6 +176,25 @@ class NATSBroker(Broker):
                 if not future.cancelled() and future.exception() is not None:
                     failed[pending[future]] = future.exception()  # type: ignore[assignment]
         return failed
+
+    def reply_transport(self) -> ReplyTransport:
+        """Replies on a core NATS inbox of this bus (:mod:`.nats_replies`)."""
+        return InboxReplyTransport(self._client, self.publish)
+
+    async def send_reply(self, reply_to: str, reply: Message) -> None:
+        if not is_inbox(reply_to):
+            await super().send_reply(reply_to, reply)
+            return
+        nc = self._client()
+        if len(reply.body) > self.features.max_message_bytes:
+            raise PublishError(
+                f"reply {reply.id} has a {len(reply.body)}-byte body; this server takes "
+                f"bodies up to {self.features.max_message_bytes} bytes"
+            )
+        try:
+            await nc.publish(reply_to, reply.body, headers=to_headers(reply))
+        except (NATSError, OSError) as exc:
+            raise PublishError(f"cannot send the reply to {reply_to}: {exc!r}") from exc
 
     async def declare(self, subscription: Subscription) -> None:
         await self._declare(subscription, None)
@@ -328,6 +350,12 @@ class NATSBroker(Broker):
             raise
         except (TimeoutError, NATSError) as exc:
             raise BrokerError(f"NATS could not {what}: {exc!r}") from exc
+
+    def _client(self) -> Client:
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            raise BrokerError(f"{self.settings.shown_url} broker is not connected")
+        return nc
 
     def _require(self) -> JetStreamContext:
         if self._js is None or self._nc is None or self._nc.is_closed:
