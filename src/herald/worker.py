@@ -76,9 +76,7 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
-        for task in self._consumers:
-            task.cancel()
-        await asyncio.gather(*self._consumers, return_exceptions=True)
+        await _cancel_until_done(self._consumers)
         await self._release_queued()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
@@ -304,6 +302,18 @@ class Worker:
         for lane in lanes:
             while lane:
                 await _quietly_release(lane.popleft()[1])
+
+
+async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again any that carried on: some
+    drivers swallow a cancellation that lands while they are mid-command."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+        if pending:
+            log.warning("%d consumer(s) ignored cancellation; cancelling again", len(pending))
 
 
 async def _quietly_release(delivery: Delivery) -> None:
