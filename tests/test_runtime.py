@@ -175,3 +175,24 @@ async def test_closed_memory_broker_refuses_publishes() -> None:
     await broker.close()
     with pytest.raises(herald.BrokerError, match="closed"):
         await broker.publish([herald.Message(type="a.b", body=b"")])
+
+
+async def test_pattern_handlers_decode_by_type_and_poison_is_dead_lettered() -> None:
+    service = herald.Service("lifecycle")
+    seen: Recorder[Tick] = Recorder()
+
+    @service.on("runtime.*", name="all")
+    async def any_tick(message: herald.Message, ctx: herald.Context) -> None:
+        seen.add(ctx.decode(Tick))
+
+    async with herald.connect(memory_url()) as bus:
+        worker = await bus.start(service)
+        await bus.publish(Tick(n=3), key="k")
+        await bus.publish(herald.Message(type="runtime.tick", body=b'{"n": "three"}'))
+        await seen.wait_for(1)
+        await eventually(lambda: worker.handled >= 2)
+        letters = await bus.dead_letters("lifecycle")
+        await worker.stop()
+    assert seen.items == [Tick(n=3)]
+    assert [dl.reason.error_type for dl in letters] == ["ValidationError"]
+    assert letters[0].reason.attempts == 1

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from .event import Event
 from .message import Message
 
 if TYPE_CHECKING:
     from .bus import Bus
-    from .event import Event
+
+E = TypeVar("E", bound=Event)
 
 __all__ = ["Context"]
 
@@ -29,6 +31,13 @@ class Context:
         self.service = service
         self.queue = queue
         self.logger = logging.getLogger(f"herald.handler.{service}")
+
+    def decode(self, event_class: type[E]) -> E:
+        """The message decoded as ``event_class`` (for pattern handlers that see several
+        types on one queue); raises :class:`herald.DecodeError` or
+        :class:`herald.ValidationError`, which dead-letter the delivery at once."""
+        message = self.message
+        return self._bus.codecs.decode(message.body, message.datacontenttype, event_class)
 
     async def publish(
         self,

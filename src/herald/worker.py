@@ -229,6 +229,9 @@ class Worker:
         except Reject as exc:
             await self._dead_letter(handler, delivery, "Reject", str(exc) or "rejected by handler")
             return
+        except MessageError as exc:  # e.g. ctx.decode(): retrying cannot fix the bytes
+            await self._dead_letter(handler, delivery, type(exc).__name__, str(exc))
+            return
         except Exception as exc:
             await self._failed(handler, delivery, exc, time.perf_counter() - started)
             return

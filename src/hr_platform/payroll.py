@@ -111,6 +111,11 @@ async def _change(session: AsyncSession, event: EmployeeChanged, ctx: herald.Con
     )
 
 
+LIFECYCLE: dict[str, type[EmployeeChanged]] = {
+    cls.event_type(): cls for cls in (EmployeeCreated, EmployeeUpdated, EmployeeDeleted)
+}
+
+
 def build_service(db: Database) -> herald.Service:
     service = herald.Service("payroll", concurrency=16)
 
@@ -121,17 +126,15 @@ def build_service(db: Database) -> herald.Service:
                 return
             await _change(session, event, ctx)
 
-    @service.on(EmployeeCreated)
-    async def open_record(event: EmployeeCreated, ctx: herald.Context) -> None:
-        await handle(event, ctx)
-
-    @service.on(EmployeeUpdated)
-    async def update_record(event: EmployeeUpdated, ctx: herald.Context) -> None:
-        await handle(event, ctx)
-
-    @service.on(EmployeeDeleted)
-    async def close_record(event: EmployeeDeleted, ctx: herald.Context) -> None:
-        await handle(event, ctx)
+    # One queue for the whole employee lifecycle: events of one employee are then
+    # handled in publish order across types (a delete never overtakes an update).
+    @service.on("employee.*", name="employee")
+    async def employee_changed(message: herald.Message, ctx: herald.Context) -> None:
+        event_class = LIFECYCLE.get(message.type)
+        if event_class is None:
+            ctx.logger.info("no payroll change for %s", message.type)
+            return
+        await handle(ctx.decode(event_class), ctx)
 
     return service
 
