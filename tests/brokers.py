@@ -57,7 +57,9 @@ async def restart_rabbitmq() -> None:
 
 async def restart_nats() -> None:
     def run() -> None:
-        pids = subprocess.run(["pgrep", "-x", "nats-server"], capture_output=True, text=True)
+        pids = subprocess.run(
+            ["pgrep", "-x", "nats-server"], capture_output=True, text=True, check=False
+        )
         try:
             for pid in pids.stdout.split():
                 os.kill(int(pid), 15)

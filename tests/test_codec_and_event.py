@@ -41,7 +41,7 @@ def test_event_without_type_explains_how_to_declare_one() -> None:
     class Untyped(herald.Event):
         x: int
 
-    with pytest.raises(TypeError, match="type='domain.verb'"):
+    with pytest.raises(TypeError, match=r"type='domain\.verb'"):
         Untyped.event_type()
     with pytest.raises(ValueError, match="cannot be a pattern"):
 

@@ -21,7 +21,12 @@ def test_readme_has_examples() -> None:
 def test_readme_example_runs(index: int, tmp_path: Path) -> None:
     code = BLOCKS[index]
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     for expected in re.findall(r"print\(.*\)\s+# (.+)", code):

@@ -165,7 +165,7 @@ def test_registration_errors_are_clear() -> None:
 
 async def test_publishing_a_non_event_is_a_type_error() -> None:
     async with herald.connect(memory_url()) as bus:
-        with pytest.raises(TypeError, match="herald.Event or herald.Message"):
+        with pytest.raises(TypeError, match=r"herald\.Event or herald\.Message"):
             await bus.publish({"n": 1})  # type: ignore[arg-type]
 
 

@@ -47,9 +47,9 @@ def test_password_is_redacted_everywhere() -> None:
 
 def test_options_are_validated_by_type() -> None:
     parsed = BrokerURL.parse("amqp://h/?prefetch=ten&flag=maybe&n=5")
-    with pytest.raises(herald.BrokerURLError, match="'prefetch'.*not a whole number"):
+    with pytest.raises(herald.BrokerURLError, match=r"'prefetch'.*not a whole number"):
         parsed.int_option("prefetch", 1)
-    with pytest.raises(herald.BrokerURLError, match="'flag'.*not a boolean"):
+    with pytest.raises(herald.BrokerURLError, match=r"'flag'.*not a boolean"):
         parsed.bool_option("flag", False)
     assert parsed.int_option("n", 1) == 5
     with pytest.raises(herald.BrokerURLError, match="must be >= 10"):
