@@ -1,0 +1,165 @@
+"""A suite: the contenders for one broker, their targets, and running them all.
+
+A contender that cannot run (server down, adapter missing) becomes an
+``unavailable: <error>`` row; one that fails mid-measurement a ``failed: <error>``
+row. Neither stops the other contenders or suites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .harness import LATENCY, THROUGHPUT, Contender, Plan
+from .process import measure
+from .report import Row, Target, judge
+
+__all__ = ["Options", "Suite", "run_suite"]
+
+CHECK_TIMEOUT = 15.0
+"""Seconds to connect before a contender counts as unavailable (and to clean up after)."""
+CLEANUP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    events: int = 50_000
+    window: int = 500
+    rate: float = 1000.0
+    duration: float = 10.0
+    timeout: float = 60.0
+    """Seconds a run may take beyond its schedule before it counts as failed."""
+    repeat: int = 1
+    """Runs per measurement; the median one is reported (all in ``details.runs``)."""
+    only: tuple[str, ...] = ()
+    """Contender names to run (all when empty)."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Contenders compared on one kind of broker; ``baseline`` names one of them."""
+
+    name: str
+    contenders: Sequence[type[Contender]]
+    baseline: str
+    targets: dict[tuple[str, str], Sequence[Target]] = field(default_factory=dict)
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".strip().rstrip(":")
+
+
+def _plans(cls: type[Contender], options: Options) -> list[Plan]:
+    cap = cls.max_events or options.events
+    steady = max(1, int(options.rate * options.duration))
+    return [
+        Plan(THROUGHPUT, min(options.events, cap), window=options.window, timeout=options.timeout),
+        Plan(
+            LATENCY,
+            min(steady, cap),
+            rate=options.rate,
+            timeout=options.duration + options.timeout / 2,
+        ),
+    ]
+
+
+def _run_contender(suite: Suite, cls: type[Contender], run_id: str, options: Options) -> list[Row]:
+    rows: list[Row] = []
+    plans = _plans(cls, options)
+    contender = cls(run_id)
+    cleanup_timeout = CHECK_TIMEOUT
+    try:
+        try:
+            asyncio.run(asyncio.wait_for(contender.check(), CHECK_TIMEOUT))
+        except Exception as exc:
+            why = _short(exc) if str(exc) else f"{type(exc).__name__} after {CHECK_TIMEOUT:.0f}s"
+            _log(f"  {cls.name}: unavailable: {why}")
+            return [_row(suite, cls, plan, status=f"unavailable: {why}") for plan in plans]
+        cleanup_timeout = CLEANUP_TIMEOUT
+        for plan in plans:
+            _log(f"  {cls.name}: {plan.workload}, {plan.events:,} events ...")
+            rows.append(_measure(suite, cls, run_id, plan, options.repeat))
+    finally:
+        try:
+            asyncio.run(asyncio.wait_for(contender.cleanup(), cleanup_timeout))
+        except Exception as exc:
+            _log(f"  {cls.name}: cleanup failed: {_short(exc)}")
+    return rows
+
+
+def _median_run(plan: Plan, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median figure: events/s for throughput, p99 for latency."""
+    failed = [r for r in results if r["error"]]
+    if failed:
+        return failed[0]
+    key = "events_per_s" if plan.workload == THROUGHPUT else "p99_ms"
+    ordered = sorted(results, key=lambda r: float(r[key]))
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    if len(results) > 1:
+        chosen["runs"] = [round(float(r[key]), 3) for r in results]
+    return chosen
+
+
+def _measure(suite: Suite, cls: type[Contender], run_id: str, plan: Plan, repeat: int) -> Row:
+    try:
+        results = []
+        for _ in range(max(1, repeat)):
+            results.append(measure(cls, run_id, replace(plan, not_before_ns=time.time_ns())))
+            if results[-1]["error"]:
+                break
+        result = _median_run(plan, results)
+    except Exception as exc:
+        _log(f"  {cls.name}: failed: {_short(exc)}")
+        return _row(suite, cls, plan, status=f"failed: {_short(exc)}")
+    row = _row(suite, cls, plan)
+    row.details = {k: v for k, v in result.items() if k not in ("error", "note")}
+    if result["error"]:
+        _log(f"  {cls.name}: failed: {result['error']}")
+        row.status = f"failed: {result['error']}"
+        return row
+    row.seconds = result["seconds"]
+    row.events_per_s = result["events_per_s"]
+    row.p50_ms = result["p50_ms"]
+    row.p99_ms = result["p99_ms"]
+    notes = [result["note"]] if result["note"] else []
+    if plan.workload == LATENCY and row.events_per_s < 0.9 * plan.rate:
+        notes.append(f"could not keep up with {plan.rate:,.0f}/s")
+    row.note = "; ".join(notes)
+    if row.note:
+        _log(f"  {cls.name}: {row.note}")
+    return row
+
+
+def _row(suite: Suite, cls: type[Contender], plan: Plan, status: str = "ok") -> Row:
+    return Row(
+        suite=suite.name,
+        workload=plan.workload,
+        contender=cls.name,
+        baseline=cls.name == suite.baseline,
+        events=plan.events,
+        status=status,
+    )
+
+
+def run_suite(suite: Suite, options: Options) -> list[Row]:
+    """Measure every contender of ``suite``; rows ordered by workload, then contender."""
+    run_id = f"{time.strftime('%H%M%S')}{os.getpid()}"
+    _log(f"[{suite.name}] run {run_id}")
+    rows: list[Row] = []
+    for cls in suite.contenders:
+        if options.only and cls.name not in options.only:
+            continue
+        rows.extend(_run_contender(suite, cls, run_id, options))
+    judge(rows, suite.targets)
+    order = {THROUGHPUT: 0, LATENCY: 1}
+    return sorted(rows, key=lambda r: order[r.workload])
