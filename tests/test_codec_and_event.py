@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import herald
+import herald.message
 from herald.codec import default_codecs
 
 
@@ -60,3 +63,18 @@ def test_message_is_frozen_with_cloudevents_attributes() -> None:
         message.headers["x"] = "y"  # type: ignore[index]
     with pytest.raises(TypeError, match="body must be bytes"):
         herald.Message(type="t", body="text")  # type: ignore[arg-type]
+
+
+def test_message_ids_are_unique_and_differ_after_fork() -> None:
+    ids = {herald.message.new_message_id() for _ in range(50_000)}
+    assert len(ids) == 50_000
+    herald.message.new_message_id()  # the parent now holds buffered random bytes
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.write(write, herald.message.new_message_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    parent = herald.message.new_message_id()
+    assert child[12:] != parent[12:], "a forked child must not repeat the parent's ids"

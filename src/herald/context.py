@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, TypeVar
@@ -30,7 +31,7 @@ class Context:
         """1 on first delivery, 2 on the first retry, and so on."""
         self.service = service
         self.queue = queue
-        self.logger = logging.getLogger(f"herald.handler.{service}")
+        self.logger = _handler_logger(service)
 
     def decode(self, event_class: type[E]) -> E:
         """The message decoded as ``event_class`` (for pattern handlers that see several
@@ -49,3 +50,8 @@ class Context:
         """Publish a follow-up event, carrying this message's id as ``herald-causation-id``."""
         merged = {"herald-causation-id": self.message.id, **(headers or {})}
         return await self._bus.publish(event, key=key, headers=merged)
+
+
+@functools.lru_cache(maxsize=1024)
+def _handler_logger(service: str) -> logging.Logger:
+    return logging.getLogger(f"herald.handler.{service}")

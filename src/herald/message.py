@@ -15,10 +15,27 @@ __all__ = ["Message", "new_message_id"]
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
+_ENTROPY = bytearray()
+
+
+def _forget_entropy() -> None:
+    _ENTROPY.clear()  # a forked child must not reuse its parent's random bytes
+
+
+os.register_at_fork(after_in_child=_forget_entropy)
+
+
 def new_message_id() -> str:
-    """A unique, roughly time-ordered id (48-bit millisecond time + 80 random bits), hex."""
+    """A unique, roughly time-ordered id (48-bit millisecond time + 80 random bits), hex.
+
+    Random bytes come from ``os.urandom`` in blocks, not one system call per id.
+    """
+    if len(_ENTROPY) < 10:
+        _ENTROPY.extend(os.urandom(4096))
+    random_part = _ENTROPY[-10:].hex()
+    del _ENTROPY[-10:]
     millis = time.time_ns() // 1_000_000
-    return f"{millis:012x}{os.urandom(10).hex()}"
+    return f"{millis:012x}{random_part}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,8 +224,11 @@ class Worker:
         )
         try:
             call = handler.func(payload, ctx) if handler.wants_context else handler.func(payload)
-            async with asyncio.timeout(handler.timeout):
+            if handler.timeout is None:
                 await call
+            else:
+                async with asyncio.timeout(handler.timeout):
+                    await call
         except Reject as exc:
             await self._dead_letter(handler, delivery, "Reject", str(exc) or "rejected by handler")
             return
