@@ -539,3 +539,15 @@ if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
     for name, rate in asyncio.run(compare(count, rounds=3)).items():
         print(f"{name:>24}: {rate:8.0f} events/s")
+
+
+async def test_a_burst_of_concurrent_publishes_waits_for_connections(
+    broker: RedisBroker,
+) -> None:
+    sub = Subscription("burst", "demo.tick")
+    await broker.declare(sub)
+    await asyncio.gather(*(broker.publish([tick(n)]) for n in range(1500)))
+    deliveries = await _take(broker, sub, 1500)
+    assert len({d.message.id for d in deliveries}) == 1500
+    for delivery in deliveries:
+        await delivery.ack()

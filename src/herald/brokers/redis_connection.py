@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection
+from redis.asyncio.connection import BlockingConnectionPool, Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import DataError
@@ -66,7 +66,11 @@ def new_client(
         connection_class: type[Connection] = _PackedSSLConnection if HIREDIS else SSLConnection
     else:
         connection_class = _PackedConnection if HIREDIS else Connection
-    pool = ConnectionPool(
+    # Blocking: a burst of concurrent publishes waits for a free connection instead of
+    # failing with "Too many connections" (redis-py caps a pool at 100 by default).
+    pool = BlockingConnectionPool(
+        max_connections=64,
+        timeout=socket_timeout,
         connection_class=connection_class,
         host=host,
         port=port,
