@@ -97,31 +97,7 @@ class Bus:
         headers: Mapping[str, str] | None = None,
     ) -> Message:
         """The envelope ``publish`` would send for ``event``."""
-        if isinstance(event, Message):
-            message = event
-            if key is not None and message.subject != key:
-                message = Message(
-                    type=message.type,
-                    body=message.body,
-                    id=message.id,
-                    source=message.source,
-                    subject=key,
-                    time=message.time,
-                    datacontenttype=message.datacontenttype,
-                    headers=message.headers,
-                )
-            return message.with_headers(headers) if headers else message
-        if not isinstance(event, Event):
-            raise TypeError(f"publish() takes a herald.Event or herald.Message, not {event!r}")
-        content_type, body = self.codecs.encode(event)
-        return Message(
-            type=type(event).event_type(),
-            body=body,
-            source=self.source,
-            subject=key,
-            datacontenttype=content_type,
-            headers=headers or {},
-        )
+        return self.codecs.envelope(event, source=self.source, key=key, headers=headers)
 
     async def publish(
         self,

@@ -12,12 +12,15 @@ Hired(guid='g1')
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 import pydantic
 
 from .errors import DecodeError, ValidationError
 from .event import Event
+from .message import Message
 
 __all__ = ["Codec", "CodecRegistry", "JSONCodec", "default_codecs"]
 
@@ -82,6 +85,31 @@ class CodecRegistry:
     def encode(self, event: Event) -> tuple[str, bytes]:
         codec = self.get(type(event).__content_type__)
         return codec.content_type, codec.encode(event)
+
+    def envelope(
+        self,
+        event: Event | Message,
+        *,
+        source: str,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """The message that carries ``event``: encoded, typed, keyed (``subject``) and
+        with ``headers`` merged; a :class:`Message` is passed through, re-keyed if asked."""
+        if isinstance(event, Message):
+            message = event if key is None else replace(event, subject=key)
+            return message.with_headers(headers) if headers else message
+        if not isinstance(event, Event):
+            raise TypeError(f"expected a herald.Event or herald.Message, not {event!r}")
+        content_type, body = self.encode(event)
+        return Message(
+            type=type(event).event_type(),
+            body=body,
+            source=source,
+            subject=key,
+            datacontenttype=content_type,
+            headers=headers or {},
+        )
 
     def decode(self, body: bytes, content_type: str, event_class: type[E]) -> E:
         return self.get(content_type or "application/json").decode(body, event_class)
