@@ -31,6 +31,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks.rpc_bench
+	$(PY) -m benchmarks.outbox_bench
+	$(PY) -m benchmarks.hrweb_bench
 
 soak: $(STAMP)
 	$(PY) -m pytest -m soak --run-soak
