@@ -23,7 +23,7 @@ from herald.inbox import Inbox
 
 from .database import Database
 from .pages import render
-from .process import platform_codecs, run_until_stopped, web_server
+from .process import run_consumer_service
 
 __all__ = ["GiftCard", "GiftCardView", "NewEmployee", "build_service", "run_giftcards"]
 
@@ -139,16 +139,6 @@ def create_app(db: Database) -> FastAPI:
 
 async def run_giftcards(broker: str, db_url: str, port: int, host: str) -> None:
     db = Database(db_url, metadata)
-    await db.create_tables()
-    try:
-        async with herald.connect(broker, source="giftcards", codecs=platform_codecs()) as bus:
-            worker = await bus.start(build_service(db))
-            await run_until_stopped(
-                "giftcards",
-                [],
-                server=web_server(create_app(db), host, port),
-                worker=worker,
-                url=f"http://{host}:{port}/giftcards",
-            )
-    finally:
-        await db.close()
+    await run_consumer_service(
+        "giftcards", broker, db, build_service(db), create_app(db), host, port
+    )

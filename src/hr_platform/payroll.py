@@ -26,7 +26,7 @@ from herald.inbox import Inbox
 from .database import Database
 from .events import EmployeeChanged, EmployeeCreated, EmployeeDeleted, EmployeeUpdated
 from .pages import render
-from .process import platform_codecs, run_until_stopped, web_server
+from .process import run_consumer_service
 
 __all__ = ["PayrollRecord", "PayrollView", "build_service", "create_app", "run_payroll"]
 
@@ -205,16 +205,4 @@ def create_app(db: Database) -> FastAPI:
 
 async def run_payroll(broker: str, db_url: str, port: int, host: str) -> None:
     db = Database(db_url, metadata)
-    await db.create_tables()
-    try:
-        async with herald.connect(broker, source="payroll", codecs=platform_codecs()) as bus:
-            worker = await bus.start(build_service(db))
-            await run_until_stopped(
-                "payroll",
-                [],
-                server=web_server(create_app(db), host, port),
-                worker=worker,
-                url=f"http://{host}:{port}/payroll",
-            )
-    finally:
-        await db.close()
+    await run_consumer_service("payroll", broker, db, build_service(db), create_app(db), host, port)

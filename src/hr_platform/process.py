@@ -20,9 +20,16 @@ import uvicorn
 import herald
 from herald.protobuf import with_protobuf
 
+from .database import Database
 from .proto import EmployeeMessage
 
-__all__ = ["WebServer", "platform_codecs", "run_until_stopped", "web_server"]
+__all__ = [
+    "WebServer",
+    "platform_codecs",
+    "run_consumer_service",
+    "run_until_stopped",
+    "web_server",
+]
 
 log = logging.getLogger("hr_platform")
 
@@ -107,3 +114,28 @@ async def run_until_stopped(
         await asyncio.gather(*running, stopper, return_exceptions=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def run_consumer_service(
+    name: str,
+    broker: str,
+    db: Database,
+    service: herald.Service,
+    app: Any,
+    host: str,
+    port: int,
+) -> None:
+    """A service with its own database, one worker and a web page at ``/<name>``."""
+    await db.create_tables()
+    try:
+        async with herald.connect(broker, source=name, codecs=platform_codecs()) as bus:
+            worker = await bus.start(service)
+            await run_until_stopped(
+                name,
+                [],
+                server=web_server(app, host, port),
+                worker=worker,
+                url=f"http://{host}:{port}/{name}",
+            )
+    finally:
+        await db.close()
