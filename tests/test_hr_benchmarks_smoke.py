@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .brokers import IN_CI, port_open
+from .servers import IN_CI, port_open
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVERS = {"RabbitMQ": 5672, "NATS": 4222, "PostgreSQL": 5432}

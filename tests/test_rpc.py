@@ -8,7 +8,6 @@ import pydantic
 import pytest
 
 import herald
-from herald.brokers.memory import _HUBS
 
 
 class Lookup(herald.Event, type="directory.lookup"):
@@ -50,10 +49,11 @@ async def test_one_reply_queue_per_bus_removed_on_close() -> None:
         worker = await bus.start(directory)
         for i in range(25):
             assert (await bus.request(Lookup(guid=f"g{i}"), Person)).guid == f"g{i}"
-        reply_queues = [q for q in _HUBS[name].queues if q.startswith("reply-")]
+        reply_queues = [s.queue for s in await bus.inspect_queues() if s.queue.startswith("reply-")]
         assert len(reply_queues) == 1, "calls share the bus's reply queue"
         await worker.stop()
-    assert not [q for q in _HUBS[name].queues if q.startswith("reply-")]
+    async with herald.connect(f"memory://{name}") as bus:
+        assert [s.queue for s in await bus.inspect_queues()] == ["directory.rpc.directory.lookup"]
 
 
 def test_rpc_registration_rejects_non_events() -> None:

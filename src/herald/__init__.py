@@ -23,30 +23,44 @@ shutdown, on RabbitMQ, NATS JetStream, Redis Streams, or an embedded SQLite brok
 [('g1', 1)]
 """
 
-from .broker import Broker, Delivery, Features, ReplyTransport, Subscription
+from .broker import Broker, Delivery, Features, Prefetch, Subscription
 from .bus import Bus, connect
+from .capabilities import (
+    DeadLetterAdmin,
+    QueueInspection,
+    QueueStats,
+    ReplyCapable,
+    ReplyTransport,
+    RetainedHistory,
+)
 from .codec import Codec, CodecRegistry, JSONCodec, default_codecs
-from .context import Context
+from .context import Context, Publisher
 from .deadletter import DeadLetter, DeadLetterReason
 from .errors import (
     BrokerError,
     BrokerURLError,
+    CapabilityError,
     ConfigurationError,
     ConnectionLostError,
     DecodeError,
     HandlerError,
+    HeaderError,
     HeraldError,
     MessageError,
+    MessageTooLargeError,
     PublishError,
     Reject,
+    SettleError,
     TimeoutError,
     ValidationError,
 )
 from .event import Event
+from .handler import Handler
 from .message import Message
+from .middleware import Middleware, Next, Outcome, PublishNext
 from .retry import RetryPolicy
 from .rpc import ExpectedError, Invalid, NotFound, RemoteError
-from .service import Handler, Service
+from .service import Service
 from .url import DEFAULT_URL, BrokerURL
 from .worker import Worker
 
@@ -57,12 +71,14 @@ __all__ = [
     "BrokerURL",
     "BrokerURLError",
     "Bus",
+    "CapabilityError",
     "Codec",
     "CodecRegistry",
     "ConfigurationError",
     "ConnectionLostError",
     "Context",
     "DeadLetter",
+    "DeadLetterAdmin",
     "DeadLetterReason",
     "DecodeError",
     "Delivery",
@@ -71,18 +87,31 @@ __all__ = [
     "Features",
     "Handler",
     "HandlerError",
+    "HeaderError",
     "HeraldError",
     "Invalid",
     "JSONCodec",
     "Message",
     "MessageError",
+    "MessageTooLargeError",
+    "Middleware",
+    "Next",
     "NotFound",
+    "Outcome",
+    "Prefetch",
     "PublishError",
+    "PublishNext",
+    "Publisher",
+    "QueueInspection",
+    "QueueStats",
     "Reject",
     "RemoteError",
+    "ReplyCapable",
     "ReplyTransport",
+    "RetainedHistory",
     "RetryPolicy",
     "Service",
+    "SettleError",
     "Subscription",
     "TimeoutError",
     "ValidationError",

@@ -1,9 +1,19 @@
 """The broker contract: the one small protocol every adapter implements.
 
-A broker stores published messages durably, routes each to every queue bound to a
-matching topic pattern, hands deliveries out under a prefetch limit, and takes back
-an ack, a delayed retry, a release or a dead-lettering for each. Everything else
-(decoding, retries policy, concurrency, ordering per key) lives in the runtime.
+A broker stores published batches durably, routes each message to every queue bound
+to a matching topic pattern, hands deliveries out within a prefetch window, and takes
+back exactly one settlement per delivery: ack, retry after a delay, release, or
+dead-letter. Everything else (decoding, the retry policy, concurrency, ordering per
+key) lives in the runtime; what only some brokers can do is an optional capability
+(:mod:`herald.capabilities`), checked with ``isinstance``.
+
+An adapter subclasses :class:`Broker` and :class:`Delivery` and fills in the
+underscored hooks; the base classes enforce what every adapter must do alike:
+
+- :meth:`Broker.publish` refuses a body over ``features.max_message_bytes`` with
+  :class:`herald.MessageTooLargeError` before the adapter sees the batch;
+- a :class:`Delivery` is settled once: a second settlement raises
+  :class:`herald.SettleError` and reaches no broker.
 
 Every server broker accepts the URL query parameter ``namespace=NAME``: a prefix for
 every name it creates on the server (exchange, queues, streams, keys), so that
@@ -15,41 +25,69 @@ queues ``<service>.<event type>``, dead letters ``<service>.dlq``).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Self
 
-from .deadletter import DeadLetter, DeadLetterReason
+from .deadletter import DeadLetterReason
+from .errors import CapabilityError, MessageError, MessageTooLargeError, SettleError
 from .message import Message
 from .topic import validate_pattern
 
-__all__ = ["Broker", "Delivery", "Features", "ProgressCallback", "ReplyTransport", "Subscription"]
+__all__ = [
+    "Broker",
+    "Delivery",
+    "Features",
+    "Prefetch",
+    "ProgressCallback",
+    "Settlement",
+    "Subscription",
+    "dead_letter_queue",
+]
 
+MiB = 1024 * 1024
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` by long operations."""
+Settlement = Literal["ack", "retry", "release", "dead_letter"]
 
 
 @dataclass(frozen=True, slots=True)
 class Features:
-    """What a broker guarantees; the conformance suite runs the scenarios that apply.
+    """What a broker guarantees; the conformance suite holds each broker to them.
 
-    persistent:        stored messages survive the client process (and broker) restarting.
-    multi_process:     several OS processes can publish and consume through it.
-    restartable:       a real server that tests may stop and start (reconnect scenario).
-    retry_headers:     a retried delivery carries headers the runtime added on retry.
-    counts_redelivery: a delivery lost with its consumer (crash) counts as an attempt.
-    max_message_bytes: the largest body the broker accepts.
+    persistent:             stored messages survive the client process (and broker) restarting.
+    multi_process:          several OS processes can publish and consume through it.
+    retry_headers:          a retried delivery carries the headers the runtime added on retry.
+    counts_redelivery:      a delivery lost with its consumer (crash) counts as an attempt.
+    release_counts_attempt: a released delivery comes back as the next attempt.
+    max_message_bytes:      the largest body the broker accepts.
 
-    Class-level features are the conservative ones; a broker may raise ``persistent``
-    or ``restartable`` once connected (e.g. Redis with an append-only file), never
-    lower them, and may refine ``max_message_bytes`` from the server.
+    A broker may refine ``persistent`` and ``max_message_bytes`` from the server once
+    connected (Redis with an append-only file, NATS's ``max_payload``).
     """
 
     persistent: bool = True
     multi_process: bool = True
-    restartable: bool = False
     retry_headers: bool = True
     counts_redelivery: bool = True
-    max_message_bytes: int = 16 * 1024 * 1024
+    release_counts_attempt: bool = False
+    max_message_bytes: int = 16 * MiB
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetch:
+    """How much one consumer may hold unsettled: ``messages`` and bytes of body.
+
+    A broker hands out a message when both bounds have room, and always at least one,
+    so a single body larger than ``bytes`` still flows, one at a time.
+    """
+
+    messages: int = 64
+    bytes: int = 64 * MiB
+
+    def __post_init__(self) -> None:
+        if self.messages < 1 or self.bytes < 1:
+            raise ValueError(f"prefetch bounds must be >= 1, got {self}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,64 +127,95 @@ def dead_letter_queue(service: str) -> str:
 
 
 class Delivery(abc.ABC):
-    """One message handed to one queue's consumer; settle it exactly once."""
+    """One message handed to one queue's consumer; settle it exactly once.
 
-    __slots__ = ("attempt", "message", "subscription")
-
-    def __init__(self, message: Message, subscription: Subscription, attempt: int) -> None:
-        self.message = message
-        self.subscription = subscription
-        self.attempt = attempt
-        """1 for the first delivery; each retry (and, where the broker counts them,
-        each redelivery after a consumer died) adds one."""
-
-    @abc.abstractmethod
-    async def ack(self) -> None:
-        """Done: remove the message from the queue."""
-
-    @abc.abstractmethod
-    async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
-        """Deliver again after ``delay`` seconds, with ``headers`` merged in, as attempt+1."""
-
-    @abc.abstractmethod
-    async def release(self) -> None:
-        """Give back unhandled (shutdown): redeliver soon, without counting an attempt
-        where the broker can tell (JetStream counts it; see the adapter's docs)."""
-
-    @abc.abstractmethod
-    async def dead_letter(self, reason: DeadLetterReason) -> None:
-        """Move to the service's dead-letter queue with ``reason``; remove from this queue."""
-
-
-class ReplyTransport(abc.ABC):
-    """How a bus sends requests and receives the replies to them.
-
-    The generic transport (``herald.rpc.QueueReplyTransport``) uses one transient
-    queue per bus; a broker with a native mechanism (RabbitMQ's direct reply-to, NATS
-    inboxes) returns its own from :meth:`Broker.reply_transport`.
+    ``error`` is set when the adapter could not rebuild a valid message from what
+    arrived (bad attributes, a malformed runtime header): the runtime dead-letters
+    such a delivery with that error as the reason, and never runs a handler on it.
     """
 
-    address: str
-    """What requests carry in ``herald-reply-to``; valid once :meth:`start` returned."""
+    __slots__ = ("attempt", "error", "message", "settlement", "subscription")
+
+    def __init__(
+        self,
+        message: Message,
+        subscription: Subscription,
+        attempt: int,
+        *,
+        error: MessageError | None = None,
+    ) -> None:
+        self.message = message
+        self.subscription = subscription
+        self.attempt = attempt if attempt >= 1 else 1
+        """1 for the first delivery; each retry (and, where the broker counts them,
+        each redelivery after a consumer died) adds one."""
+        self.error = error
+        self.settlement: Settlement | None = None
+        """How the delivery was settled, once it was."""
+
+    @property
+    def size(self) -> int:
+        """Bytes of body, as counted against :attr:`Prefetch.bytes`."""
+        return len(self.message.body)
+
+    def _settle(self, how: Settlement) -> None:
+        if self.settlement is not None:
+            raise SettleError(
+                f"cannot {how.replace('_', '-')} message {self.message.id} from "
+                f"{self.subscription.queue}: it was already settled ({self.settlement})"
+            )
+        self.settlement = how
+
+    async def ack(self) -> None:
+        """Done: remove the message from the queue."""
+        self._settle("ack")
+        await self._ack()
+
+    async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
+        """Deliver again after ``delay`` seconds, with ``headers`` merged in, as attempt+1."""
+        self._settle("retry")
+        await self._retry(max(0.0, delay), headers)
+
+    async def release(self) -> None:
+        """Give back unhandled (shutdown): redeliver soon; whether that counts as an
+        attempt is the broker's ``Features.release_counts_attempt``."""
+        self._settle("release")
+        await self._release()
+
+    async def dead_letter(self, reason: DeadLetterReason) -> None:
+        """Move to the service's dead-letter queue with ``reason``; remove from this queue."""
+        self._settle("dead_letter")
+        await self._dead_letter(reason)
 
     @abc.abstractmethod
-    async def start(self, on_reply: Callable[[Message], None]) -> None:
-        """Begin receiving replies; call ``on_reply`` for each. Idempotent."""
+    async def _ack(self) -> None: ...
 
     @abc.abstractmethod
-    async def send(self, request: Message) -> None:
-        """Publish a request (its ``herald-reply-to`` header is already set)."""
+    async def _retry(self, delay: float, headers: Mapping[str, str]) -> None: ...
 
     @abc.abstractmethod
-    async def close(self) -> None:
-        """Stop receiving; nothing of the transport remains on the broker."""
+    async def _release(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _dead_letter(self, reason: DeadLetterReason) -> None: ...
 
 
 class Broker(abc.ABC):
-    """Base class of broker adapters. ``async with broker:`` connects and closes."""
+    """Base class of broker adapters. ``async with broker:`` connects and closes.
+
+    Adapters are found by URL scheme through the ``herald.brokers`` entry-point group
+    (see :mod:`herald.brokers`); each parses its own URLs in :meth:`from_url`.
+    """
 
     features: Features = Features()
-    scheme: str = ""
+    schemes: ClassVar[tuple[str, ...]] = ()
+    """The URL schemes this adapter serves."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: str) -> Self:
+        """The (unconnected) broker a URL names; raises :class:`herald.BrokerURLError`
+        naming the part of the URL that is wrong."""
 
     @abc.abstractmethod
     async def connect(self) -> None:
@@ -156,13 +225,26 @@ class Broker(abc.ABC):
     async def close(self) -> None:
         """Stop consumers, flush what is pending and close; idempotent."""
 
-    @abc.abstractmethod
     async def publish(self, messages: Sequence[Message]) -> None:
         """Store ``messages`` durably in every bound queue; return once the broker confirmed.
 
         Publishing a type no queue is bound to is not an error; the message is dropped
-        by routing, as on any topic exchange.
+        by routing, as on any topic exchange. A body over ``max_message_bytes`` raises
+        :class:`herald.MessageTooLargeError` and nothing of the batch is published.
         """
+        if not messages:
+            return
+        limit = self.features.max_message_bytes
+        for message in messages:
+            if len(message.body) > limit:
+                raise MessageTooLargeError(
+                    message.id, len(message.body), limit, f"{self.schemes[0]}://"
+                )
+        await self._publish(messages)
+
+    @abc.abstractmethod
+    async def _publish(self, messages: Sequence[Message]) -> None:
+        """Store a non-empty batch whose sizes were checked."""
 
     @abc.abstractmethod
     async def declare(self, subscription: Subscription) -> None:
@@ -170,46 +252,21 @@ class Broker(abc.ABC):
         this returns are kept for the queue even while nobody consumes it."""
 
     @abc.abstractmethod
-    def consume(self, subscription: Subscription, prefetch: int) -> AsyncGenerator[Delivery, None]:
-        """Deliveries from the queue, at most ``prefetch`` unsettled at a time.
+    def consume(
+        self, subscription: Subscription, prefetch: Prefetch
+    ) -> AsyncGenerator[Delivery, None]:
+        """Deliveries from the queue, within ``prefetch`` unsettled at a time.
 
         Closing the generator stops consuming; unsettled deliveries are left for
         redelivery. A transient subscription's queue is removed when it closes.
         """
 
-    @abc.abstractmethod
-    async def dead_letters(self, service: str, limit: int | None = None) -> list[DeadLetter]:
-        """The dead letters of ``service``, oldest first, without removing them."""
-
-    @abc.abstractmethod
-    async def replay_dead_letters(
-        self,
-        service: str,
-        ids: Collection[str] | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> int:
-        """Put dead letters (all, or those with the given message ids) back on their
-        queues as first attempts; return how many were replayed."""
-
-    @abc.abstractmethod
-    async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
-        """Delete dead letters (all, or those ids) of ``service``; return how many."""
-
-    def reply_transport(self) -> ReplyTransport | None:
-        """A native request/reply transport, or None for the generic queue-based one."""
-        return None
-
-    async def send_reply(self, reply_to: str, reply: Message) -> None:
-        """Deliver an RPC reply to the address a request carried. The default routes
-        it like any message, with the address as its type."""
-        await self.publish((replace(reply, type=reply_to),))
-
     async def destroy(self) -> None:
         """Delete everything this broker created in its namespace (queues, dead
         letters, exchanges, streams, keys). For test teardown; loses messages."""
-        raise NotImplementedError(f"{type(self).__name__} cannot destroy its namespace")
+        raise CapabilityError(f"{type(self).__name__} cannot destroy its namespace")
 
-    async def __aenter__(self) -> Broker:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 

@@ -22,11 +22,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
@@ -34,13 +31,17 @@ import pydantic
 
 from .broker import Broker, ProgressCallback
 from .brokers import broker_from_url
+from .capabilities import DeadLetterAdmin, QueueInspection, QueueStats
 from .codec import CodecRegistry, default_codecs
 from .deadletter import DeadLetter
-from .errors import ConfigurationError
+from .errors import CapabilityError, ConfigurationError
 from .event import Event
 from .message import Message
-from .rpc import ReplyChannel, decode_reply, request_type
+from .middleware import Middleware, PublishNext, publish_chain
+from .replies import ReplyChannel, accepts_reply_address, send_reply
+from .rpc import decode_reply, request_type
 from .service import Service
+from .signals import stop_on_signals
 from .url import redact_url, resolve_url
 from .worker import Worker
 
@@ -52,7 +53,11 @@ log = logging.getLogger("herald.bus")
 
 
 class Bus:
-    """A connection to one broker. Use ``async with herald.connect(url) as bus``."""
+    """A connection to one broker. Use ``async with herald.connect(url) as bus``.
+
+    ``middleware`` runs around every handler of every service this bus starts, and
+    around every publish (see :mod:`herald.middleware`).
+    """
 
     def __init__(
         self,
@@ -61,11 +66,17 @@ class Bus:
         url: str = "",
         source: str = "herald",
         codecs: CodecRegistry | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
+        for item in middleware:
+            if not isinstance(item, Middleware):
+                raise ConfigurationError(f"{item!r} is not a herald.Middleware")
         self.broker = broker
         self.url = redact_url(url)
         self.source = source
         self.codecs = codecs or default_codecs
+        self.middleware = tuple(middleware)
+        self._send: PublishNext = publish_chain(self.middleware, broker.publish)
         self._workers: list[Worker] = []
         self._replies: ReplyChannel | None = None
 
@@ -80,7 +91,7 @@ class Bus:
         await self.close()
 
     async def close(self) -> None:
-        """Stop any workers still running, then close the broker connection."""
+        """Stop any workers still running, remove the reply channel, close the broker."""
         workers, self._workers = self._workers, []
         for worker in workers:
             await worker.stop()
@@ -88,6 +99,8 @@ class Bus:
             await self._replies.close()
             self._replies = None
         await self.broker.close()
+
+    # -- publishing -------------------------------------------------------------
 
     def message(
         self,
@@ -98,6 +111,10 @@ class Bus:
     ) -> Message:
         """The envelope ``publish`` would send for ``event``."""
         return self.codecs.envelope(event, source=self.source, key=key, headers=headers)
+
+    async def send(self, messages: Sequence[Message]) -> None:
+        """Publish ready envelopes as one batch, through the publish middleware."""
+        await self._send(messages)
 
     async def publish(
         self,
@@ -112,7 +129,7 @@ class Bus:
         are handled in publish order by each subscribing service.
         """
         message = self.message(event, key=key, headers=headers)
-        await self.broker.publish((message,))
+        await self._send((message,))
         return message
 
     async def publish_many(
@@ -125,14 +142,18 @@ class Bus:
                 messages.append(self.message(item[0], key=item[1]))
             else:
                 messages.append(self.message(item))
-        await self.broker.publish(messages)
+        await self._send(messages)
         return messages
+
+    # -- serving ----------------------------------------------------------------
 
     async def start(self, service: Service, *, concurrency: int | None = None) -> Worker:
         """Start consuming for ``service`` in the background; stop with ``worker.stop()``."""
         if not service.handlers:
             raise ConfigurationError(f"service {service.name!r} has no handlers")
-        worker = Worker(self, service, concurrency=concurrency)
+        worker = Worker(
+            self.broker, self, service, concurrency=concurrency, middleware=self.middleware
+        )
         await worker.start()
         self._workers.append(worker)
         return worker
@@ -146,25 +167,25 @@ class Bus:
     ) -> None:
         """Run ``services`` until cancelled or sent SIGINT/SIGTERM, then shut down
         gracefully: stop taking deliveries, let running handlers finish within
-        ``shutdown_timeout`` seconds, and leave the rest for redelivery."""
+        ``shutdown_timeout`` seconds, and leave the rest for redelivery. A second
+        signal exits at once (see :mod:`herald.signals`)."""
         if not services:
             raise ConfigurationError("serve() needs at least one service")
         workers = [await self.start(service, concurrency=concurrency) for service in services]
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
+        try:
+            if handle_signals:
+                with stop_on_signals() as stop:
+                    await self._until_stopped(workers, stop)
+            else:
+                await self._until_stopped(workers, asyncio.Event())
+        finally:
+            for worker in workers:
+                await asyncio.shield(worker.stop(shutdown_timeout))
+                if worker in self._workers:
+                    self._workers.remove(worker)
 
-        def on_signal() -> None:
-            if stop.is_set():
-                log.warning("second signal: exiting now; unfinished deliveries will be redelivered")
-                os._exit(1)
-            stop.set()
-
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, on_signal)
-                    installed.append(sig)
+    @staticmethod
+    async def _until_stopped(workers: list[Worker], stop: asyncio.Event) -> None:
         waiters = [asyncio.create_task(w.wait()) for w in workers]
         stopper = asyncio.create_task(stop.wait())
         try:
@@ -172,16 +193,11 @@ class Bus:
             for task in done:
                 if task is not stopper and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
-            log.info("signal received; shutting down")
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             for task in (stopper, *waiters):
                 task.cancel()
-            for worker in workers:
-                await asyncio.shield(worker.stop(shutdown_timeout))
-                if worker in self._workers:
-                    self._workers.remove(worker)
+
+    # -- request/reply ----------------------------------------------------------
 
     async def request(
         self,
@@ -204,9 +220,25 @@ class Bus:
         assert result is not None
         return result
 
+    def accepts_reply_address(self, address: str) -> bool:
+        """Whether a request's reply address is one this bus's broker may answer."""
+        return accepts_reply_address(self.broker, address)
+
+    async def send_reply(self, address: str, reply: Message) -> None:
+        """Deliver an RPC reply; a forged address raises :class:`herald.HeaderError`."""
+        await send_reply(self.broker, address, reply)
+
+    # -- capabilities -----------------------------------------------------------
+
+    def _dead_letter_admin(self) -> DeadLetterAdmin:
+        broker = self.broker
+        if not isinstance(broker, DeadLetterAdmin):
+            raise CapabilityError(f"{type(broker).__name__} has no dead-letter admin")
+        return broker
+
     async def dead_letters(self, service: str, limit: int | None = None) -> list[DeadLetter]:
         """The dead letters of ``service``, oldest first."""
-        return await self.broker.dead_letters(service, limit)
+        return await self._dead_letter_admin().dead_letters(service, limit)
 
     async def replay_dead_letters(
         self,
@@ -215,11 +247,18 @@ class Bus:
         progress: ProgressCallback | None = None,
     ) -> int:
         """Send dead letters back to their queues; returns how many."""
-        return await self.broker.replay_dead_letters(service, ids, progress)
+        return await self._dead_letter_admin().replay_dead_letters(service, ids, progress)
 
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         """Delete dead letters; returns how many."""
-        return await self.broker.purge_dead_letters(service, ids)
+        return await self._dead_letter_admin().purge_dead_letters(service, ids)
+
+    async def inspect_queues(self, queues: Collection[str] | None = None) -> list[QueueStats]:
+        """Depth, in flight, consumers and oldest message age of queues (all if None)."""
+        broker = self.broker
+        if not isinstance(broker, QueueInspection):
+            raise CapabilityError(f"{type(broker).__name__} cannot inspect queues")
+        return await broker.inspect_queues(queues)
 
 
 def connect(
@@ -227,9 +266,17 @@ def connect(
     *,
     source: str = "herald",
     codecs: CodecRegistry | None = None,
+    middleware: Sequence[Middleware] = (),
 ) -> Bus:
     """A bus on the broker at ``url`` (else ``$HERALD_BROKER``, else the embedded
     ``sqlite:///./var/herald.db``). Connects when entered: ``async with connect() as bus``.
+    ``middleware`` runs around every handler and publish of this bus.
     """
     resolved = resolve_url(url)
-    return Bus(broker_from_url(resolved), url=resolved, source=source, codecs=codecs)
+    return Bus(
+        broker_from_url(resolved),
+        url=resolved,
+        source=source,
+        codecs=codecs,
+        middleware=middleware,
+    )

@@ -1,44 +1,111 @@
-"""What a handler gets besides its event: the envelope, the attempt, a way to publish."""
+"""What a handler (and each middleware) gets besides its event.
+
+A :class:`Context` carries the envelope, the attempt, the service and queue, the
+decoded payload once decoding ran, and a way to publish follow-up events. It depends
+on the small :class:`Publisher` protocol, not on the bus.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
+from .broker import Delivery
+from .codec import CodecRegistry
 from .event import Event
+from .handler import Handler
+from .headers import CAUSATION_ID
 from .message import Message
-
-if TYPE_CHECKING:
-    from .bus import Bus
 
 E = TypeVar("E", bound=Event)
 
-__all__ = ["Context"]
+__all__ = ["Context", "Publisher"]
+
+
+class Publisher(Protocol):
+    """What a context needs to publish: envelopes, a publish pipeline, replies."""
+
+    @property
+    def codecs(self) -> CodecRegistry: ...
+
+    def message(
+        self,
+        event: Event | Message,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """The envelope for ``event``."""
+
+    async def send(self, messages: Sequence[Message]) -> None:
+        """Publish envelopes through the publish middleware; return once confirmed."""
+
+    def accepts_reply_address(self, address: str) -> bool:
+        """Whether ``address`` (from a request header) is a reply address one may answer."""
+
+    async def send_reply(self, address: str, reply: Message) -> None:
+        """Answer a request at the reply address it carried; raises
+        :class:`herald.HeaderError` for an address :meth:`accepts_reply_address` refuses."""
 
 
 class Context:
-    """Per-delivery context passed to handlers as their second argument."""
+    """Per-delivery context, passed to handlers as their second argument and to
+    every middleware."""
 
-    __slots__ = ("_bus", "attempt", "logger", "message", "queue", "service")
+    __slots__ = (
+        "_state",
+        "attempt",
+        "delivery",
+        "handler",
+        "logger",
+        "message",
+        "payload",
+        "publisher",
+        "queue",
+        "service",
+    )
 
-    def __init__(self, bus: Bus, message: Message, attempt: int, service: str, queue: str) -> None:
-        self._bus = bus
-        self.message = message
+    def __init__(
+        self,
+        publisher: Publisher,
+        delivery: Delivery,
+        handler: Handler,
+        service: str,
+    ) -> None:
+        self.publisher = publisher
+        self.delivery = delivery
+        self.handler = handler
+        self.message = delivery.message
         """The envelope as received (CloudEvents attributes, headers, body)."""
-        self.attempt = attempt
+        self.attempt = delivery.attempt
         """1 on first delivery, 2 on the first retry, and so on."""
         self.service = service
-        self.queue = queue
+        self.queue = delivery.subscription.queue
+        self.payload: Any = None
+        """What the handler is called with: the decoded event (or the message, for a
+        pattern handler); set by the decoding middleware."""
         self.logger = _handler_logger(service)
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A dict for middleware to share things with the handler (a session, a span)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @property
+    def codecs(self) -> CodecRegistry:
+        return self.publisher.codecs
 
     def decode(self, event_class: type[E]) -> E:
         """The message decoded as ``event_class`` (for pattern handlers that see several
         types on one queue); raises :class:`herald.DecodeError` or
         :class:`herald.ValidationError`, which dead-letter the delivery at once."""
         message = self.message
-        return self._bus.codecs.decode(message.body, message.datacontenttype, event_class)
+        return self.publisher.codecs.decode(message.body, message.datacontenttype, event_class)
 
     async def publish(
         self,
@@ -48,8 +115,10 @@ class Context:
         headers: Mapping[str, str] | None = None,
     ) -> Message:
         """Publish a follow-up event, carrying this message's id as ``herald-causation-id``."""
-        merged = {"herald-causation-id": self.message.id, **(headers or {})}
-        return await self._bus.publish(event, key=key, headers=merged)
+        merged = {CAUSATION_ID: self.message.id, **(headers or {})}
+        message = self.publisher.message(event, key=key, headers=merged)
+        await self.publisher.send((message,))
+        return message
 
 
 @functools.lru_cache(maxsize=1024)

@@ -6,15 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from .message import Message, parse_time
+from .errors import HeaderError
+from .headers import ATTEMPT, FIRST_FAILURE, LAST_ERROR, time_from
+from .message import Message
 
-__all__ = ["DeadLetter", "DeadLetterReason"]
+__all__ = ["FIRST_FAILURE", "LAST_ERROR", "PREFIX", "DeadLetter", "DeadLetterReason"]
 
 PREFIX = "herald-dl-"
 """Headers a dead letter carries, next to the original message's own."""
-FIRST_FAILURE = "herald-first-failure"
-LAST_ERROR = "herald-last-error"
-"""Headers the runtime adds to a message it retries."""
+_RETRY_HEADERS = frozenset((ATTEMPT, FIRST_FAILURE, LAST_ERROR))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +47,34 @@ class DeadLetterReason:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> DeadLetterReason:
-        first = headers.get(f"{PREFIX}first-failure")
-        last = headers.get(f"{PREFIX}last-failure")
+        """The reason stored in a dead letter's headers; a part that does not parse
+        (anyone can publish into a dead-letter queue) is left empty, never raised."""
+        attempts = headers.get(f"{PREFIX}attempts", "0")
         return cls(
             queue=headers.get(f"{PREFIX}queue", ""),
             error_type=headers.get(f"{PREFIX}error-type", ""),
             error_message=headers.get(f"{PREFIX}error", ""),
-            attempts=int(headers.get(f"{PREFIX}attempts", "0") or 0),
-            first_failure=parse_time(first) if first else None,
-            last_failure=parse_time(last) if last else None,
+            attempts=int(attempts) if _is_count(attempts) else 0,
+            first_failure=_lenient_time(headers, f"{PREFIX}first-failure"),
+            last_failure=_lenient_time(headers, f"{PREFIX}last-failure"),
         )
 
     def __str__(self) -> str:
         return f"{self.error_type}: {self.error_message} (after {self.attempts} attempt(s))"
+
+
+def _is_count(text: str) -> bool:
+    return len(text) <= 9 and text.isascii() and text.isdigit()
+
+
+def _lenient_time(headers: Mapping[str, str], name: str) -> datetime | None:
+    text = headers.get(name)
+    if not text:
+        return None
+    try:
+        return time_from(name, text)
+    except HeaderError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +94,5 @@ class DeadLetter:
 
     def for_replay(self) -> Message:
         """The original message as a fresh first attempt (retry bookkeeping removed)."""
-        headers = {
-            k: v for k, v in self.message.headers.items() if k not in (FIRST_FAILURE, LAST_ERROR)
-        }
+        headers = {k: v for k, v in self.message.headers.items() if k not in _RETRY_HEADERS}
         return replace(self.message, headers=headers)

@@ -15,6 +15,8 @@ class RetryPolicy:
     >>> p = RetryPolicy(attempts=4, initial_delay=1.0, multiplier=2.0, max_delay=3.0, jitter=0)
     >>> [p.delay(n) for n in (1, 2, 3)]
     [1.0, 2.0, 3.0]
+    >>> p.delay(10**9), p.delay(-5)
+    (3.0, 1.0)
     """
 
     attempts: int = 5
@@ -35,5 +37,10 @@ class RetryPolicy:
 
     def delay(self, failed_attempt: int) -> float:
         """Seconds to wait after attempt number ``failed_attempt`` (1-based) failed."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** (failed_attempt - 1))
+        steps = max(0, failed_attempt - 1)
+        try:
+            grown = self.initial_delay * self.multiplier**steps
+        except OverflowError:
+            grown = self.max_delay
+        base = min(self.max_delay, grown)
         return base * (1 + self.jitter * random.random()) if self.jitter else base

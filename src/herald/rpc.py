@@ -36,40 +36,37 @@ declared by subclassing :class:`ExpectedError` (such as :class:`NotFound` and
 from __future__ import annotations
 
 import asyncio
-import builtins
-import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
 import pydantic
 
-from .broker import Broker, ReplyTransport, Subscription
 from .context import Context
-from .errors import BrokerError, HeraldError, MessageError, TimeoutError
+from .errors import HeaderError, HeraldError, MessageError, ValidationError
 from .event import Event
+from .headers import CORRELATION_ID, DEADLINE, REPLY_STATUS, REPLY_TO, deadline_from
 from .message import Message
+from .middleware import shutting_down
 
 __all__ = [
+    "CORRELATION_ID",
+    "STATUS",
     "ExpectedError",
     "Invalid",
     "NotFound",
-    "QueueReplyTransport",
     "RemoteError",
-    "ReplyChannel",
+    "decode_reply",
     "request_type",
     "rpc_handler",
 ]
 
 log = logging.getLogger("herald.rpc")
-REPLY_TO = "herald-reply-to"
-CORRELATION_ID = "herald-correlation-id"
-DEADLINE = "herald-deadline"
-STATUS = "herald-rpc-status"
+STATUS = REPLY_STATUS
 R = TypeVar("R", bound=pydantic.BaseModel)
+_MAX_ERROR_REPLY = 64 * 1024
 
 
 class RemoteError(HeraldError):
@@ -143,40 +140,47 @@ def rpc_handler(
     async def handle(message: Message, ctx: Context) -> None:
         reply_to = message.headers.get(REPLY_TO)
         if not reply_to:
-            log.warning("request %s has no %s header; dropped", message.id, REPLY_TO)
-            return
-        deadline = float(message.headers.get(DEADLINE, "0") or 0)
-        if deadline and time.time() > deadline:
+            raise HeaderError(f"request {message.id} has no {REPLY_TO} header: nobody to answer")
+        if not ctx.publisher.accepts_reply_address(reply_to):
+            raise HeaderError(f"header {REPLY_TO}: {reply_to[:100]!r} is not a reply address")
+        deadline_text = message.headers.get(DEADLINE)
+        if deadline_text is not None and time.time() > deadline_from(deadline_text):
             log.info("request %s arrived after its caller gave up; not handled", message.id)
             return
         try:
-            request = ctx._bus.codecs.decode(message.body, message.datacontenttype, request_class)
+            request = ctx.codecs.decode(message.body, message.datacontenttype, request_class)
             result = await (func(request, ctx) if wants_context else func(request))  # type: ignore[call-arg]
             body = result.model_dump_json().encode() if result is not None else b"null"
             status = "ok"
         except ExpectedError as exc:
-            body, status = json.dumps(exc.to_dict()).encode(), "error"
+            body, status = json.dumps(exc.to_dict(), default=str).encode(), "error"
         except MessageError as exc:
             fields = _fields_of(exc)
             body = json.dumps(Invalid(str(exc), fields=fields).to_dict()).encode()
             status = "error"
+        except asyncio.CancelledError as exc:
+            if shutting_down():
+                raise
+            body, status = _crash_reply(message, exc), "error"
         except Exception as exc:
-            log.exception("RPC handler for %s failed", message.type)
-            body = json.dumps({"type": type(exc).__name__, "message": str(exc)}).encode()
-            status = "error"
+            body, status = _crash_reply(message, exc), "error"
+        correlation = message.headers.get(CORRELATION_ID, message.id)
         reply = Message(
             type="herald.reply",
             body=body,
             source=ctx.service,
-            headers={
-                CORRELATION_ID: message.headers.get(CORRELATION_ID, message.id),
-                STATUS: status,
-            },
+            headers={CORRELATION_ID: correlation[:200], STATUS: status},
         )
-        await ctx._bus.broker.send_reply(reply_to, reply)
+        await ctx.publisher.send_reply(reply_to, reply)
 
     handle.__qualname__ = getattr(func, "__qualname__", "rpc")
     return handle
+
+
+def _crash_reply(message: Message, exc: BaseException) -> bytes:
+    log.error("RPC handler for %s failed", message.type, exc_info=exc)
+    text = str(exc)[:_MAX_ERROR_REPLY]
+    return json.dumps({"type": type(exc).__name__, "message": text}).encode()
 
 
 def _fields_of(exc: MessageError) -> dict[str, str]:
@@ -188,105 +192,39 @@ def _fields_of(exc: MessageError) -> dict[str, str]:
     return {}
 
 
-class QueueReplyTransport(ReplyTransport):
-    """Replies through one transient queue per bus; works on every broker."""
-
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
-        self.address = f"herald.reply.{uuid.uuid4().hex}"
-        self._subscription = Subscription(
-            f"reply-{self.address.rsplit('.', 1)[1][:12]}", "reply", (self.address,), durable=False
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self, on_reply: Callable[[Message], None]) -> None:
-        if self._task is None:
-            await self._broker.declare(self._subscription)
-            self._task = asyncio.create_task(self._receive(on_reply), name=f"herald:{self.address}")
-
-    async def send(self, request: Message) -> None:
-        await self._broker.publish((request,))
-
-    async def _receive(self, on_reply: Callable[[Message], None]) -> None:
-        while True:
-            stream = self._broker.consume(self._subscription, 256)
-            try:
-                async for delivery in stream:
-                    on_reply(delivery.message)
-                    await delivery.ack()
-            except BrokerError as exc:
-                log.warning("reply queue %s: %s; subscribing again", self.address, exc)
-                await asyncio.sleep(0.5)
-                with contextlib.suppress(BrokerError):
-                    await self._broker.declare(self._subscription)
-            finally:
-                with contextlib.suppress(Exception):
-                    await stream.aclose()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-
-
-class ReplyChannel:
-    """A bus's calls in flight, paired with their replies by correlation id."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.transport = broker.reply_transport() or QueueReplyTransport(broker)
-        self._pending: dict[str, asyncio.Future[Message]] = {}
-        self._started = False
-        self._ready = asyncio.Lock()
-
-    async def call(self, message: Message, timeout: float) -> Message:
-        correlation = message.id
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[correlation] = future
-        try:
-            async with asyncio.timeout(timeout):
-                await self._start()
-                headers = {
-                    REPLY_TO: self.transport.address,
-                    CORRELATION_ID: correlation,
-                    DEADLINE: f"{time.time() + timeout:.3f}",
-                }
-                await self.transport.send(message.with_headers(headers))
-                return await future
-        except builtins.TimeoutError as exc:
-            raise TimeoutError(
-                f"no reply to {message.type} within {timeout:g}s "
-                "(is a service handling it running?)"
-            ) from exc
-        finally:
-            self._pending.pop(correlation, None)
-
-    async def _start(self) -> None:
-        async with self._ready:
-            if not self._started:
-                await self.transport.start(self._on_reply)
-                self._started = True
-
-    def _on_reply(self, reply: Message) -> None:
-        future = self._pending.get(reply.headers.get(CORRELATION_ID, ""))
-        if future is not None and not future.done():
-            future.set_result(reply)
-
-    async def close(self) -> None:
-        await self.transport.close()
-
-
 def decode_reply(reply: Message, response: type[R] | None) -> R | None:
-    """The response model of a reply, or the error it carries raised."""
+    """The response model of a reply, or the error it carries raised.
+
+    A reply is input like any message: one that does not parse raises
+    :class:`RemoteError` (an error reply) or :class:`herald.MessageError` (a result).
+    """
     if reply.headers.get(STATUS) == "error":
-        payload = json.loads(reply.body)
-        expected = (
-            ExpectedError.registry.get(payload.get("type", "")) if payload.get("expected") else None
-        )
-        if expected is not None:
-            raise expected.from_dict(payload)
-        raise RemoteError(payload.get("type", "Error"), payload.get("message", ""), reply.source)
+        raise _reply_error(reply)
     if response is None:
         return None
-    return response.model_validate_json(reply.body)
+    try:
+        return response.model_validate_json(reply.body)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(
+            f"reply from {reply.source} is not a valid {response.__qualname__}: "
+            f"{exc.errors()[0]['msg']}"
+        ) from exc
+
+
+def _reply_error(reply: Message) -> HeraldError:
+    try:
+        payload = json.loads(reply.body)
+    except (ValueError, RecursionError):
+        payload = None
+    if not isinstance(payload, dict):
+        return RemoteError("MalformedReply", "the error reply is not a JSON object", reply.source)
+    kind, text, data = payload.get("type"), payload.get("message"), payload.get("data", {})
+    kind = kind if isinstance(kind, str) else "Error"
+    text = text if isinstance(text, str) else ""
+    expected = ExpectedError.registry.get(kind) if payload.get("expected") is True else None
+    if expected is not None and isinstance(data, dict):
+        try:
+            return expected.from_dict({"message": text, "data": data})
+        except (TypeError, ValueError):
+            pass
+    return RemoteError(kind, text, reply.source)

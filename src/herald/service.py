@@ -14,37 +14,21 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from .broker import Subscription
+from .broker import MiB, Prefetch, Subscription
 from .errors import ConfigurationError
 from .event import Event
+from .handler import Handler, HandlerFunc
+from .middleware import Middleware
 from .retry import RetryPolicy
 from .rpc import request_type, rpc_handler
 from .topic import validate_pattern
 
 __all__ = ["Handler", "Service"]
 
-HandlerFunc = Callable[..., Awaitable[Any]]
 F = TypeVar("F", bound=HandlerFunc)
-
-
-@dataclass(frozen=True, slots=True)
-class Handler:
-    """One registered handler and the queue it consumes."""
-
-    func: HandlerFunc
-    subscription: Subscription
-    event_class: type[Event] | None
-    retry: RetryPolicy
-    timeout: float | None
-    wants_context: bool
-
-    @property
-    def name(self) -> str:
-        return getattr(self.func, "__qualname__", repr(self.func))
 
 
 class Service:
@@ -52,6 +36,10 @@ class Service:
 
     ``concurrency`` bounds how many handlers of this service run at once; events
     with the same key are handled one after another, in the order received.
+    ``prefetch`` (messages, default ``max(4 * concurrency, 32)``) and
+    ``prefetch_bytes`` (bytes of body, default 64 MiB) bound what each queue's
+    consumer holds unsettled. ``middleware`` runs around this service's handlers
+    (inside the bus's own) and around what they publish through ``ctx.publish``.
     """
 
     def __init__(
@@ -61,6 +49,8 @@ class Service:
         concurrency: int = 16,
         retry: RetryPolicy | None = None,
         prefetch: int | None = None,
+        prefetch_bytes: int = 64 * MiB,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         if not name or "." in name or "/" in name or " " in name:
             raise ConfigurationError(
@@ -68,14 +58,25 @@ class Service:
             )
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        if (prefetch is not None and prefetch < 1) or prefetch_bytes < 1:
+            raise ConfigurationError("prefetch and prefetch_bytes must be >= 1")
+        for item in middleware:
+            if not isinstance(item, Middleware):
+                raise ConfigurationError(f"{item!r} is not a herald.Middleware")
         self.name = name
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.prefetch = prefetch
+        self.prefetch_bytes = prefetch_bytes
+        self.middleware = tuple(middleware)
         self.handlers: list[Handler] = []
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, handlers={len(self.handlers)})"
+
+    def prefetch_for(self, concurrency: int) -> Prefetch:
+        """The prefetch window of each of this service's consumers."""
+        return Prefetch(self.prefetch or max(concurrency * 4, 32), self.prefetch_bytes)
 
     def rpc(self, request: type[Event], *, timeout: float | None = None) -> Callable[[F], F]:
         """Register a request/reply handler: it takes the request (and optionally the

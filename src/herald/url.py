@@ -1,5 +1,9 @@
 """Broker URLs: where a bus connects, validated part by part.
 
+The generic syntax is parsed here; which scheme means which adapter, and what each
+adapter requires of the rest (a host, a path, its query parameters), is the
+adapter's own business (:meth:`herald.Broker.from_url`).
+
 >>> u = BrokerURL.parse("amqp://guest:secret@h1:5672,h2/vhost?exchange=events")
 >>> u.scheme, u.hosts, u.path, u.query["exchange"]
 ('amqp', (('h1', 5672), ('h2', None)), 'vhost', 'events')
@@ -7,6 +11,11 @@
 'amqp://guest:***@h1:5672,h2/vhost?exchange=events'
 >>> BrokerURL.parse("sqlite:///var/herald.db").path
 'var/herald.db'
+
+A password is never shown, even one with characters a URL should have escaped:
+
+>>> redact_url("amqp://guest:pa/ss@word@host/vhost")
+'amqp://guest:***@host/vhost'
 """
 
 from __future__ import annotations
@@ -18,12 +27,11 @@ from urllib.parse import parse_qsl, unquote
 
 from .errors import BrokerURLError
 
-__all__ = ["DEFAULT_URL", "SCHEMES", "BrokerURL", "redact_url", "resolve_url"]
+__all__ = ["DEFAULT_URL", "BrokerURL", "redact_url", "resolve_url", "scheme_of"]
 
 DEFAULT_URL = "sqlite:///./var/herald.db"
-SCHEMES = ("memory", "sqlite", "amqp", "amqps", "nats", "tls", "redis", "rediss")
-_SERVER_SCHEMES = ("amqp", "amqps", "nats", "tls", "redis", "rediss")
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<rest>.*)$", re.DOTALL)
+_AUTHORITY_END = re.compile(r"[/?#]")
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -31,9 +39,53 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get("HERALD_BROKER") or DEFAULT_URL
 
 
+def _userinfo_end(rest: str, *, widest: bool = False) -> int:
+    """Where the userinfo of ``rest`` (the URL after ``scheme://``) ends: the index of
+    its ``@``, or -1.
+
+    The standard end is the last ``@`` before the first ``/ ? #``. A password with an
+    unescaped ``/ ? #`` hides that ``@`` further on: when ``rest`` starts like
+    ``user:secret`` (not ``host:port``) and an ``@`` follows, that one counts, so the
+    password is refused with a clear error instead of being taken for a host.
+    ``widest`` takes the last ``@`` of all whenever there is userinfo: the safe choice
+    for redaction, where showing too little beats showing a secret.
+    """
+    authority_end = _AUTHORITY_END.search(rest)
+    authority = rest if authority_end is None else rest[: authority_end.start()]
+    at_last = rest.rfind("@")
+    at = authority.rfind("@")
+    if at < 0:
+        colon = rest.find(":")
+        looks_like_user = 0 < colon < at_last and not _AUTHORITY_END.search(rest[:colon])
+        after = rest[colon + 1 :]
+        port = _AUTHORITY_END.split(after, maxsplit=1)[0]
+        if not looks_like_user or (port.isascii() and port.isdigit()):
+            return -1
+        return at_last
+    return at_last if widest else at
+
+
 def redact_url(url: str) -> str:
-    """Replace the password in ``url`` with ``***`` (works on malformed URLs too)."""
-    return re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
+    """``url`` with the password replaced by ``***`` (works on malformed URLs too)."""
+    match = _URL.match(url.strip())
+    if not match:
+        return re.sub(r"(://[^:/@?#]*:)[^@]*@", r"\1***@", url)
+    rest = match["rest"]
+    at = _userinfo_end(rest, widest=True)
+    if at < 0 or ":" not in rest[:at]:
+        return url.strip()
+    user = rest[: rest.index(":")]
+    return f"{match['scheme']}://{user}:***@{rest[at + 1 :]}"
+
+
+def scheme_of(url: str) -> str:
+    """The lower-cased scheme of ``url``; raises :class:`BrokerURLError` naming it."""
+    match = _URL.match(url.strip())
+    if not match:
+        raise BrokerURLError(
+            redact_url(url), "scheme", "expected SCHEME://..., e.g. sqlite:///var/herald.db"
+        )
+    return match["scheme"].lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +103,30 @@ class BrokerURL:
     def __str__(self) -> str:
         return redact_url(self.raw)
 
+    def __repr__(self) -> str:
+        return f"BrokerURL({str(self)!r})"
+
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
         shown = redact_url(url)
-        match = _URL.match(url.strip())
-        if not match:
-            raise BrokerURLError(
-                shown, "scheme", "expected SCHEME://..., e.g. sqlite:///var/herald.db"
-            )
-        scheme = match["scheme"].lower()
-        if scheme not in SCHEMES:
-            raise BrokerURLError(
-                shown, "scheme", f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}"
-            )
-        rest = match["rest"]
+        scheme = scheme_of(url)
+        rest = url.strip().split("://", 1)[1]
+        username = password = None
+        at = _userinfo_end(rest)
+        if at >= 0:
+            userinfo, rest = rest[:at], rest[at + 1 :]
+            user, sep, secret = userinfo.partition(":")
+            for part, text in (("username", user), ("password", secret)):
+                bad = sorted(set(text) & set("/?#@"))
+                if bad:
+                    raise BrokerURLError(
+                        shown,
+                        part,
+                        f"contains {' '.join(bad)} unescaped; percent-encode it "
+                        "(/ as %2F, ? as %3F, # as %23, @ as %40)",
+                    )
+            username = unquote(user) or None
+            password = unquote(secret) if sep else None
         rest = rest.partition("#")[0]
         rest, _, raw_query = rest.partition("?")
         try:
@@ -73,24 +135,16 @@ class BrokerURL:
             )
         except ValueError as exc:
             raise BrokerURLError(shown, "query", f"cannot parse {raw_query!r}: {exc}") from None
-        if scheme == "sqlite":
-            path = unquote(rest.removeprefix("/")) if rest.startswith("/") else unquote(rest)
-            if not path:
-                raise BrokerURLError(
-                    shown, "path", "sqlite needs a file, e.g. sqlite:///var/herald.db"
-                )
-            return cls(url, scheme, None, None, (), path, query)
         netloc, _, path = rest.partition("/")
-        username = password = None
-        if "@" in netloc:
-            userinfo, _, netloc = netloc.rpartition("@")
-            user, sep, secret = userinfo.partition(":")
-            username = unquote(user) or None
-            password = unquote(secret) if sep else None
         hosts = tuple(_parse_host(shown, part) for part in netloc.split(",")) if netloc else ()
-        if scheme in _SERVER_SCHEMES and not hosts:
-            raise BrokerURLError(shown, "host", f"{scheme} needs a host, e.g. {scheme}://127.0.0.1")
         return cls(url, scheme, username, password, hosts, unquote(path), query)
+
+    def require_host(self) -> None:
+        """Raise unless the URL names at least one host (server brokers)."""
+        if not self.hosts:
+            raise BrokerURLError(
+                str(self), "host", f"{self.scheme} needs a host, e.g. {self.scheme}://127.0.0.1"
+            )
 
     def option(self, name: str, default: str) -> str:
         return self.query.get(name, default)
@@ -109,10 +163,12 @@ class BrokerURL:
         except ValueError:
             kind = "a whole number" if integer else "a number"
             raise BrokerURLError(
-                str(self), f"query parameter {name!r}", f"{raw!r} is not {kind}"
+                str(self), f"query parameter {name!r}", f"{raw[:40]!r} is not {kind}"
             ) from None
-        if value < minimum:
-            raise BrokerURLError(str(self), f"query parameter {name!r}", f"must be >= {minimum}")
+        if not value >= minimum or value in (float("inf"), float("-inf")):
+            raise BrokerURLError(
+                str(self), f"query parameter {name!r}", f"must be a finite number >= {minimum}"
+            )
         return value
 
     def bool_option(self, name: str, default: bool) -> bool:
@@ -124,7 +180,9 @@ class BrokerURL:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise BrokerURLError(str(self), f"query parameter {name!r}", f"{raw!r} is not a boolean")
+        raise BrokerURLError(
+            str(self), f"query parameter {name!r}", f"{raw[:40]!r} is not a boolean"
+        )
 
     def reject_unknown(self, known: set[str]) -> None:
         """Raise for query parameters the broker does not understand (typos lose settings)."""
@@ -132,7 +190,7 @@ class BrokerURL:
             if name not in known:
                 raise BrokerURLError(
                     str(self),
-                    f"query parameter {name!r}",
+                    f"query parameter {name[:40]!r}",
                     f"unknown for {self.scheme}://; known: {', '.join(sorted(known)) or 'none'}",
                 )
 
@@ -145,9 +203,11 @@ def _parse_host(shown: str, part: str) -> tuple[str, int | None]:
     else:
         host, _, port_text = part.partition(":")
     if not host:
-        raise BrokerURLError(shown, "host", f"empty host in {part!r}")
+        raise BrokerURLError(shown, "host", f"empty host in {part[:100]!r}")
+    if any(c.isspace() or ord(c) < 32 for c in host):
+        raise BrokerURLError(shown, "host", f"{host[:100]!r} contains spaces or control characters")
     if not port_text:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise BrokerURLError(shown, "port", f"{port_text!r} is not a port number (1-65535)")
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise BrokerURLError(shown, "port", f"{port_text[:20]!r} is not a port number (1-65535)")
     return host, int(port_text)

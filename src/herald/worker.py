@@ -2,9 +2,10 @@
 
 Per service, at most ``concurrency`` handlers run at once. Deliveries that share a
 key are handled one at a time in the order the broker delivered them (a *lane* per
-key); deliveries without a key run independently. A delivery is acked only after its
-handler returned; a failure is retried with backoff and finally dead-lettered with
-the reason; an undecodable or invalid message is dead-lettered at once.
+key); deliveries without a key run independently. Each delivery passes through the
+handler chain (:mod:`herald.middleware`), which returns its outcome; the worker then
+settles it: ack, retry after a delay, dead-letter, or release. Whatever goes wrong
+in between, every delivery is settled or handed back: none holds a prefetch slot.
 """
 
 from __future__ import annotations
@@ -14,45 +15,108 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Mapping, Sequence
 
-from .broker import Broker, Delivery
-from .context import Context
-from .deadletter import FIRST_FAILURE, LAST_ERROR, DeadLetterReason
-from .errors import BrokerError, MessageError, Reject
-from .message import parse_time
-from .service import Handler, Service
+from .broker import Broker, Delivery, Prefetch
+from .codec import CodecRegistry
+from .context import Context, Publisher
+from .errors import BrokerError, HeraldError, SettleError
+from .event import Event
+from .handler import Handler
+from .message import Message
+from .middleware import (
+    ACK,
+    DecodeMiddleware,
+    Middleware,
+    Next,
+    Outcome,
+    PublishNext,
+    RetryMiddleware,
+    TimeoutMiddleware,
+    failure,
+    handler_chain,
+    publish_chain,
+    shutting_down,
+)
+from .service import Service
 
-if TYPE_CHECKING:
-    from .bus import Bus
-
-__all__ = ["Worker"]
+__all__ = ["BUILTIN_MIDDLEWARE", "Worker"]
 
 log = logging.getLogger("herald.worker")
 RESUBSCRIBE_DELAY = (0.2, 0.5, 1.0, 2.0, 5.0)
+BUILTIN_MIDDLEWARE: tuple[Middleware, ...] = (
+    RetryMiddleware(),
+    DecodeMiddleware(),
+    TimeoutMiddleware(),
+)
+"""Innermost, in this order, around every handler."""
+
+
+class _ServicePublisher:
+    """The bus's publishing, with a service's own publish middleware in front."""
+
+    __slots__ = ("_bus", "_send")
+
+    def __init__(self, bus: Publisher, middleware: Sequence[Middleware]) -> None:
+        self._bus = bus
+        self._send: PublishNext = publish_chain(middleware, bus.send)
+
+    @property
+    def codecs(self) -> CodecRegistry:
+        return self._bus.codecs
+
+    def message(
+        self,
+        event: Event | Message,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        return self._bus.message(event, key=key, headers=headers)
+
+    async def send(self, messages: Sequence[Message]) -> None:
+        await self._send(messages)
+
+    def accepts_reply_address(self, address: str) -> bool:
+        return self._bus.accepts_reply_address(address)
+
+    async def send_reply(self, address: str, reply: Message) -> None:
+        await self._bus.send_reply(address, reply)
 
 
 class Worker:
     """Runs one service's handlers against a bus until stopped."""
 
-    def __init__(self, bus: Bus, service: Service, *, concurrency: int | None = None) -> None:
-        self._bus = bus
-        self._broker: Broker = bus.broker
+    def __init__(
+        self,
+        broker: Broker,
+        publisher: Publisher,
+        service: Service,
+        *,
+        concurrency: int | None = None,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self._broker = broker
         self.service = service
         self.concurrency = concurrency or service.concurrency
+        self._publisher: Publisher = (
+            _ServicePublisher(publisher, service.middleware) if service.middleware else publisher
+        )
+        stack = (*middleware, *service.middleware, *BUILTIN_MIDDLEWARE)
+        self._chains: dict[str, Next] = {
+            h.subscription.queue: handler_chain(stack, _call_handler) for h in service.handlers
+        }
         self._slots = asyncio.Semaphore(self.concurrency)
         self._consumers: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._lanes: dict[tuple[str, str], deque[tuple[Handler, Delivery]]] = {}
         self._stopping = False
         self.handled = 0
-        """Deliveries settled so far (acked, retried or dead-lettered)."""
+        """Deliveries settled so far (acked, retried, released or dead-lettered)."""
 
     @property
-    def prefetch(self) -> int:
-        return self.service.prefetch or max(self.concurrency * 4, 32)
+    def prefetch(self) -> Prefetch:
+        return self.service.prefetch_for(self.concurrency)
 
     async def start(self) -> None:
         """Declare every queue, then start consuming them."""
@@ -101,6 +165,7 @@ class Worker:
 
     async def _consume(self, handler: Handler) -> None:
         failures = 0
+        chain = self._chains[handler.subscription.queue]
         while not self._stopping:
             stream: AsyncGenerator[Delivery, None] = self._broker.consume(
                 handler.subscription, self.prefetch
@@ -108,7 +173,7 @@ class Worker:
             try:
                 async for delivery in stream:
                     failures = 0
-                    self._dispatch(handler, delivery)
+                    self._dispatch(handler, chain, delivery)
                 if self._stopping:
                     return
                 log.warning(
@@ -130,7 +195,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await stream.aclose()
 
-    def _dispatch(self, handler: Handler, delivery: Delivery) -> None:
+    def _dispatch(self, handler: Handler, chain: Next, delivery: Delivery) -> None:
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "received %s %s on %s (attempt %d)",
@@ -142,7 +207,7 @@ class Worker:
             )
         key = delivery.message.subject
         if key is None:
-            self._spawn(self._run_one(handler, delivery))
+            self._spawn(self._run_one(handler, chain, delivery))
             return
         lane_id = (handler.subscription.queue, key)
         lane = self._lanes.get(lane_id)
@@ -150,157 +215,74 @@ class Worker:
             lane.append((handler, delivery))
             return
         self._lanes[lane_id] = deque([(handler, delivery)])
-        self._spawn(self._run_lane(lane_id))
+        self._spawn(self._run_lane(lane_id, chain))
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_lane(self, lane_id: tuple[str, str]) -> None:
+    async def _run_lane(self, lane_id: tuple[str, str], chain: Next) -> None:
         lane = self._lanes[lane_id]
         try:
             while lane:
                 handler, delivery = lane.popleft()
-                await self._run_one(handler, delivery)
+                await self._run_one(handler, chain, delivery)
         finally:
             if self._lanes.get(lane_id) is lane:
                 del self._lanes[lane_id]
             while lane:
                 await _quietly_release(lane.popleft()[1])
 
-    async def _run_one(self, handler: Handler, delivery: Delivery) -> None:
+    async def _run_one(self, handler: Handler, chain: Next, delivery: Delivery) -> None:
         async with self._slots:
             if self._stopping:
                 await _quietly_release(delivery)
                 return
+            started = time.perf_counter()
+            ctx = Context(self._publisher, delivery, handler, self.service.name)
             try:
-                await self._handle(handler, delivery)
-            except asyncio.CancelledError:
-                await _quietly_release(delivery)
-                raise
-            except BrokerError as exc:
-                log.warning(
-                    "could not settle %s on %s: %s; it will be redelivered",
-                    delivery.message.id,
-                    handler.subscription.queue,
-                    exc,
-                )
-            finally:
-                self.handled += 1
+                outcome = await chain(ctx)
+            except asyncio.CancelledError as exc:
+                if shutting_down():
+                    await _quietly_release(delivery)
+                    raise
+                outcome = failure(ctx, exc)
+            except Exception as exc:  # a middleware outside the retry policy failed
+                outcome = failure(ctx, exc)
+            await self._settle(ctx, outcome, time.perf_counter() - started)
 
-    async def _handle(self, handler: Handler, delivery: Delivery) -> None:
-        message = delivery.message
-        started = time.perf_counter()
-        if delivery.attempt > handler.retry.attempts:
-            await self._dead_letter(
-                handler,
-                delivery,
-                "DeliveryLimitExceeded",
-                f"delivered {delivery.attempt} times without being settled "
-                f"(limit {handler.retry.attempts}); "
-                "the consumer may have crashed while handling it",
-            )
-            return
+    async def _settle(self, ctx: Context, outcome: Outcome, elapsed: float) -> None:
+        delivery, handler = ctx.delivery, ctx.handler
         try:
-            payload = (
-                self._bus.codecs.decode(message.body, message.datacontenttype, handler.event_class)
-                if handler.event_class is not None
-                else message
-            )
-        except MessageError as exc:
-            await self._dead_letter(handler, delivery, type(exc).__name__, str(exc))
-            return
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "started %s %s in %s",
-                message.type,
-                message.id,
-                handler.name,
-                extra=_fields(handler, delivery, event="started"),
-            )
-        ctx = Context(
-            self._bus, message, delivery.attempt, self.service.name, delivery.subscription.queue
-        )
-        try:
-            call = handler.func(payload, ctx) if handler.wants_context else handler.func(payload)
-            if handler.timeout is None:
-                await call
+            if outcome is ACK or outcome.settlement == "ack":
+                await delivery.ack()
+            elif outcome.settlement == "retry":
+                await delivery.retry(outcome.delay, outcome.headers)
+            elif outcome.settlement == "dead_letter":
+                assert outcome.reason is not None
+                await delivery.dead_letter(outcome.reason)
             else:
-                async with asyncio.timeout(handler.timeout):
-                    await call
-        except Reject as exc:
-            await self._dead_letter(handler, delivery, "Reject", str(exc) or "rejected by handler")
-            return
-        except MessageError as exc:  # e.g. ctx.decode(): retrying cannot fix the bytes
-            await self._dead_letter(handler, delivery, type(exc).__name__, str(exc))
-            return
-        except Exception as exc:
-            await self._failed(handler, delivery, exc, time.perf_counter() - started)
-            return
-        await delivery.ack()
-        if log.isEnabledFor(logging.INFO):
-            elapsed = time.perf_counter() - started
-            log.info(
-                "finished %s %s in %s (%.1f ms)",
-                message.type,
-                message.id,
-                handler.name,
-                elapsed * 1000,
-                extra=_fields(handler, delivery, event="finished", duration_ms=elapsed * 1000),
+                await delivery.release()
+        except SettleError as exc:
+            log.error("%s (a middleware settled it itself?)", exc)
+        except HeraldError as exc:
+            log.warning(
+                "could not settle %s on %s: %s; it will be redelivered",
+                delivery.message.id,
+                handler.subscription.queue,
+                exc,
             )
-
-    async def _failed(
-        self, handler: Handler, delivery: Delivery, exc: BaseException, elapsed: float
-    ) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        if delivery.attempt >= handler.retry.attempts:
-            await self._dead_letter(handler, delivery, type(exc).__name__, str(exc), exc_info=exc)
-            return
-        delay = handler.retry.delay(delivery.attempt)
-        log.warning(
-            "failed %s %s in %s (attempt %d/%d, %.1f ms): %s; retrying in %.2fs",
-            delivery.message.type,
-            delivery.message.id,
-            handler.name,
-            delivery.attempt,
-            handler.retry.attempts,
-            elapsed * 1000,
-            error,
-            delay,
-            extra=_fields(handler, delivery, event="failed", duration_ms=elapsed * 1000),
-        )
-        first = delivery.message.headers.get(FIRST_FAILURE) or datetime.now(UTC).isoformat()
-        await delivery.retry(delay, {FIRST_FAILURE: first, LAST_ERROR: error[:1000]})
-
-    async def _dead_letter(
-        self,
-        handler: Handler,
-        delivery: Delivery,
-        error_type: str,
-        error: str,
-        exc_info: BaseException | None = None,
-    ) -> None:
-        first = delivery.message.headers.get(FIRST_FAILURE)
-        reason = DeadLetterReason(
-            queue=delivery.subscription.queue,
-            error_type=error_type,
-            error_message=error,
-            attempts=delivery.attempt,
-            first_failure=parse_time(first) if first else None,
-            last_failure=datetime.now(UTC),
-        )
-        log.error(
-            "dead-lettered %s %s from %s to %s: %s",
-            delivery.message.type,
-            delivery.message.id,
-            delivery.subscription.queue,
-            delivery.subscription.dead_letter_queue,
-            reason,
-            exc_info=exc_info,
-            extra=_fields(handler, delivery, event="dead-lettered"),
-        )
-        await delivery.dead_letter(reason)
+        except Exception:
+            log.exception(
+                "settling %s on %s failed; it will be redelivered",
+                delivery.message.id,
+                handler.subscription.queue,
+            )
+        finally:
+            self.handled += 1
+        if log.isEnabledFor(logging.INFO) or outcome.settlement != "ack":
+            _log_outcome(ctx, outcome, elapsed)
 
     async def _release_queued(self) -> None:
         lanes = list(self._lanes.values())
@@ -308,6 +290,78 @@ class Worker:
         for lane in lanes:
             while lane:
                 await _quietly_release(lane.popleft()[1])
+
+
+async def _call_handler(ctx: Context) -> Outcome:
+    handler = ctx.handler
+    if log.isEnabledFor(logging.INFO):
+        message = ctx.message
+        log.info(
+            "started %s %s in %s",
+            message.type,
+            message.id,
+            handler.name,
+            extra=_fields(handler, ctx.delivery, event="started"),
+        )
+    if handler.wants_context:
+        await handler.func(ctx.payload, ctx)
+    else:
+        await handler.func(ctx.payload)
+    return ACK
+
+
+def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
+    delivery, handler, message = ctx.delivery, ctx.handler, ctx.message
+    millis = elapsed * 1000
+    if outcome.settlement == "ack":
+        log.info(
+            "finished %s %s in %s (%.1f ms)",
+            message.type,
+            message.id,
+            handler.name,
+            millis,
+            extra=_fields(handler, delivery, event="finished", duration_ms=millis),
+        )
+    elif outcome.settlement == "retry":
+        error = outcome.error
+        log.warning(
+            "failed %s %s in %s (attempt %d/%d, %.1f ms): %s: %s; retrying in %.2fs",
+            message.type,
+            message.id,
+            handler.name,
+            delivery.attempt,
+            handler.retry.attempts,
+            millis,
+            type(error).__name__,
+            error,
+            outcome.delay,
+            extra=_fields(handler, delivery, event="failed", duration_ms=millis),
+        )
+    elif outcome.settlement == "dead_letter":
+        error = outcome.error
+        log.error(
+            "dead-lettered %s %s from %s to %s: %s",
+            message.type,
+            message.id,
+            delivery.subscription.queue,
+            delivery.subscription.dead_letter_queue,
+            outcome.reason,
+            exc_info=error if isinstance(error, Exception) and not _expected(error) else None,
+            extra=_fields(handler, delivery, event="dead-lettered"),
+        )
+    else:
+        log.info(
+            "released %s %s on %s",
+            message.type,
+            message.id,
+            delivery.subscription.queue,
+            extra=_fields(handler, delivery, event="released"),
+        )
+
+
+def _expected(error: BaseException) -> bool:
+    """Errors whose reason says it all (no traceback in the log)."""
+    return isinstance(error, HeraldError)
 
 
 async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
@@ -323,6 +377,8 @@ async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
 
 
 async def _quietly_release(delivery: Delivery) -> None:
+    if delivery.settlement is not None:
+        return
     try:
         await delivery.release()
     except Exception as exc:  # the broker redelivers unsettled messages anyway

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from herald.brokers import broker_from_url
 
-from ..brokers import IN_CI, port_open
+from ..servers import IN_CI, port_open
 from .platform import BROKERS, Platform, broker_url, require_broker
 
 

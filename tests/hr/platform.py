@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ..brokers import IN_CI, port_open
+from ..servers import IN_CI, port_open
 
 __all__ = ["BROKERS", "Platform", "broker_url", "eventually", "free_port", "require_broker"]
 

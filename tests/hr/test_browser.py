@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from ..brokers import IN_CI
+from ..servers import IN_CI
 from .platform import Platform
 
 CHROMIUM = Path(os.environ.get("HR_CHROMIUM", "/usr/bin/chromium"))

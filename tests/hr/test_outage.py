@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ..brokers import wait_port
+from ..servers import wait_port
 from .conftest import _destroy
 from .platform import Platform, broker_url, require_broker
 from .test_scenarios import create_many, wait_records

@@ -20,7 +20,7 @@ import herald
 from herald.protobuf import with_protobuf
 from hr_platform.proto import EmployeeMessage
 
-from ..brokers import IN_CI
+from ..servers import IN_CI
 from .conftest import _destroy
 from .platform import Platform, broker_url, eventually, require_broker
 

@@ -25,7 +25,7 @@ from herald.deadletter import DeadLetterReason
 from herald.errors import BrokerError, BrokerURLError, ConfigurationError, ConnectionLostError
 from herald.message import Message
 
-from .brokers import IN_CI, NATS_START, port_open, restart_nats, wait_port
+from ...servers import IN_CI, NATS_START, port_open, restart_nats, wait_port
 
 pytestmark = pytest.mark.nats
 log = logging.getLogger(__name__)

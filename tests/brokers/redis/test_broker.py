@@ -33,7 +33,7 @@ from herald.testing import SCENARIOS, Environment
 from herald.testing.events import Tick
 from herald.testing.recorder import Recorder, eventually
 
-from .brokers import IN_CI, REDIS_START, SPECS, port_open, wait_port
+from ...servers import IN_CI, REDIS_START, SPECS, port_open, wait_port
 
 pytestmark = pytest.mark.redis
 

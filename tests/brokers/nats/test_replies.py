@@ -21,7 +21,7 @@ from herald.errors import PublishError
 from herald.message import Message
 from herald.rpc import CORRELATION_ID, STATUS, QueueReplyTransport, ReplyChannel, request_type
 
-from .brokers import IN_CI, port_open
+from ...servers import IN_CI, port_open
 
 pytestmark = pytest.mark.nats
 

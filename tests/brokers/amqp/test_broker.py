@@ -35,7 +35,7 @@ from herald.errors import BrokerError, BrokerURLError, ConnectionLostError, Publ
 from herald.message import Message
 from herald.url import BrokerURL
 
-from .brokers import IN_CI, port_open
+from ...servers import IN_CI, port_open
 
 pytestmark = pytest.mark.amqp
 

@@ -10,7 +10,7 @@ import pytest
 from herald.brokers import broker_from_url
 from herald.testing import SCENARIOS, Environment, Scenario
 
-from .brokers import SPECS, BrokerSpec
+from ..servers import SPECS, BrokerSpec
 
 
 def _applies(spec: BrokerSpec, scenario: Scenario) -> bool:

@@ -1,0 +1,180 @@
+"""``memory://[name]`` — an in-process broker for tests and single-process apps.
+
+Queues live as long as the process: a service that stops and starts again in the
+same process catches up on what it missed. Brokers built from the same URL share
+their queues, so a test's publisher and its services may connect separately.
+``memory://name?fresh=true`` starts from an empty broker of that name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Collection, Sequence
+from typing import Self
+
+from ...broker import Broker, Delivery, Features, Prefetch, ProgressCallback, Subscription
+from ...capabilities import QueueStats
+from ...deadletter import DeadLetter
+from ...errors import BrokerError
+from ...message import Message
+from ...topic import matches
+from ...url import BrokerURL
+from ...window import Window
+from .delivery import MemoryDelivery
+from .store import Entry, Queue, hub
+
+__all__ = ["MemoryBroker"]
+
+
+class MemoryBroker(Broker):
+    """Everything in this process's memory; shared by name within the process.
+
+    Implements :class:`herald.DeadLetterAdmin` and :class:`herald.QueueInspection`.
+    """
+
+    schemes = ("memory",)
+    features = Features(persistent=False, multi_process=False)
+
+    def __init__(self, name: str = "", *, fresh: bool = False) -> None:
+        self.name = name
+        self._hub = hub(name, fresh=fresh)
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"MemoryBroker({self.name!r})"
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        parsed = BrokerURL.parse(url)
+        parsed.reject_unknown({"fresh"})
+        name = ",".join(host for host, _ in parsed.hosts) + parsed.path
+        return cls(name, fresh=parsed.bool_option("fresh", False))
+
+    @classmethod
+    def reset(cls, name: str = "") -> None:
+        """Forget every queue and dead letter of the named in-process broker."""
+        hub(name, fresh=True)
+
+    async def connect(self) -> None:
+        self._closed = False
+
+    async def destroy(self) -> None:
+        self._hub.queues.clear()
+        self._hub.dead.clear()
+
+    async def close(self) -> None:
+        self._closed = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    async def _publish(self, messages: Sequence[Message]) -> None:
+        self._check_open()
+        queues = self._hub.queues.values()
+        for message in messages:
+            for queue in queues:
+                if any(matches(p, message.type) for p in queue.subscription.patterns):
+                    queue.put(Entry(message))
+
+    async def declare(self, subscription: Subscription) -> None:
+        self._check_open()
+        queue = self._hub.queues.get(subscription.queue)
+        if queue is None:
+            self._hub.queues[subscription.queue] = Queue(subscription)
+        elif set(queue.subscription.patterns) != set(subscription.patterns):
+            merged = tuple(dict.fromkeys(queue.subscription.patterns + subscription.patterns))
+            queue.subscription = Subscription(
+                subscription.service, subscription.name, merged, subscription.durable
+            )
+
+    async def consume(
+        self, subscription: Subscription, prefetch: Prefetch
+    ) -> AsyncGenerator[Delivery, None]:
+        await self.declare(subscription)
+        queue = self._hub.queues[subscription.queue]
+        window = Window(prefetch)
+        queue.consumers += 1
+        try:
+            while True:
+                await window.room()
+                self._check_open()
+                entry = await queue.get()
+                entry.deliveries += 1
+                queue.unsettled.add(entry)
+                window.take(len(entry.message.body))
+                yield MemoryDelivery(
+                    self._hub, queue, entry, subscription, window.give, self._later
+                )
+        finally:
+            queue.consumers -= 1
+            if not subscription.durable:
+                self._hub.queues.pop(subscription.queue, None)
+
+    def _later(self, delay: float, queue: Queue, entry: Entry) -> None:
+        loop = asyncio.get_running_loop()
+        queue.delayed += 1
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            queue.delayed -= 1
+            queue.put(entry)
+
+        timer = loop.call_later(delay, fire)
+        self._timers.add(timer)
+
+    # -- dead-letter admin ------------------------------------------------------
+
+    async def dead_letters(self, service: str, limit: int | None = None) -> list[DeadLetter]:
+        stored = self._hub.dead.get(service, [])
+        return [DeadLetter.from_stored(m) for m in stored[:limit]]
+
+    async def replay_dead_letters(
+        self,
+        service: str,
+        ids: Collection[str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        stored = self._hub.dead.get(service, [])
+        chosen = [m for m in stored if ids is None or m.id in ids]
+        for done, message in enumerate(chosen, 1):
+            letter = DeadLetter.from_stored(message)
+            queue = self._hub.queues.get(letter.reason.queue)
+            if queue is None:
+                raise BrokerError(f"queue {letter.reason.queue!r} no longer exists; cannot replay")
+            queue.put(Entry(letter.for_replay()))
+            stored.remove(message)
+            if progress:
+                progress(done, len(chosen))
+        return len(chosen)
+
+    async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
+        stored = self._hub.dead.get(service, [])
+        keep = [m for m in stored if ids is not None and m.id not in ids]
+        self._hub.dead[service] = keep
+        return len(stored) - len(keep)
+
+    # -- queue inspection -------------------------------------------------------
+
+    async def inspect_queues(self, queues: Collection[str] | None = None) -> list[QueueStats]:
+        now = time.monotonic()
+        names = sorted(self._hub.queues if queues is None else set(queues) & set(self._hub.queues))
+        stats = []
+        for name in names:
+            queue = self._hub.queues[name]
+            oldest = now - queue.ready[0].ready_since if queue.ready else 0.0
+            stats.append(
+                QueueStats(
+                    queue=name,
+                    depth=len(queue.ready) + queue.delayed,
+                    in_flight=len(queue.unsettled),
+                    consumers=queue.consumers,
+                    oldest_age=oldest,
+                )
+            )
+        return stats
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerError(f"memory://{self.name} broker is closed")
