@@ -1,10 +1,16 @@
-"""The brokers the test suite runs against, and how to check, isolate and restart them."""
+"""The servers the suite runs against: how to check, isolate and restart them.
+
+One place for each: `require_port` (fail in CI, skip on a laptop), `wait_port` and
+`wait_port_closed`, and restarts that prove they happened (a process was stopped, its
+port closed, a new process answers).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -16,7 +22,7 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NATS_START = [
-    "start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/nats-server",
+    "start-stop-daemon", "--start", "--background", "--exec", "/usr/sbin/nats-server",
     "--", "-a", "127.0.0.1", "-p", "4222", "-js", "-sd", "/var/lib/nats-server",
     "-l", "/var/log/nats-server.log",
 ]  # fmt: skip
@@ -43,11 +49,57 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def wait_port_closed(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while port_open(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"port {port} still open {timeout}s after its server was stopped")
+        time.sleep(0.1)
+
+
+def unavailable(message: str) -> None:
+    """Fail in CI (every server must be there), skip on a laptop."""
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: it must be available)")
+    pytest.skip(message)
+
+
+def require_port(port: int, what: str) -> None:
+    if not port_open(port):
+        unavailable(f"{what} not reachable on 127.0.0.1:{port}")
+
+
+def require_command(command: str, package: str) -> str:
+    path = shutil.which(command)
+    if path is None:
+        unavailable(f"{command} not installed (apt-get install {package})")
+    assert path is not None
+    return path
+
+
+def pids_of(name: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _stop_pids(name: str, port: int) -> list[int]:
+    pids = pids_of(name)
+    if not pids:
+        raise RuntimeError(f"no {name} process found to stop")
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    wait_port_closed(port)
+    return pids
+
+
 async def restart_rabbitmq() -> None:
+    """Stop the RabbitMQ application (connections drop, the port closes), then start it."""
+
     def run() -> None:
         subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True)
         try:
-            time.sleep(2)
+            wait_port_closed(5672)
+            time.sleep(1)
         finally:
             subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
         wait_port(5672)
@@ -56,27 +108,25 @@ async def restart_rabbitmq() -> None:
 
 
 async def restart_nats() -> None:
+    """SIGTERM every nats-server, require the port closed, start a new one."""
+
     def run() -> None:
-        pids = subprocess.run(
-            ["pgrep", "-x", "nats-server"], capture_output=True, text=True, check=False
-        )
+        before = _stop_pids("nats-server", 4222)
         try:
-            for pid in pids.stdout.split():
-                os.kill(int(pid), 15)
-            deadline = time.monotonic() + 20
-            while port_open(4222) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(1)
+            time.sleep(0.5)
         finally:
             subprocess.run(NATS_START, check=True, capture_output=True)
         wait_port(4222)
+        after = pids_of("nats-server")
+        if not after or set(after) & set(before):
+            raise RuntimeError(f"nats-server did not restart: pids {before} -> {after}")
 
     await asyncio.to_thread(run)
 
 
 @dataclass(frozen=True)
 class BrokerSpec:
-    """A broker under test: how to build an isolated URL and whether its server is up."""
+    """A broker under test: how to build an isolated URL, its port, how to restart it."""
 
     scheme: str
     make_url: Callable[[str, Path], str]
@@ -84,13 +134,8 @@ class BrokerSpec:
     restart: Callable[[], Awaitable[None]] | None = None
 
     def require(self) -> None:
-        """Fail in CI, skip on a laptop, when the broker's server is not running."""
-        if self.port is None or port_open(self.port):
-            return
-        message = f"{self.scheme} server not reachable on 127.0.0.1:{self.port}"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: brokers must be running)")
-        pytest.skip(message)
+        if self.port is not None:
+            require_port(self.port, f"{self.scheme} server")
 
 
 SPECS = [
@@ -108,4 +153,19 @@ SPECS = [
     BrokerSpec("redis", lambda token, tmp: f"redis://127.0.0.1:6379/0?namespace=t{token}", 6379),
 ]
 
-__all__ = ["IN_CI", "SPECS", "BrokerSpec", "port_open", "shutil"]
+__all__ = [
+    "IN_CI",
+    "NATS_START",
+    "REDIS_START",
+    "SPECS",
+    "BrokerSpec",
+    "pids_of",
+    "port_open",
+    "require_command",
+    "require_port",
+    "restart_nats",
+    "restart_rabbitmq",
+    "unavailable",
+    "wait_port",
+    "wait_port_closed",
+]

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .broker import Subscription
+from .broker import Prefetch, Subscription
 from .bus import Bus, connect
 from .cli_common import UsageError, broker_url, stop_on_signals, until_stopped
 from .message import Message
@@ -198,7 +198,7 @@ async def tail(
     print(f"herald: tailing {pattern!r} on {bus.url} (Ctrl-C to stop)", file=err, flush=True)
     printed = 0
     with stop_on_signals() as stop:
-        deliveries = until_stopped(bus.broker.consume(subscription, prefetch=64), stop)
+        deliveries = until_stopped(bus.broker.consume(subscription, Prefetch(64)), stop)
         async with contextlib.aclosing(deliveries):
             async for delivery in deliveries:
                 print(describe(delivery.message, as_json=as_json), file=out, flush=True)

@@ -73,13 +73,17 @@ class Context:
         delivery: Delivery,
         handler: Handler,
         service: str,
+        *,
+        message: Message | None = None,
+        attempt: int | None = None,
     ) -> None:
         self.publisher = publisher
         self.delivery = delivery
         self.handler = handler
-        self.message = delivery.message
-        """The envelope as received (CloudEvents attributes, headers, body)."""
-        self.attempt = delivery.attempt
+        self.message = delivery.message if message is None else message
+        """The envelope as received (CloudEvents attributes, headers, body), with the
+        retry headers of an in-process retry merged in."""
+        self.attempt = delivery.attempt if attempt is None else attempt
         """1 on first delivery, 2 on the first retry, and so on."""
         self.service = service
         self.queue = delivery.subscription.queue

@@ -6,6 +6,11 @@ key); deliveries without a key run independently. Each delivery passes through t
 handler chain (:mod:`herald.middleware`), which returns its outcome; the worker then
 settles it: ack, retry after a delay, dead-letter, or release. Whatever goes wrong
 in between, every delivery is settled or handed back: none holds a prefetch slot.
+
+A keyed delivery that fails holds its key: it is retried in this process after the
+policy's delay (its concurrency slot free meanwhile), and the later events of the
+key wait until it succeeds or is dead-lettered, while other keys go on. A worker
+that stops during such a wait hands the delivery back as an ordinary broker retry.
 """
 
 from __future__ import annotations
@@ -111,8 +116,10 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lanes: dict[tuple[str, str], deque[tuple[Handler, Delivery]]] = {}
         self._stopping = False
+        self._stopped = asyncio.Event()
         self.handled = 0
-        """Deliveries settled so far (acked, retried, released or dead-lettered)."""
+        """Handler runs finished so far, each with its outcome (acked, retried,
+        released or dead-lettered; in-process retries of keyed deliveries count too)."""
 
     @property
     def prefetch(self) -> Prefetch:
@@ -140,6 +147,7 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
+        self._stopped.set()
         await _cancel_until_done(self._consumers)
         await self._release_queued()
         if self._tasks:
@@ -235,24 +243,55 @@ class Worker:
                 await _quietly_release(lane.popleft()[1])
 
     async def _run_one(self, handler: Handler, chain: Next, delivery: Delivery) -> None:
-        async with self._slots:
-            if self._stopping:
-                await _quietly_release(delivery)
-                return
-            started = time.perf_counter()
-            ctx = Context(self._publisher, delivery, handler, self.service.name)
-            try:
-                outcome = await chain(ctx)
-            except asyncio.CancelledError as exc:
-                if shutting_down():
+        message, attempt = delivery.message, delivery.attempt
+        while True:
+            async with self._slots:
+                if self._stopping:
                     await _quietly_release(delivery)
-                    raise
-                outcome = failure(ctx, exc)
-            except Exception as exc:  # a middleware outside the retry policy failed
-                outcome = failure(ctx, exc)
-            await self._settle(ctx, outcome, time.perf_counter() - started)
+                    return
+                started = time.perf_counter()
+                ctx = Context(
+                    self._publisher, delivery, handler, self.service.name,
+                    message=message, attempt=attempt,
+                )  # fmt: skip
+                try:
+                    outcome = await chain(ctx)
+                except asyncio.CancelledError as exc:
+                    if shutting_down():
+                        await _quietly_release(delivery)
+                        raise
+                    outcome = failure(ctx, exc)
+                except Exception as exc:  # a middleware outside the retry policy failed
+                    outcome = failure(ctx, exc)
+                elapsed = time.perf_counter() - started
+                if not (outcome.settlement == "retry" and message.subject is not None):
+                    await self._settle(ctx, outcome, elapsed)
+                    return
+            self.handled += 1
+            _log_outcome(ctx, outcome, elapsed)
+            if not await self._hold(outcome.delay):
+                await self._settle(ctx, outcome, elapsed, logged=True, counted=True)
+                return
+            message, attempt = message.with_headers(outcome.headers), attempt + 1
 
-    async def _settle(self, ctx: Context, outcome: Outcome, elapsed: float) -> None:
+    async def _hold(self, delay: float) -> bool:
+        """Wait out a retry delay; False if the worker began stopping meanwhile."""
+        try:
+            async with asyncio.timeout(delay):
+                await self._stopped.wait()
+        except TimeoutError:
+            return True
+        return False
+
+    async def _settle(
+        self,
+        ctx: Context,
+        outcome: Outcome,
+        elapsed: float,
+        *,
+        logged: bool = False,
+        counted: bool = False,
+    ) -> None:
         delivery, handler = ctx.delivery, ctx.handler
         try:
             if outcome is ACK or outcome.settlement == "ack":
@@ -280,8 +319,9 @@ class Worker:
                 handler.subscription.queue,
             )
         finally:
-            self.handled += 1
-        if log.isEnabledFor(logging.INFO) or outcome.settlement != "ack":
+            if not counted:
+                self.handled += 1
+        if not logged:
             _log_outcome(ctx, outcome, elapsed)
 
     async def _release_queued(self) -> None:
@@ -320,7 +360,9 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             message.id,
             handler.name,
             millis,
-            extra=_fields(handler, delivery, event="finished", duration_ms=millis),
+            extra=_fields(
+                handler, delivery, event="finished", duration_ms=millis, attempt=ctx.attempt
+            ),
         )
     elif outcome.settlement == "retry":
         error = outcome.error
@@ -329,13 +371,15 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             message.type,
             message.id,
             handler.name,
-            delivery.attempt,
+            ctx.attempt,
             handler.retry.attempts,
             millis,
             type(error).__name__,
             error,
             outcome.delay,
-            extra=_fields(handler, delivery, event="failed", duration_ms=millis),
+            extra=_fields(
+                handler, delivery, event="failed", duration_ms=millis, attempt=ctx.attempt
+            ),
         )
     elif outcome.settlement == "dead_letter":
         error = outcome.error
@@ -347,7 +391,7 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             delivery.subscription.dead_letter_queue,
             outcome.reason,
             exc_info=error if isinstance(error, Exception) and not _expected(error) else None,
-            extra=_fields(handler, delivery, event="dead-lettered"),
+            extra=_fields(handler, delivery, event="dead-lettered", attempt=ctx.attempt),
         )
     else:
         log.info(
@@ -355,7 +399,7 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             message.type,
             message.id,
             delivery.subscription.queue,
-            extra=_fields(handler, delivery, event="released"),
+            extra=_fields(handler, delivery, event="released", attempt=ctx.attempt),
         )
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..broker import Features
+from ..broker import Broker, Features
 from ..brokers import broker_from_url
 from ..bus import Bus, connect
 
@@ -16,7 +17,11 @@ __all__ = ["Environment"]
 
 @dataclass
 class Environment:
-    """One scenario's world. ``url`` should be isolated (its own namespace or file)."""
+    """One scenario's world. ``url`` should be isolated (its own namespace or file).
+
+    ``restart_broker`` stops and starts the broker's server (None where the test
+    environment cannot); scenarios that need it are skipped without it.
+    """
 
     url: str
     workdir: Path
@@ -27,6 +32,16 @@ class Environment:
     def connect(self) -> Bus:
         return connect(self.url, source="conformance")
 
+    @contextlib.asynccontextmanager
+    async def broker(self) -> AsyncIterator[Broker]:
+        """A connected broker, for scenarios that drive the broker contract directly."""
+        broker = broker_from_url(self.url)
+        await broker.connect()
+        try:
+            yield broker
+        finally:
+            await broker.close()
+
     def service_name(self, base: str) -> str:
         """A service name unique to this run (queues of earlier runs never interfere)."""
         return f"{base}-{self.token}"
@@ -34,18 +49,10 @@ class Environment:
     async def features(self) -> Features:
         """The broker's features (connecting once: some are known only from the server)."""
         if self._features is None:
-            broker = broker_from_url(self.url)
-            await broker.connect()
-            try:
+            async with self.broker() as broker:
                 self._features = broker.features
-            finally:
-                await broker.close()
         return self._features
 
     async def destroy(self) -> None:
-        broker = broker_from_url(self.url)
-        await broker.connect()
-        try:
+        async with self.broker() as broker:
             await broker.destroy()
-        finally:
-            await broker.close()

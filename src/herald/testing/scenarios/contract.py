@@ -1,0 +1,204 @@
+"""The broker contract driven directly, without the runtime: settle exactly once,
+releases counted as the features say, the prefetch bounds, retry delays, and the
+queue inspection counts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from ...broker import Broker, Delivery, Prefetch, Subscription
+from ...capabilities import DeadLetterAdmin, QueueInspection, QueueStats
+from ...deadletter import DeadLetterReason
+from ...errors import SettleError
+from ...message import Message
+from ..environment import Environment
+from ..recorder import eventually
+
+__all__ = [
+    "contract_prefetch_bounds_messages_and_bytes",
+    "contract_queue_inspection_counts",
+    "contract_release_counts_as_features_say",
+    "contract_retry_delay_is_honoured",
+    "contract_settle_exactly_once",
+]
+
+
+class _Taker:
+    """Pulls deliveries from one consumer into a list, settling nothing."""
+
+    def __init__(self, broker: Broker, subscription: Subscription, prefetch: Prefetch) -> None:
+        self.items: list[Delivery] = []
+        self._task = asyncio.create_task(self._pull(broker, subscription, prefetch))
+
+    async def _pull(self, broker: Broker, subscription: Subscription, prefetch: Prefetch) -> None:
+        async for delivery in broker.consume(subscription, prefetch):
+            self.items.append(delivery)
+
+    async def count(self, n: int, timeout: float = 20.0) -> list[Delivery]:
+        await eventually(lambda: len(self.items) >= n or self._task.done(), timeout, f"{n} taken")
+        if self._task.done():
+            self._task.result()
+        return self.items[:n]
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _subscription(env: Environment, base: str) -> Subscription:
+    return Subscription(env.service_name(base), "contract.item", ("contract.item",))
+
+
+def _items(n: int, size: int = 16) -> list[Message]:
+    return [Message(type="contract.item", body=f"{i:0{size}d}".encode()) for i in range(n)]
+
+
+async def contract_settle_exactly_once(env: Environment) -> None:
+    sub = _subscription(env, "settle")
+    reason = DeadLetterReason(sub.queue, "Test", "dead-lettered by the contract test", 1)
+    async with env.broker() as broker:
+        await broker.declare(sub)
+        sent = _items(4)
+        await broker.publish(sent)
+        taker = _Taker(broker, sub, Prefetch(10))
+        by_id = {d.message.id: d for d in await taker.count(4)}
+        acked, dead, released, retried = (by_id[m.id] for m in sent)
+        await acked.ack()
+        await dead.dead_letter(reason)
+        await released.release()
+        await retried.retry(0.0, {})
+        settled = (
+            (acked, "ack"), (dead, "dead_letter"), (released, "release"), (retried, "retry")
+        )  # fmt: skip
+        for delivery, how in settled:
+            assert delivery.settlement == how
+            for again in (
+                delivery.ack(),
+                delivery.release(),
+                delivery.retry(0.0, {}),
+                delivery.dead_letter(reason),
+            ):
+                try:
+                    await again
+                except SettleError as exc:
+                    assert how.replace("_", "-") in str(exc).replace("_", "-")
+                else:
+                    raise AssertionError(f"a delivery settled by {how} was settled again")
+        back = await taker.count(6)
+        redelivered = sorted(d.message.id for d in back[4:])
+        assert redelivered == sorted((released.message.id, retried.message.id)), redelivered
+        await asyncio.sleep(0.5)
+        assert len(taker.items) == 6, "acked and dead-lettered messages do not come back"
+        for delivery in back[4:]:
+            await delivery.ack()
+        await taker.close()
+        if isinstance(broker, DeadLetterAdmin):
+            letters = await broker.dead_letters(sub.service)
+            assert [dl.message.id for dl in letters] == [dead.message.id]
+            assert letters[0].reason.error_message == reason.error_message
+
+
+async def contract_release_counts_as_features_say(env: Environment) -> None:
+    sub = _subscription(env, "release")
+    features = await env.features()
+    async with env.broker() as broker:
+        await broker.declare(sub)
+        await broker.publish(_items(1))
+        taker = _Taker(broker, sub, Prefetch(1))
+        (first,) = await taker.count(1)
+        assert first.attempt == 1
+        await first.release()
+        second = (await taker.count(2))[1]
+        await second.ack()
+        await taker.close()
+    assert second.message.id == first.message.id
+    expected = 2 if features.release_counts_attempt else 1
+    assert second.attempt == expected, f"attempt after a release: {second.attempt}"
+
+
+async def contract_prefetch_bounds_messages_and_bytes(env: Environment) -> None:
+    size = 64 * 1024
+    for base, prefetch, body in (
+        ("prefetch-count", Prefetch(messages=3), 16),
+        ("prefetch-bytes", Prefetch(messages=100, bytes=3 * size), size),
+    ):
+        sub = _subscription(env, base)
+        async with env.broker() as broker:
+            await broker.declare(sub)
+            await broker.publish(_items(10, body))
+            taker = _Taker(broker, sub, prefetch)
+            held = await taker.count(3)
+            await asyncio.sleep(0.5)
+            assert len(taker.items) == 3, f"{base}: {len(taker.items)} unsettled, bound is 3"
+            await held[0].ack()
+            await taker.count(4)
+            await asyncio.sleep(0.5)
+            assert len(taker.items) == 4, f"{base}: one settled makes room for exactly one"
+            for delivery in taker.items[1:]:
+                await delivery.ack()
+            await taker.close()
+
+
+async def contract_retry_delay_is_honoured(env: Environment) -> None:
+    sub = _subscription(env, "delay")
+    features = await env.features()
+    delay = 0.6
+    async with env.broker() as broker:
+        await broker.declare(sub)
+        await broker.publish(_items(1))
+        taker = _Taker(broker, sub, Prefetch(1))
+        (first,) = await taker.count(1)
+        started = time.monotonic()
+        await first.retry(delay, {"x-contract-retry": "1"})
+        second = (await taker.count(2))[1]
+        waited = time.monotonic() - started
+        await second.ack()
+        await taker.close()
+    assert waited >= delay - 0.05, f"redelivered after {waited:.3f}s, asked for {delay}s"
+    assert second.message.id == first.message.id and second.attempt == 2
+    if features.retry_headers:
+        assert second.message.headers.get("x-contract-retry") == "1"
+
+
+async def contract_queue_inspection_counts(env: Environment) -> None:
+    sub = _subscription(env, "inspect")
+    async with env.broker() as broker:
+        assert isinstance(broker, QueueInspection)
+        await broker.declare(sub)
+        await broker.publish(_items(5))
+
+        async def stats() -> QueueStats:
+            (found,) = await broker.inspect_queues([sub.queue, "no-such.queue"])
+            return found
+
+        await _until(stats, lambda s: s.depth == 5, "5 waiting")
+        idle = await stats()
+        assert (idle.in_flight, idle.consumers) in ((0, 0), (None, 0), (0, None), (None, None))
+        assert idle.oldest_age is None or idle.oldest_age >= 0
+        taker = _Taker(broker, sub, Prefetch(2))
+        held = await taker.count(2)
+        busy = await _until(
+            stats, lambda s: s.depth == 3 and s.in_flight in (2, None), "3 waiting, 2 in flight"
+        )
+        assert busy.consumers in (1, None), busy
+        for delivery in held:
+            await delivery.release()
+        await taker.close()
+        await _until(stats, lambda s: s.depth == 5 and s.in_flight in (0, None), "all back")
+        everything = {s.queue for s in await broker.inspect_queues()}
+        assert sub.queue in everything
+
+
+async def _until(
+    read: Callable[[], Awaitable[QueueStats]], check: Callable[[QueueStats], bool], what: str
+) -> QueueStats:
+    deadline = time.monotonic() + 20
+    while True:
+        stats = await read()
+        if check(stats):
+            return stats
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue stats never showed {what}: {stats}")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,104 @@
+"""Crashes and outages: a consumer SIGKILLed mid-stream, a broker restarted under load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from ..child import PREFETCH
+from ..environment import Environment
+from ..recorder import Recorder, eventually
+from .common import publish_through_outage, publish_ticks, tick_service
+
+__all__ = ["broker_restart_under_load_loses_nothing", "consumer_killed_mid_stream_loses_nothing"]
+
+
+async def consumer_killed_mid_stream_loses_nothing(env: Environment) -> None:
+    total, pause_after = 300, 40
+    name = env.service_name("killed")
+    out = env.workdir / f"{name}.out"
+    async with env.connect() as bus:
+        await bus.broker.declare(tick_service(env, "killed", Recorder()).handlers[0].subscription)
+    await publish_ticks(env, range(total))
+    child = _spawn_child(env.url, name, out, pause_after=pause_after)
+    try:
+        await eventually(
+            lambda: out.with_suffix(".paused").exists(), timeout=60, what="child paused"
+        )
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        before = _handled(out)
+        assert len(before) == pause_after, f"the child recorded {len(before)} before the kill"
+        child = _spawn_child(env.url, name, out)
+        await eventually(lambda: set(_handled(out)) >= set(range(total)), timeout=120, what="all")
+        await asyncio.sleep(0.5)
+    finally:
+        _stop(child)
+    counts = Counter(_handled(out))
+    assert set(counts) == set(range(total)), "every event handled"
+    twice = {n for n, c in counts.items() if c > 1}
+    assert max(counts.values()) <= 2, (
+        f"handled three times: {[n for n, c in counts.items() if c > 2]}"
+    )
+    assert twice <= set(before), "only events the killed child had handled come twice"
+    assert len(twice) <= PREFETCH, f"{len(twice)} duplicates: more than the child's prefetch"
+
+
+async def broker_restart_under_load_loses_nothing(env: Environment) -> None:
+    assert env.restart_broker is not None
+    total = 10_000
+    first: Recorder[int] = Recorder()
+    second: Recorder[int] = Recorder()
+    confirmed = [0]
+    async with env.connect() as bus:
+        workers = [
+            await bus.start(tick_service(env, "restart-a", first, concurrency=32)),
+            await bus.start(tick_service(env, "restart-b", second, concurrency=32)),
+        ]
+        publisher = asyncio.create_task(publish_through_outage(env, total, confirmed))
+        await eventually(lambda: len(first) > total // 5, timeout=120, what="load before restart")
+        at_restart = confirmed[0]
+        await env.restart_broker()
+        assert at_restart < total, f"the restart landed mid-stream ({at_restart} published)"
+        await publisher
+        await eventually(
+            lambda: (
+                set(first.items) >= set(range(total)) and set(second.items) >= set(range(total))
+            ),
+            timeout=240,
+            what="every event handled by both services",
+        )
+        for worker in workers:
+            await worker.stop()
+
+
+def _spawn_child(
+    url: str, service: str, out: Path, pause_after: int = 0
+) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "herald.testing.child", url, service, os.fspath(out)]
+    if pause_after:
+        command += ["--pause-after", str(pause_after)]
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(15)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(5)
+
+
+def _handled(path: Path) -> list[int]:
+    try:
+        return [int(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
