@@ -151,3 +151,62 @@ async def test_prune_forgets_old_claims(engine: AsyncEngine, inbox: Inbox) -> No
     assert await inbox.prune(engine, older_than=timedelta(0)) == 3
     async with sessions() as session, session.begin():
         assert await inbox.claim_id(session, "payroll.x", "m0")
+
+
+async def test_inbox_middleware_runs_each_message_once_and_commits_with_the_effect(
+    engine: AsyncEngine, inbox: Inbox, token: str
+) -> None:
+    from herald.inbox import InboxMiddleware
+
+    table = payroll(inbox)
+    calls: Recorder[str] = Recorder()
+    service = herald.Service(f"payroll-{token}", middleware=[InboxMiddleware(inbox, engine)])
+
+    @service.on(EmployeeCreated)
+    async def open_record(event: EmployeeCreated, ctx: herald.Context) -> None:
+        calls.add(event.guid)
+        await Inbox.session(ctx).execute(sa.insert(table).values(guid=event.guid))
+        if event.guid == "fails-once" and ctx.attempt == 1:
+            raise Boom("the effect rolls back with the claim")
+
+    url = f"memory://inbox-{token}"
+    async with herald.connect(url) as bus:
+        worker = await bus.start(service)
+        first = await bus.publish(EmployeeCreated(guid="g1"))
+        await bus.publish(first)  # the same message again: a redelivery
+        await bus.publish(EmployeeCreated(guid="fails-once"))
+        await calls.wait_for(3)
+        await asyncio.sleep(0.3)
+        await worker.stop()
+    assert sorted(calls.items) == ["fails-once", "fails-once", "g1"]
+    async with engine.connect() as conn:
+        rows = sorted((await conn.execute(sa.select(table.c.guid))).scalars())
+    assert rows == ["fails-once", "g1"]
+    assert await inbox.handled(engine, f"payroll-{token}.employee.created", first.id)
+
+
+async def test_inbox_middleware_forgets_claims_past_retention(
+    engine: AsyncEngine, inbox: Inbox, token: str
+) -> None:
+    from herald.inbox import InboxMiddleware
+
+    async with async_sessionmaker(engine)() as session, session.begin():
+        assert await inbox.claim_id(session, "old-consumer", "m-old")
+    middleware = InboxMiddleware(inbox, engine, retention=timedelta(0))
+    service = herald.Service(f"pruner-{token}", middleware=[middleware])
+    seen: Recorder[str] = Recorder()
+
+    @service.on(EmployeeCreated)
+    async def record(event: EmployeeCreated) -> None:
+        seen.add(event.guid)
+
+    async with herald.connect(f"memory://prune-{token}") as bus:
+        worker = await bus.start(service)
+        await bus.publish(EmployeeCreated(guid="g"))
+        await seen.wait_for(1)
+        await worker.stop()
+    for _ in range(100):
+        if not await inbox.handled(engine, "old-consumer", "m-old"):
+            break
+        await asyncio.sleep(0.02)
+    assert not await inbox.handled(engine, "old-consumer", "m-old")

@@ -19,6 +19,7 @@ from .cli_commands import publish_command, run_command, tail_command
 from .cli_dlq import list_command, purge_command, replay_command
 from .demo import demo_command
 from .errors import ConfigurationError, HeraldError
+from .signals import EXIT_FAILURE, EXIT_FORCED, EXIT_USAGE
 from .url import DEFAULT_URL
 
 __all__ = ["build_parser", "main"]
@@ -164,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
-        return exc.code if isinstance(exc.code, int) else 2
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     root = logging.getLogger()
     saved_level = root.level
     logs.configure(
@@ -173,15 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(asyncio.run(args.func(args)))
     except KeyboardInterrupt:
-        return 130
+        return EXIT_FORCED
     except ConfigurationError as exc:  # includes the CLI's own UsageError
-        return _fail(str(exc) or type(exc).__name__, 2)
+        return _fail(str(exc) or type(exc).__name__, EXIT_USAGE)
     except HeraldError as exc:
         log.debug("command failed", exc_info=exc)
-        return _fail(str(exc) or type(exc).__name__, 1)
+        return _fail(str(exc) or type(exc).__name__, EXIT_FAILURE)
     except OSError as exc:  # the environment (files, sockets) refused; not a Herald bug
         log.debug("command failed", exc_info=exc)
-        return _fail(str(exc), 1)
+        return _fail(str(exc), EXIT_FAILURE)
     finally:
         logs.reset()
         root.setLevel(saved_level)

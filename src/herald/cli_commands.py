@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from .broker import Prefetch, Subscription
 from .bus import Bus, connect
 from .cli_common import UsageError, broker_url, stop_on_signals, until_stopped
+from .display import json_body, one_line, safe_json
 from .message import Message
 from .service import Service
 from .topic import is_pattern, validate_pattern
@@ -156,8 +157,9 @@ def describe(message: Message, *, as_json: bool = False) -> str:
     """One line for ``herald tail``: readable, or a JSON object."""
     time = message.time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if not as_json:
-        return f"{time}  {message.type}  key={message.subject or '-'}  id={message.id}  " + (
-            _preview(message)
+        return one_line(
+            f"{time}  {message.type}  key={message.subject or '-'}  id={message.id}  "
+            + _preview(message)
         )
     data: dict[str, Any] = {
         "time": time,
@@ -167,12 +169,9 @@ def describe(message: Message, *, as_json: bool = False) -> str:
         "source": message.source,
         "datacontenttype": message.datacontenttype,
         "headers": dict(message.headers),
+        **json_body(message.body),
     }
-    try:
-        data["data"] = json.loads(message.body)
-    except ValueError:
-        data["body"] = message.body.decode(errors="replace")
-    return json.dumps(data, ensure_ascii=False)
+    return safe_json(data)
 
 
 async def tail(

@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import signal
-import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeVar
 
 from .errors import ConfigurationError
+from .signals import stop_on_signals
 from .url import resolve_url
 
 __all__ = ["UsageError", "broker_url", "stop_on_signals", "until_stopped"]
@@ -27,33 +25,6 @@ def broker_url(args: argparse.Namespace, default: str | None = None) -> str:
     """``--broker``, else ``default`` if given, else ``$HERALD_BROKER``, else the embedded one."""
     given: str | None = getattr(args, "broker", None)
     return given or default or resolve_url(None)
-
-
-@contextlib.contextmanager
-def stop_on_signals(force_exit: Callable[[int], object] = os._exit) -> Iterator[asyncio.Event]:
-    """An event set by SIGINT or SIGTERM while the block runs (Ctrl-C ends cleanly).
-
-    A second signal calls ``force_exit(130)``: the way out when cleanup hangs.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            print("herald: interrupted again; exiting without cleanup", file=sys.stderr, flush=True)
-            force_exit(130)
-        stop.set()
-
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, on_signal)
-            installed.append(sig)
-    try:
-        yield stop
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 async def until_stopped(items: AsyncIterator[T], stop: asyncio.Event) -> AsyncGenerator[T, None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +11,7 @@ from typing import Any, TextIO
 from .bus import connect
 from .cli_common import UsageError, broker_url
 from .deadletter import DeadLetter
+from .display import json_body, one_line, safe_json
 
 __all__ = [
     "Progress",
@@ -91,37 +91,35 @@ def dead_letter_json(letter: DeadLetter) -> str:
         "first_failure": _time(reason.first_failure),
         "last_failure": _time(reason.last_failure),
         "headers": dict(message.headers),
+        **json_body(message.body),
     }
-    try:
-        data["data"] = json.loads(message.body)
-    except ValueError:
-        data["body"] = message.body.decode(errors="replace")
-    return json.dumps(data, ensure_ascii=False)
+    return safe_json(data)
 
 
 def dead_letter_table(letters: Sequence[DeadLetter], error_width: int = 60) -> str:
     """Dead letters as an aligned text table with a header row."""
-    rows = [("ID", "TYPE", "QUEUE", "ATTEMPTS", "LAST FAILURE", "ERROR")]
+    rows: list[list[str]] = [["ID", "TYPE", "QUEUE", "ATTEMPTS", "LAST FAILURE", "ERROR"]]
     for letter in letters:
         reason = letter.reason
         error = " ".join(f"{reason.error_type}: {reason.error_message}".split())
         if len(error) > error_width:
             error = error[: error_width - 1] + "…"
+        message = letter.message
         rows.append(
-            (
-                letter.message.id,
-                letter.message.type,
-                reason.queue,
+            [
+                one_line(message.id),
+                one_line(message.type),
+                one_line(reason.queue),
                 str(reason.attempts),
                 _time(reason.last_failure),
-                error,
-            )
+                one_line(error),
+            ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
-        lines.append("  ".join([*cells, row[-1]]))
+        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*padded, row[-1]]))
     return "\n".join(lines)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import random
 import sys
 from collections.abc import Sequence
 from datetime import date, timedelta
+from importlib.metadata import entry_points
 from typing import TextIO
 
 from . import errors
@@ -29,6 +29,10 @@ from .service import Service
 __all__ = ["DEMO_URL", "EmployeeCreated", "Story", "build_services", "demo_command", "run_demo"]
 
 DEMO_URL = "sqlite:///./var/demo.db"
+PLATFORMS = "herald.demo"
+"""Entry-point group of the platform ``herald demo`` runs (``hr_platform`` registers
+``run_platform(url, *, without, ports, data_dir)`` there): the library never imports
+the reference application by name."""
 DRAIN_TIMEOUT = 20.0
 """With ``--count``: how long the services get to receive the last hire."""
 
@@ -216,9 +220,10 @@ async def demo_command(args: argparse.Namespace) -> int:
     if args.mini:
         await run_demo(broker_url(args, DEMO_URL), count=args.count, interval=args.interval)
         return 0
+    platforms = entry_points(group=PLATFORMS)
     try:
-        supervisor = importlib.import_module("hr_platform.supervisor")
-    except ImportError as exc:
+        run_platform = next(iter(platforms)).load()
+    except (StopIteration, ImportError) as exc:
         raise UsageError(
             "the HR platform is not installed (pip install 'herald[hr]'); "
             "'herald demo --mini' runs the one-process story instead"
@@ -229,7 +234,7 @@ async def demo_command(args: argparse.Namespace) -> int:
         "giftcards": args.giftcards_port,
     }
     try:
-        await supervisor.run_platform(
+        await run_platform(
             broker_url(args), without=set(args.without), ports=ports, data_dir=args.data_dir
         )
     except ValueError as exc:

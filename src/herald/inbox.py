@@ -32,6 +32,19 @@ In a handler, with ``ctx`` the :class:`herald.Context`::
             return  # already handled
         session.add(PayrollRecord(guid=event.guid))
 
+Or let :class:`InboxMiddleware` do it around every handler of a service: it opens a
+session, claims the message, hands the session to the handler as
+``Inbox.session(ctx)``, and commits when the outcome is an ack (a commit that fails
+turns the ack into a retry); a message already handled is acked without running the
+handler. It also forgets claims older than its ``retention`` (default 7 days), so the
+table does not grow without bound::
+
+    payroll = herald.Service("payroll", middleware=[InboxMiddleware(inbox, engine)])
+
+    @payroll.on(EmployeeCreated)
+    async def open_record(event: EmployeeCreated, ctx: herald.Context) -> None:
+        Inbox.session(ctx).add(PayrollRecord(guid=event.guid))
+
 PostgreSQL and SQLite use ``INSERT ... ON CONFLICT DO NOTHING``; other databases
 insert in a savepoint and take a unique-key violation as "already claimed".
 Database errors propagate unchanged: they belong to the handler's transaction, and
@@ -40,17 +53,25 @@ the runtime retries the delivery.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .context import Context
-from .outbox import Executor, dialect_of, insert_ignoring_duplicates
+from .errors import ConfigurationError
+from .middleware import ACK, Middleware, Next, Outcome, failure
+from .outbox.tables import Executor, dialect_of, insert_ignoring_duplicates
 
-__all__ = ["Inbox"]
+__all__ = ["Inbox", "InboxMiddleware"]
+
+log = logging.getLogger("herald.inbox")
+_SESSION = "herald.inbox.session"
 
 
 class Inbox:
@@ -86,6 +107,17 @@ class Inbox:
         """Drop the table if it exists."""
         async with engine.begin() as conn:
             await conn.run_sync(self.metadata.drop_all, [self.table])
+
+    @staticmethod
+    def session(ctx: Context) -> AsyncSession:
+        """The session :class:`InboxMiddleware` opened for this delivery."""
+        try:
+            session: AsyncSession = ctx.state[_SESSION]
+        except KeyError:
+            raise ConfigurationError(
+                f"no inbox session for {ctx.queue}: add InboxMiddleware to the service"
+            ) from None
+        return session
 
     async def claim(self, executor: Executor, ctx: Context) -> bool:
         """Claim ``ctx.message`` for the handler's queue (``ctx.queue``) in the current
@@ -138,3 +170,70 @@ class Inbox:
                 sa.delete(self.table).where(self.table.c.received_at < cutoff)
             )
         return int(result.rowcount)
+
+
+class InboxMiddleware(Middleware):
+    """Each handler in one transaction that first claims its message in ``inbox``.
+
+    A message already claimed is acked without running the handler. The handler's
+    effect and the claim commit together when the outcome is an ack; any other
+    outcome rolls both back. Claims older than ``retention`` are deleted in the
+    background, at most every ``prune_every`` seconds (``retention=None`` keeps them).
+    """
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        engine: AsyncEngine,
+        *,
+        retention: timedelta | None = timedelta(days=7),
+        prune_every: float = 600.0,
+    ) -> None:
+        self.inbox = inbox
+        self.engine = engine
+        self.retention = retention
+        self.prune_every = prune_every
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._next_prune = 0.0
+        self._pruning: asyncio.Task[None] | None = None
+
+    async def handle(self, ctx: Context, call_next: Next) -> Outcome:
+        self._maybe_prune()
+        async with self._sessions() as session:
+            await session.begin()
+            if not await self.inbox.claim(session, ctx):
+                await session.rollback()
+                log.info("%s %s was handled before; acked again", ctx.message.type, ctx.message.id)
+                return ACK
+            ctx.state[_SESSION] = session
+            outcome = await call_next(ctx)
+            if outcome.settlement != "ack":
+                await session.rollback()
+                return outcome
+            try:
+                await session.commit()
+            except SQLAlchemyError as exc:
+                return failure(ctx, exc)
+            return outcome
+
+    def _maybe_prune(self) -> None:
+        if self.retention is None or time.monotonic() < self._next_prune:
+            return
+        if self._pruning is not None and not self._pruning.done():
+            return
+        self._next_prune = time.monotonic() + self.prune_every
+        self._pruning = asyncio.create_task(self._prune(self.retention))
+
+    async def _prune(self, retention: timedelta) -> None:
+        try:
+            pruned = await self.inbox.prune(self.engine, retention)
+        except SQLAlchemyError as exc:
+            log.warning("pruning inbox %s failed: %s", self.inbox.table.fullname, exc)
+            return
+        if pruned:
+            log.info(
+                "inbox %s: forgot %d claims older than %s",
+                self.inbox.table.fullname,
+                pruned,
+                retention,
+            )

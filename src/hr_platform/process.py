@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import Any
 
@@ -19,6 +18,7 @@ import uvicorn
 
 import herald
 from herald.protobuf import with_protobuf
+from herald.signals import stop_on_signals
 
 from .database import Database
 from .proto import EmployeeMessage
@@ -77,10 +77,19 @@ async def run_until_stopped(
     url: str = "",
 ) -> None:
     """Run ``tasks`` and ``server`` until a signal arrives or one of them fails."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    with stop_on_signals() as stop:
+        await _run_until(name, stop, tasks, server=server, worker=worker, url=url)
+
+
+async def _run_until(
+    name: str,
+    stop: asyncio.Event,
+    tasks: Iterable[Callable[[], Coroutine[Any, Any, None]]],
+    *,
+    server: WebServer | None,
+    worker: herald.Worker | None,
+    url: str,
+) -> None:
     running = [asyncio.create_task(task(), name=f"{name}:{i}") for i, task in enumerate(tasks)]
     serving = asyncio.create_task(server.serve()) if server is not None else None
     if worker is not None:
@@ -112,8 +121,6 @@ async def run_until_stopped(
         for task in [stopper, *running]:
             task.cancel()
         await asyncio.gather(*running, stopper, return_exceptions=True)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 async def run_consumer_service(

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from herald.signals import stop_on_signals
 from herald.url import DEFAULT_URL, redact_url
 
 from . import DEFAULT_PORTS, SERVICES
@@ -131,13 +132,10 @@ async def run_platform(
     if without:
         print(f"  not started: {', '.join(sorted(without))}", flush=True)
     print("Ctrl-C stops everything.", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     watchers = [asyncio.create_task(s.keep_running()) for s in services]
     try:
-        await stop.wait()
+        with stop_on_signals() as stop:
+            await stop.wait()
     finally:
         print("supervisor: stopping all services", flush=True)
         for service in services:
@@ -146,8 +144,6 @@ async def run_platform(
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,10 @@ broker batch, and only then deleted (or marked sent); a failed publish marks not
 so the same batch is retried after a backoff and nothing is skipped or reordered.
 Delivery is at least once: a batch the broker stored in part before failing is
 published again in full, so consumers deduplicate with :class:`herald.inbox.Inbox`.
+
+An event the broker refuses for good (:class:`herald.MessageTooLargeError`) cannot
+block the ones after it: it moves to the ``<outbox>_refused`` table with the reason
+(:meth:`Outbox.refused` lists them), an error is logged, and relaying goes on.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .broker import Broker
-from .bus import Bus
-from .errors import BrokerError, PublishError, TimeoutError
-from .message import Message
-from .outbox import Outbox, insert_ignoring_duplicates, row_message
+from ..broker import Broker
+from ..bus import Bus
+from ..errors import BrokerError, MessageTooLargeError, PublishError, TimeoutError
+from ..message import Message
+from .staging import Outbox
+from .tables import insert_ignoring_duplicates, row_message, row_values
 
 __all__ = ["OutboxRelay"]
 
@@ -117,6 +122,7 @@ class OutboxRelay:
             raise ValueError("batch_size, poll_interval and lease_ttl must be positive")
         self.engine = engine
         self.broker = bus.broker if isinstance(bus, Bus) else bus
+        self._send = bus.send if isinstance(bus, Bus) else bus.publish
         self.outbox = outbox
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -223,7 +229,11 @@ class OutboxRelay:
             if not leader:
                 return None
             if rows:
-                await self._publish([row_message(row) for row in rows])
+                try:
+                    await self._publish([row_message(row) for row in rows])
+                except MessageTooLargeError as exc:
+                    await self._refuse(rows, exc)
+                    return len(rows)
                 marking = asyncio.ensure_future(self._mark([row.seq for row in rows]))
                 try:
                     await asyncio.shield(marking)
@@ -241,11 +251,39 @@ class OutboxRelay:
         limit = self.lease_ttl / 3
         try:
             async with asyncio.timeout(limit):
-                await self.broker.publish(messages)
+                await self._send(messages)
         except builtins.TimeoutError as exc:
             raise PublishError(
                 f"broker did not confirm {len(messages)} messages within {limit:.1f}s"
             ) from exc
+
+    async def _refuse(self, rows: Sequence[Any], exc: MessageTooLargeError) -> None:
+        """Move the row the broker refused to the refused table (holding the lease)."""
+        (row,) = [row for row in rows if row.message_id == exc.message_id] or [None]
+        if row is None:
+            raise exc
+        log.error(
+            "outbox %s: %s %s refused for good: %s; moved to %s",
+            self.outbox.name,
+            row.type,
+            row.message_id,
+            exc,
+            self.outbox.refused_table.fullname,
+        )
+        async with self.engine.begin() as conn:
+            if not await self._lease.take(conn):
+                return
+            await conn.execute(
+                sa.insert(self.outbox.refused_table).values(
+                    **row_values(row_message(row)),
+                    staged_at=row.staged_at,
+                    refused_at=datetime.now(UTC),
+                    reason=str(exc),
+                )
+            )
+            await conn.execute(
+                sa.delete(self.outbox.table).where(self.outbox.table.c.seq == row.seq)
+            )
 
     async def _mark(self, seqs: list[int]) -> None:
         t = self.outbox.table
