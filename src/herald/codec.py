@@ -66,21 +66,29 @@ class CodecRegistry:
 
     def __init__(self, *codecs: Codec) -> None:
         self._codecs: dict[str, Codec] = {}
+        self._by_header: dict[str, Codec] = {}
         for codec in codecs:
             self.register(codec)
 
     def register(self, codec: Codec) -> None:
         self._codecs[codec.content_type] = codec
+        self._by_header.clear()
 
     def get(self, content_type: str) -> Codec:
+        codec = self._by_header.get(content_type)
+        if codec is not None:
+            return codec
         base = content_type.split(";", 1)[0].strip().lower()
         try:
-            return self._codecs[base]
+            codec = self._codecs[base]
         except KeyError:
             known = ", ".join(sorted(self._codecs)) or "none"
             raise DecodeError(
-                f"no codec for content type {content_type!r} (registered: {known})"
+                f"no codec for content type {content_type[:100]!r} (registered: {known})"
             ) from None
+        if len(self._by_header) < 256:
+            self._by_header[content_type] = codec
+        return codec
 
     def encode(self, event: Event) -> tuple[str, bytes]:
         codec = self.get(type(event).__content_type__)

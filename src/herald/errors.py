@@ -5,6 +5,7 @@
     HeraldError
     ├── ConfigurationError          bad settings in code
     │   ├── BrokerURLError          a malformed broker URL; names the part that is wrong
+    │   ├── PatternError            a malformed event type or topic pattern (a ValueError too)
     │   └── CapabilityError         the broker lacks an optional capability asked for
     ├── BrokerError                 the broker failed or cannot be reached
     │   ├── ConnectionLostError     the connection dropped; the operation may be retried
@@ -47,6 +48,7 @@ __all__ = [
     "HeraldError",
     "MessageError",
     "MessageTooLargeError",
+    "PatternError",
     "PublishError",
     "Reject",
     "SettleError",
@@ -71,6 +73,10 @@ class BrokerURLError(ConfigurationError):
         self.part = part
         self.problem = problem
         super().__init__(f"invalid broker URL {url!r}: {part}: {problem}")
+
+
+class PatternError(ConfigurationError, ValueError):
+    """An event type or topic pattern is malformed."""
 
 
 class CapabilityError(ConfigurationError):

@@ -71,6 +71,8 @@ class Message:
             raise TypeError(f"Message.body must be bytes, not {type(self.body).__name__}")
         if not isinstance(self.body, bytes):
             object.__setattr__(self, "body", bytes(self.body))
+        if self.subject == "":
+            object.__setattr__(self, "subject", None)  # an empty key is no key
         if not isinstance(self.headers, MappingProxyType):
             object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
 

@@ -1,13 +1,23 @@
-"""AMQP-style topic patterns: ``*`` matches one word, ``#`` matches zero or more."""
+"""AMQP-style topic patterns: ``*`` matches one word, ``#`` matches zero or more.
+
+Event types and patterns are dot-separated words of letters, digits, ``_`` and ``-``;
+an invalid one raises :class:`herald.errors.PatternError` (a ``ValueError`` too).
+Matching takes time proportional to pattern words times type words, whatever the
+input: a pattern of many ``#`` cannot make it blow up.
+"""
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
 
-__all__ = ["is_pattern", "matches", "validate_pattern"]
+from .errors import PatternError
 
-_WORD = re.compile(r"^[A-Za-z0-9_\-]+$")
+__all__ = ["MAX_LENGTH", "is_pattern", "matches", "validate_pattern"]
+
+_WORD = re.compile(r"[A-Za-z0-9_\-]+")
+MAX_LENGTH = 255
+"""Longest event type or pattern (AMQP's routing key limit)."""
 
 
 def is_pattern(text: str) -> bool:
@@ -16,18 +26,23 @@ def is_pattern(text: str) -> bool:
 
 
 def validate_pattern(text: str) -> str:
-    """Return ``text`` if it is a valid event type or pattern, else raise ValueError.
+    """Return ``text`` if it is a valid event type or pattern, else raise PatternError.
 
     >>> validate_pattern("employee.*")
     'employee.*'
     """
     if not text:
-        raise ValueError("an event type or pattern must not be empty")
+        raise PatternError("an event type or pattern must not be empty")
+    if len(text) > MAX_LENGTH:
+        raise PatternError(
+            f"event type or pattern {text[:40]!r}... is {len(text)} characters; "
+            f"at most {MAX_LENGTH}"
+        )
     for word in text.split("."):
         if word in ("*", "#"):
             continue
-        if not _WORD.match(word):
-            raise ValueError(
+        if not _WORD.fullmatch(word):
+            raise PatternError(
                 f"invalid event type or pattern {text!r}: word {word!r} must be letters, "
                 "digits, '_' or '-', or a wildcard '*' / '#'"
             )
@@ -47,17 +62,15 @@ def matches(pattern: str, event_type: str) -> bool:
     """
     if "*" not in pattern and "#" not in pattern:
         return pattern == event_type
-    return _match_words(tuple(pattern.split(".")), tuple(event_type.split(".")))
-
-
-def _match_words(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_match_words(rest, words[i:]) for i in range(len(words) + 1))
-    if not words:
-        return False
-    if head == "*" or head == words[0]:
-        return _match_words(rest, words[1:])
-    return False
+    words = event_type.split(".")
+    # reachable[j]: the pattern words seen so far can match exactly words[:j]
+    reachable = [True] + [False] * len(words)
+    for head in pattern.split("."):
+        if head == "#":
+            for j in range(1, len(words) + 1):
+                reachable[j] = reachable[j] or reachable[j - 1]
+        else:
+            for j in range(len(words), 0, -1):
+                reachable[j] = reachable[j - 1] and (head == "*" or head == words[j - 1])
+            reachable[0] = False
+    return reachable[-1]

@@ -21,6 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
 
 from .broker import Broker, Delivery, Prefetch
 from .codec import CodecRegistry
@@ -54,7 +55,8 @@ BUILTIN_MIDDLEWARE: tuple[Middleware, ...] = (
     DecodeMiddleware(),
     TimeoutMiddleware(),
 )
-"""Innermost, in this order, around every handler."""
+"""Innermost, in this order, around every handler (the timeout only around handlers
+that have one)."""
 
 
 class _ServicePublisher:
@@ -89,8 +91,25 @@ class _ServicePublisher:
         await self._bus.send_reply(address, reply)
 
 
+@dataclass(slots=True, eq=False)
+class _Job:
+    """A delivery on its way through the worker (an in-process retry updates it)."""
+
+    handler: Handler
+    chain: Next
+    delivery: Delivery
+    message: Message
+    attempt: int
+    lane: tuple[str, str] | None = None
+
+
 class Worker:
-    """Runs one service's handlers against a bus until stopped."""
+    """Runs one service's handlers against a bus until stopped.
+
+    ``concurrency`` runner tasks take jobs from one ready queue; a keyed delivery
+    whose key is busy waits in that key's lane and joins the ready queue when the
+    one before it is settled.
+    """
 
     def __init__(
         self,
@@ -108,15 +127,20 @@ class Worker:
             _ServicePublisher(publisher, service.middleware) if service.middleware else publisher
         )
         stack = (*middleware, *service.middleware, *BUILTIN_MIDDLEWARE)
+        untimed = tuple(m for m in stack if not isinstance(m, TimeoutMiddleware))
         self._chains: dict[str, Next] = {
-            h.subscription.queue: handler_chain(stack, _call_handler) for h in service.handlers
+            h.subscription.queue: handler_chain(stack if h.timeout else untimed, _call_handler)
+            for h in service.handlers
         }
-        self._slots = asyncio.Semaphore(self.concurrency)
         self._consumers: list[asyncio.Task[None]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._lanes: dict[tuple[str, str], deque[tuple[Handler, Delivery]]] = {}
+        self._runners: list[asyncio.Task[None]] = []
+        self._ready: deque[_Job] = deque()
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._lanes: dict[tuple[str, str], deque[_Job]] = {}
+        self._held: dict[_Job, tuple[asyncio.TimerHandle, Outcome]] = {}
+        self._running = 0
+        self._drained = asyncio.Event()
         self._stopping = False
-        self._stopped = asyncio.Event()
         self.handled = 0
         """Handler runs finished so far, each with its outcome (acked, retried,
         released or dead-lettered; in-process retries of keyed deliveries count too)."""
@@ -129,6 +153,10 @@ class Worker:
         """Declare every queue, then start consuming them."""
         for handler in self.service.handlers:
             await self._broker.declare(handler.subscription)
+        self._runners = [
+            asyncio.create_task(self._runner(), name=f"herald:{self.service.name}:runner{i}")
+            for i in range(self.concurrency)
+        ]
         for handler in self.service.handlers:
             task = asyncio.create_task(
                 self._consume(handler), name=f"herald:{handler.subscription.queue}"
@@ -147,23 +175,25 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
-        self._stopped.set()
         await _cancel_until_done(self._consumers)
-        await self._release_queued()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            if pending:
+        await self._give_back_waiting()
+        if self._running:
+            self._drained.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._drained.wait()
+            except TimeoutError:
                 log.warning(
                     "service %s: %d handler(s) still running after %.1fs; cancelling them, "
                     "their deliveries will be redelivered",
                     self.service.name,
-                    len(pending),
+                    self._running,
                     timeout,
                 )
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-        await self._release_queued()
+        for runner in self._runners:
+            runner.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+        await self._give_back_waiting()
         log.info("service %s stopped", self.service.name)
 
     async def wait(self) -> None:
@@ -204,84 +234,113 @@ class Worker:
                     await stream.aclose()
 
     def _dispatch(self, handler: Handler, chain: Next, delivery: Delivery) -> None:
+        message = delivery.message
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "received %s %s on %s (attempt %d)",
-                delivery.message.type,
-                delivery.message.id,
+                message.type,
+                message.id,
                 handler.subscription.queue,
                 delivery.attempt,
                 extra=_fields(handler, delivery, event="received"),
             )
-        key = delivery.message.subject
-        if key is None:
-            self._spawn(self._run_one(handler, chain, delivery))
-            return
-        lane_id = (handler.subscription.queue, key)
-        lane = self._lanes.get(lane_id)
-        if lane is not None:
-            lane.append((handler, delivery))
-            return
-        self._lanes[lane_id] = deque([(handler, delivery)])
-        self._spawn(self._run_lane(lane_id, chain))
-
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_lane(self, lane_id: tuple[str, str], chain: Next) -> None:
-        lane = self._lanes[lane_id]
-        try:
-            while lane:
-                handler, delivery = lane.popleft()
-                await self._run_one(handler, chain, delivery)
-        finally:
-            if self._lanes.get(lane_id) is lane:
-                del self._lanes[lane_id]
-            while lane:
-                await _quietly_release(lane.popleft()[1])
-
-    async def _run_one(self, handler: Handler, chain: Next, delivery: Delivery) -> None:
-        message, attempt = delivery.message, delivery.attempt
-        while True:
-            async with self._slots:
-                if self._stopping:
-                    await _quietly_release(delivery)
-                    return
-                started = time.perf_counter()
-                ctx = Context(
-                    self._publisher, delivery, handler, self.service.name,
-                    message=message, attempt=attempt,
-                )  # fmt: skip
-                try:
-                    outcome = await chain(ctx)
-                except asyncio.CancelledError as exc:
-                    if shutting_down():
-                        await _quietly_release(delivery)
-                        raise
-                    outcome = failure(ctx, exc)
-                except Exception as exc:  # a middleware outside the retry policy failed
-                    outcome = failure(ctx, exc)
-                elapsed = time.perf_counter() - started
-                if not (outcome.settlement == "retry" and message.subject is not None):
-                    await self._settle(ctx, outcome, elapsed)
-                    return
-            self.handled += 1
-            _log_outcome(ctx, outcome, elapsed)
-            if not await self._hold(outcome.delay):
-                await self._settle(ctx, outcome, elapsed, logged=True, counted=True)
+        job = _Job(handler, chain, delivery, message, delivery.attempt)
+        key = message.subject
+        if key is not None:
+            lane_id = (handler.subscription.queue, key)
+            lane = self._lanes.get(lane_id)
+            if lane is not None:
+                lane.append(job)
                 return
-            message, attempt = message.with_headers(outcome.headers), attempt + 1
+            self._lanes[lane_id] = deque()
+            job.lane = lane_id
+        self._enqueue(job)
 
-    async def _hold(self, delay: float) -> bool:
-        """Wait out a retry delay; False if the worker began stopping meanwhile."""
+    def _enqueue(self, job: _Job) -> None:
+        self._ready.append(job)
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _runner(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._ready:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            job = self._ready.popleft()
+            self._running += 1
+            try:
+                await self._run(job)
+            finally:
+                self._running -= 1
+                if self._stopping and not self._running:
+                    self._drained.set()
+
+    async def _run(self, job: _Job) -> None:
+        delivery = job.delivery
+        if self._stopping:
+            await _quietly_release(delivery)
+            await self._after(job)
+            return
+        started = time.perf_counter()
+        ctx = Context(
+            self._publisher,
+            delivery,
+            job.handler,
+            self.service.name,
+            message=job.message,
+            attempt=job.attempt,
+        )
         try:
-            async with asyncio.timeout(delay):
-                await self._stopped.wait()
-        except TimeoutError:
-            return True
-        return False
+            outcome = await job.chain(ctx)
+        except asyncio.CancelledError as exc:
+            if shutting_down():
+                await _quietly_release(delivery)
+                raise
+            outcome = failure(ctx, exc)
+        except Exception as exc:  # a middleware outside the retry policy failed
+            outcome = failure(ctx, exc)
+        elapsed = time.perf_counter() - started
+        if outcome.settlement == "retry" and job.lane is not None and not self._stopping:
+            self._hold(job, ctx, outcome, elapsed)
+            return
+        await self._settle(ctx, outcome, elapsed)
+        await self._after(job)
+
+    def _hold(self, job: _Job, ctx: Context, outcome: Outcome, elapsed: float) -> None:
+        """Retry a keyed delivery in this process after the delay, its key held."""
+        self.handled += 1
+        _log_outcome(ctx, outcome, elapsed)
+
+        def resume() -> None:
+            del self._held[job]
+            job.message = job.message.with_headers(outcome.headers)
+            job.attempt += 1
+            self._enqueue(job)
+
+        timer = asyncio.get_running_loop().call_later(outcome.delay, resume)
+        self._held[job] = (timer, outcome)
+
+    async def _after(self, job: _Job) -> None:
+        """The job's delivery is settled: the next of its key may go."""
+        if job.lane is None:
+            return
+        lane = self._lanes.get(job.lane)
+        if lane is None:
+            return
+        if lane and not self._stopping:
+            following = lane.popleft()
+            following.lane = job.lane
+            self._enqueue(following)
+            return
+        del self._lanes[job.lane]
+        while lane:
+            await _quietly_release(lane.popleft().delivery)
 
     async def _settle(
         self,
@@ -321,15 +380,27 @@ class Worker:
         finally:
             if not counted:
                 self.handled += 1
-        if not logged:
+        if not logged and (outcome is not ACK or log.isEnabledFor(logging.INFO)):
             _log_outcome(ctx, outcome, elapsed)
 
-    async def _release_queued(self) -> None:
+    async def _give_back_waiting(self) -> None:
+        """Release what no handler has started; hand held retries to the broker."""
+        ready, self._ready = self._ready, deque()
+        for job in ready:
+            await _quietly_release(job.delivery)
         lanes = list(self._lanes.values())
         self._lanes.clear()
         for lane in lanes:
             while lane:
-                await _quietly_release(lane.popleft()[1])
+                await _quietly_release(lane.popleft().delivery)
+        held, self._held = self._held, {}
+        for job, (timer, outcome) in held.items():
+            timer.cancel()
+            ctx = Context(
+                self._publisher, job.delivery, job.handler, self.service.name,
+                message=job.message, attempt=job.attempt,
+            )  # fmt: skip
+            await self._settle(ctx, outcome, 0.0, logged=True, counted=True)
 
 
 async def _call_handler(ctx: Context) -> Outcome:
