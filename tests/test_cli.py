@@ -24,18 +24,16 @@ from herald.cli_commands import describe, load_service, parse_data, tail
 from herald.cli_common import UsageError, stop_on_signals
 from herald.cli_dlq import Progress
 from herald.demo import DEMO_URL, run_demo
+from herald.testing import eventually
 from tests import demo_app
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30.0
 
 
-def eventually(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+def wait(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """:func:`herald.testing.eventually`, for the synchronous tests of subprocesses."""
+    asyncio.run(eventually(check, timeout, what, interval=0.02))
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -100,7 +98,7 @@ class Child:
                 )
             return bool(found)
 
-        eventually(check, f"{text!r} from {' '.join(self.argv)}")
+        wait(check, f"{text!r} from {' '.join(self.argv)}")
         return found[0]
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -254,7 +252,7 @@ def test_run_handles_published_events_and_stops_on_sigterm(
     )
     assert published.returncode == 0, published.stderr
     message_id = published.stdout.strip()
-    eventually(lambda: out.exists() and out.read_text() == "hello\n", "the handler's line")
+    wait(lambda: out.exists() and out.read_text() == "hello\n", "the handler's line")
     service.wait_for(service.err, '"event": "finished"')
     assert service.stop(signal.SIGTERM) == 0
     records = [json.loads(line) for line in service.err]

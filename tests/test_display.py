@@ -55,7 +55,9 @@ def test_dlq_list_json_and_table_survive_deep_nesting_and_escapes() -> None:
 
 @given(body=st.binary(max_size=2000), text=st.text(max_size=200))
 def test_any_message_prints_as_one_inert_line(body: bytes, text: str) -> None:
-    message = herald.Message(type="x.y", body=body, id=text or "i", subject=text, headers={text: text})
+    message = herald.Message(
+        type="x.y", body=body, id=text or "i", subject=text, headers={text: text}
+    )
     for as_json in (False, True):
         line = describe(message, as_json=as_json)
         assert_inert(line)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 import herald
 from herald.brokers.memory import MemoryBroker
-from herald.inbox import Inbox
+from herald.inbox import Inbox, InboxMiddleware
 from herald.testing import Recorder
 
 from .test_outbox import database_url
@@ -156,7 +156,6 @@ async def test_prune_forgets_old_claims(engine: AsyncEngine, inbox: Inbox) -> No
 async def test_inbox_middleware_runs_each_message_once_and_commits_with_the_effect(
     engine: AsyncEngine, inbox: Inbox, token: str
 ) -> None:
-    from herald.inbox import InboxMiddleware
 
     table = payroll(inbox)
     calls: Recorder[str] = Recorder()
@@ -188,7 +187,6 @@ async def test_inbox_middleware_runs_each_message_once_and_commits_with_the_effe
 async def test_inbox_middleware_forgets_claims_past_retention(
     engine: AsyncEngine, inbox: Inbox, token: str
 ) -> None:
-    from herald.inbox import InboxMiddleware
 
     async with async_sessionmaker(engine)() as session, session.begin():
         assert await inbox.claim_id(session, "old-consumer", "m-old")

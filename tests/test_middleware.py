@@ -150,7 +150,10 @@ async def test_a_failing_middleware_is_retried_then_dead_lettered_never_stalls()
         await eventually(lambda: worker.handled == 2)
         (letter,) = await bus.dead_letters("broken-mw")
         await worker.stop()
-    assert (letter.reason.error_type, letter.reason.error_message) == ("LookupError", "middleware bug")
+    assert (letter.reason.error_type, letter.reason.error_message) == (
+        "LookupError",
+        "middleware bug",
+    )
     assert letter.reason.attempts == 2
 
 
@@ -171,9 +174,9 @@ async def test_a_middleware_may_replace_the_outcome() -> None:
 
 
 def test_middleware_must_be_middleware() -> None:
-    with pytest.raises(herald.ConfigurationError, match="not a herald.Middleware"):
+    with pytest.raises(herald.ConfigurationError, match=r"not a herald\.Middleware"):
         herald.Service("x", middleware=[object()])  # type: ignore[list-item]
-    with pytest.raises(herald.ConfigurationError, match="not a herald.Middleware"):
+    with pytest.raises(herald.ConfigurationError, match=r"not a herald\.Middleware"):
         herald.connect("memory://x", middleware=[lambda: None])  # type: ignore[list-item]
 
 

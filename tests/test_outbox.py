@@ -13,7 +13,6 @@ import doctest
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -37,7 +36,8 @@ from herald.errors import ConnectionLostError
 from herald.outbox import Outbox, OutboxRelay
 from herald.testing import eventually
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from .servers import require_port
+
 POSTGRES_URL = os.environ.get(
     "HERALD_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
@@ -56,16 +56,7 @@ class Boom(Exception):
 
 def require_postgres() -> None:
     """Fail in CI, skip on a laptop, when PostgreSQL is not running."""
-    url = make_url(POSTGRES_URL)
-    address = (url.host or "127.0.0.1", url.port or 5432)
-    try:
-        with socket.create_connection(address, timeout=0.5):
-            return
-    except OSError:
-        message = f"PostgreSQL not reachable on {address[0]}:{address[1]}"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: databases must be running)")
-        pytest.skip(message)
+    require_port(make_url(POSTGRES_URL).port or 5432, "PostgreSQL")
 
 
 def database_url(kind: str, tmp_path: Path) -> str:

@@ -5,7 +5,7 @@ Herald's own errors, and what they accept round-trips."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -163,7 +163,9 @@ def test_matching_agrees_with_a_regular_expression(pattern: str, event_type: str
             parts.append(sep + re.escape(word))
     regex = "".join(parts)
     if pattern.startswith("#.") or pattern == "#":
-        expected = re.fullmatch(regex.replace(r"(?:[^.]+(?:\.[^.]+)*)?\.", r"(?:[^.]+\.)*", 1), event_type)
+        expected = re.fullmatch(
+            regex.replace(r"(?:[^.]+(?:\.[^.]+)*)?\.", r"(?:[^.]+\.)*", 1), event_type
+        )
     else:
         expected = re.fullmatch(regex, event_type)
     assert matches(pattern, event_type) == (expected is not None), regex

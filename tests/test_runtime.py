@@ -131,7 +131,11 @@ async def test_serve_shuts_down_gracefully_on_sigterm() -> None:
 
     async with herald.connect(memory_url()) as bus:
         serving = asyncio.create_task(bus.serve(service))
-        await eventually(lambda: bool(bus._workers), what="worker started")
+
+        async def consuming() -> bool:
+            return [s.consumers for s in await bus.inspect_queues()] == [1]
+
+        await eventually(consuming, what="the service consuming")
         await bus.publish(Tick(n=1))
         await started.wait()
         os.kill(os.getpid(), signal.SIGTERM)

@@ -15,9 +15,7 @@ from herald.brokers.memory import MemoryBroker
 
 
 def test_herald_registers_its_own_adapters_by_entry_point() -> None:
-    assert {"memory", "sqlite", "amqp", "amqps", "nats", "tls", "redis", "rediss"} <= set(
-        schemes()
-    )
+    assert {"memory", "sqlite", "amqp", "amqps", "nats", "tls", "redis", "rediss"} <= set(schemes())
     assert adapter_class("memory") is MemoryBroker
     for scheme in schemes():
         assert scheme in adapter_class(scheme).schemes
@@ -36,7 +34,7 @@ def test_a_third_party_adapter_installs_without_editing_herald(tmp_path: Path) -
     package.mkdir()
     (package / "__init__.py").write_text(
         textwrap.dedent(
-            '''
+            """
             from typing import Self
             from herald.brokers.memory import MemoryBroker
 
@@ -46,7 +44,7 @@ def test_a_third_party_adapter_installs_without_editing_herald(tmp_path: Path) -
                 @classmethod
                 def from_url(cls, url: str) -> Self:
                     return cls("echo-" + url.split("://", 1)[1])
-            '''
+            """
         )
     )
     info = tmp_path / "echo_broker-1.0.dist-info"

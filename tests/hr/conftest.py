@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from herald.brokers import broker_from_url
 
-from ..servers import IN_CI, port_open
+from ..servers import require_port
 from .platform import BROKERS, Platform, broker_url, require_broker
 
 
@@ -69,11 +69,7 @@ async def database_url(request: pytest.FixtureRequest, workdir: Path) -> AsyncIt
         yield f"sqlite:///{workdir}/service.db"
         return
     admin = make_url(POSTGRES_URL).set(drivername="postgresql")
-    if not port_open(admin.port or 5432, admin.host or "127.0.0.1"):
-        message = f"PostgreSQL is not reachable on {admin.host}:{admin.port or 5432}"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: databases must be running)")
-        pytest.skip(message)
+    require_port(admin.port or 5432, "PostgreSQL")
     name = f"hr_{uuid.uuid4().hex[:10]}"
     engine = create_async_engine(admin.set(drivername="postgresql+asyncpg"))
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")

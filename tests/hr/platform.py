@@ -8,17 +8,16 @@ import os
 import signal
 import socket
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from ..servers import IN_CI, port_open
+from herald.testing import eventually
+
+from ..servers import require_port
 
 __all__ = ["BROKERS", "Platform", "broker_url", "eventually", "free_port", "require_broker"]
 
@@ -34,11 +33,8 @@ def free_port() -> int:
 
 def require_broker(scheme: str) -> None:
     """Fail in CI, skip elsewhere, when the broker's server is not running."""
-    if scheme == "amqp" and not port_open(5672):
-        message = "RabbitMQ is not reachable on 127.0.0.1:5672"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: brokers must be running)")
-        pytest.skip(message)
+    if scheme == "amqp":
+        require_port(5672, "RabbitMQ")
 
 
 def broker_url(scheme: str, workdir: Path) -> str:
@@ -46,17 +42,6 @@ def broker_url(scheme: str, workdir: Path) -> str:
     if scheme == "sqlite":
         return f"sqlite:///{workdir}/herald.db"
     return f"amqp://guest:guest@127.0.0.1:5672/?namespace=hr{token}"
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout: float, what: str, interval: float = 0.25
-) -> None:
-    """Poll ``check`` until it is true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import herald
 from herald.protobuf import with_protobuf
 from hr_platform.proto import EmployeeMessage
 
-from ..servers import IN_CI
+from ..servers import unavailable
 from .conftest import _destroy
 from .platform import Platform, broker_url, eventually, require_broker
 
@@ -43,11 +43,10 @@ def require_ruby_protobuf() -> None:
         check=False,
     )
     if probe.returncode != 0:
-        message = "ruby with bunny and google-protobuf is needed (apt-get install ruby-bunny "
-        message += "ruby-google-protobuf)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(
+            "ruby with bunny and google-protobuf is needed "
+            "(apt-get install ruby-bunny ruby-google-protobuf)"
+        )
 
 
 @pytest.mark.amqp
@@ -72,7 +71,9 @@ async def test_ruby_and_python_exchange_protobuf_employees(workdir: Path) -> Non
         async def carded() -> bool:
             return any(c["employee_guid"] == "rb-42" for c in await hr.records("giftcards"))
 
-        await eventually(carded, timeout=30, what="a gift card for the Ruby employee")
+        await eventually(
+            carded, timeout=30, what="a gift card for the Ruby employee", interval=0.25
+        )
         card = next(c for c in await hr.records("giftcards") if c["employee_guid"] == "rb-42")
         assert card["holder"] == "Yukihiro Matsumoto"
 

@@ -68,8 +68,8 @@ async def test_supervisor_runs_restarts_and_stops_the_platform(workdir: Path) ->
                     return False
                 return got.status_code == 200
 
-            await eventually(lambda: up("hr-web"), timeout=40, what="hr-web")
-            await eventually(lambda: up("payroll"), timeout=40, what="payroll")
+            await eventually(lambda: up("hr-web"), timeout=40, what="hr-web", interval=0.25)
+            await eventually(lambda: up("payroll"), timeout=40, what="payroll", interval=0.25)
             printed = log.read_text()
             assert f"hr-web     http://127.0.0.1:{ports['hr-web']}/employees" in printed
             assert "not started: giftcards" in printed
@@ -82,7 +82,7 @@ async def test_supervisor_runs_restarts_and_stops_the_platform(workdir: Path) ->
                 pid = children(supervisor.pid).get("payroll")
                 return pid is not None and pid != old and await up("payroll")
 
-            await eventually(restarted, timeout=40, what="payroll to be restarted")
+            await eventually(restarted, timeout=40, what="payroll to be restarted", interval=0.25)
             assert "payroll exited (-9); restarting in 1s" in log.read_text()
 
             created = await http.post(
@@ -95,7 +95,7 @@ async def test_supervisor_runs_restarts_and_stops_the_platform(workdir: Path) ->
                 got = await http.get(f"http://127.0.0.1:{ports['payroll']}/api/payroll")
                 return len(got.json()) == 1
 
-            await eventually(on_payroll, timeout=30, what="the payroll record")
+            await eventually(on_payroll, timeout=30, what="the payroll record", interval=0.25)
 
         running = children(supervisor.pid)
         supervisor.send_signal(signal.SIGTERM)

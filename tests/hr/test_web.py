@@ -177,4 +177,5 @@ async def test_a_failing_employees_service_is_a_502_without_details() -> None:
 
 def test_module_examples() -> None:
     for module in (validation, herald.protobuf):
-        assert doctest.testmod(module).failed == 0
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, (module, result)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 __all__ = ["Recorder", "eventually"]
@@ -14,14 +15,23 @@ T = TypeVar("T")
 
 
 async def eventually(
-    condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.01,
 ) -> None:
-    """Poll ``condition`` every few milliseconds until true; fail after ``timeout`` s."""
+    """Poll ``condition`` (a function, or a coroutine function) every ``interval``
+    seconds until it is true; fail after ``timeout`` seconds, naming ``what``."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(interval)
 
 
 class Recorder(Generic[T]):
