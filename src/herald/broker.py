@@ -94,6 +94,12 @@ class Prefetch:
 class Subscription:
     """A durable queue ``<service>.<name>`` bound to one or more topic patterns.
 
+    ``durable=False``: a transient queue, removed when its consumer stops (RPC
+    replies, ``herald tail``). ``exclusive=True``: one consumer at a time takes
+    deliveries from the queue; other consumers of it (other processes of the same
+    service) stand by and take over when it stops or dies, so the order per key holds
+    across processes.
+
     >>> s = Subscription("payroll", "employee.created")
     >>> s.queue, s.patterns, s.dead_letter_queue
     ('payroll.employee.created', ('employee.created',), 'payroll.dlq')
@@ -103,6 +109,7 @@ class Subscription:
     name: str
     patterns: tuple[str, ...] = field(default=())
     durable: bool = True
+    exclusive: bool = False
 
     def __post_init__(self) -> None:
         if not self.service or "." in self.service or "/" in self.service:

@@ -40,6 +40,9 @@ class Service:
     ``prefetch_bytes`` (bytes of body, default 64 MiB) bound what each queue's
     consumer holds unsettled. ``middleware`` runs around this service's handlers
     (inside the bus's own) and around what they publish through ``ctx.publish``.
+    ``exclusive=True`` makes one process of the service at a time consume each of
+    its queues, the others standing by: ordering per key then holds across
+    processes, not only within one.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class Service:
         prefetch: int | None = None,
         prefetch_bytes: int = 64 * MiB,
         middleware: Sequence[Middleware] = (),
+        exclusive: bool = False,
     ) -> None:
         if not name or "." in name or "/" in name or " " in name:
             raise ConfigurationError(
@@ -69,6 +73,7 @@ class Service:
         self.prefetch = prefetch
         self.prefetch_bytes = prefetch_bytes
         self.middleware = tuple(middleware)
+        self.exclusive = exclusive
         self.handlers: list[Handler] = []
 
     def __repr__(self) -> str:
@@ -94,7 +99,7 @@ class Service:
             self._add(
                 Handler(
                     rpc_handler(func, request, wants_context),
-                    Subscription(self.name, topic, (topic,)),
+                    Subscription(self.name, topic, (topic,), exclusive=self.exclusive),
                     None,
                     RetryPolicy(attempts=1),
                     timeout,
@@ -136,13 +141,15 @@ class Service:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         name: str | None = None,
+        exclusive: bool | None = None,
     ) -> Callable[[F], F]:
         """Register a handler for an event class, or for a topic pattern.
 
         With an event class the handler receives the decoded event; with a pattern
         string (``"employee.*"``) it receives the :class:`herald.Message`.
         ``attempts`` overrides the service's retry policy's attempt count;
-        ``name`` overrides the queue suffix (default: the event type or pattern).
+        ``name`` overrides the queue suffix (default: the event type or pattern);
+        ``exclusive`` overrides the service's (one consuming process at a time).
         """
         if isinstance(target, str):
             event_class: type[Event] | None = None
@@ -163,7 +170,12 @@ class Service:
                 max_delay=policy.max_delay,
                 jitter=policy.jitter,
             )
-        subscription = Subscription(self.name, name or pattern, (pattern,))
+        subscription = Subscription(
+            self.name,
+            name or pattern,
+            (pattern,),
+            exclusive=self.exclusive if exclusive is None else exclusive,
+        )
 
         def register(func: F) -> F:
             wants_context = self._check_signature(func)

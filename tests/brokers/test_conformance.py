@@ -19,6 +19,7 @@ from ..servers import SPECS, BrokerSpec
 NOT_APPLICABLE = {
     "memory": {
         "consumer_killed_mid_stream_loses_nothing": "lives in one process",
+        "ordering_per_key_across_processes": "lives in one process",
         "broker_restart_under_load_loses_nothing": "no restart hook",
     },
     "sqlite": {"broker_restart_under_load_loses_nothing": "no restart hook"},

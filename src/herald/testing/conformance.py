@@ -86,6 +86,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     _scenario(ordering.shutdown_deadline_cancels_and_redelivers),
     _scenario(processes.consumer_killed_mid_stream_loses_nothing, multi_process),
     _scenario(processes.broker_restart_under_load_loses_nothing, restart_hook),
+    _scenario(processes.ordering_per_key_across_processes, multi_process),
     _scenario(rpc.request_reply),
     _scenario(rpc.request_errors_come_back_typed),
     _scenario(rpc.reply_channel_is_removed_on_close, queue_inspection),
@@ -98,5 +99,6 @@ SCENARIOS: tuple[Scenario, ...] = (
     _scenario(contract.contract_prefetch_bounds_messages_and_bytes),
     _scenario(contract.contract_retry_delay_is_honoured),
     _scenario(contract.contract_queue_inspection_counts, queue_inspection),
+    _scenario(contract.contract_exclusive_consumers_take_turns),
 )
 """Every scenario, in the order they run."""

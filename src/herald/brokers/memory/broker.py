@@ -95,8 +95,11 @@ class MemoryBroker(Broker):
         await self.declare(subscription)
         queue = self._hub.queues[subscription.queue]
         window = Window(prefetch)
+        me = object()
         queue.consumers += 1
         try:
+            if subscription.exclusive:
+                await queue.hold(me)
             while True:
                 await window.room()
                 self._check_open()
@@ -109,6 +112,7 @@ class MemoryBroker(Broker):
                 )
         finally:
             queue.consumers -= 1
+            queue.let_go(me)
             if not subscription.durable:
                 self._hub.queues.pop(subscription.queue, None)
 

@@ -30,6 +30,21 @@ class Queue:
     unsettled: set[Entry] = field(default_factory=set)
     delayed: int = 0
     consumers: int = 0
+    holder: object | None = None
+    """The consumer of an exclusive subscription now taking deliveries."""
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def hold(self, consumer: object) -> None:
+        """Wait until no other consumer holds the queue, then hold it."""
+        while self.holder is not None:
+            self.released.clear()
+            await self.released.wait()
+        self.holder = consumer
+
+    def let_go(self, consumer: object) -> None:
+        if self.holder is consumer:
+            self.holder = None
+            self.released.set()
 
     def put(self, entry: Entry, *, front: bool = False) -> None:
         entry.ready_since = time.monotonic()

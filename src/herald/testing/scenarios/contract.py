@@ -17,6 +17,7 @@ from ..environment import Environment
 from ..recorder import eventually
 
 __all__ = [
+    "contract_exclusive_consumers_take_turns",
     "contract_prefetch_bounds_messages_and_bytes",
     "contract_queue_inspection_counts",
     "contract_release_counts_as_features_say",
@@ -202,3 +203,28 @@ async def _until(
         if time.monotonic() > deadline:
             raise AssertionError(f"queue stats never showed {what}: {stats}")
         await asyncio.sleep(0.1)
+
+
+async def contract_exclusive_consumers_take_turns(env: Environment) -> None:
+    sub = Subscription(
+        env.service_name("turns"), "contract.item", ("contract.item",), exclusive=True
+    )
+    async with env.broker() as broker:
+        await broker.declare(sub)
+        await broker.publish(_items(6))
+        first = _Taker(broker, sub, Prefetch(2))
+        held = await first.count(2)
+        second = _Taker(broker, sub, Prefetch(10))
+        await asyncio.sleep(1.0)
+        assert second.items == [], "the standby consumer got deliveries"
+        for delivery in held:
+            await delivery.ack()
+        await first.count(4)
+        await first.close()
+        taken = await second.count(2, timeout=60)
+        ids = {d.message.id for d in first.items} | {d.message.id for d in taken}
+        assert len(ids) == 6, "the standby took over what the first left"
+        for delivery in [*first.items[2:4], *taken]:
+            if delivery.settlement is None:
+                await delivery.ack()
+        await second.close()

@@ -10,12 +10,18 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from ...broker import Subscription
 from ..child import PREFETCH
 from ..environment import Environment
+from ..events import Keyed
 from ..recorder import Recorder, eventually
 from .common import publish_through_outage, publish_ticks, tick_service
 
-__all__ = ["broker_restart_under_load_loses_nothing", "consumer_killed_mid_stream_loses_nothing"]
+__all__ = [
+    "broker_restart_under_load_loses_nothing",
+    "consumer_killed_mid_stream_loses_nothing",
+    "ordering_per_key_across_processes",
+]
 
 
 async def consumer_killed_mid_stream_loses_nothing(env: Environment) -> None:
@@ -77,12 +83,74 @@ async def broker_restart_under_load_loses_nothing(env: Environment) -> None:
             await worker.stop()
 
 
+async def ordering_per_key_across_processes(env: Environment) -> None:
+    """Two processes of one service with exclusive queues: one consumes, the other
+    stands by; when the first is killed the second takes over, and every key is
+    handled in publish order by each of them."""
+    keys, per_key, pause_after = 10, 30, 60
+    name = env.service_name("exclusive")
+    out = env.workdir / f"{name}.out"
+    subscription = Subscription(name, "conformance.keyed", exclusive=True)
+    async with env.connect() as bus:
+        await bus.broker.declare(subscription)
+        await bus.publish_many(
+            (Keyed(key=f"k{k}", seq=s), f"k{k}") for s in range(per_key) for k in range(keys)
+        )
+    first = _spawn_child(env.url, name, out, pause_after=pause_after, keyed=True)
+    second = None
+    try:
+        await eventually(lambda: out.exists() and out.read_text(), timeout=60, what="first")
+        second = _spawn_child(env.url, name, out, keyed=True)
+        await eventually(
+            lambda: out.with_suffix(".paused").exists(), timeout=60, what="first paused"
+        )
+        async with env.connect() as bus:
+
+            async def both_attached() -> bool:
+                stats = await bus.inspect_queues([subscription.queue])
+                return bool(stats) and stats[0].consumers == 2
+
+            await eventually(both_attached, timeout=60, what="the second process standing by")
+        assert len(_lines(out)) == pause_after, "the standby took nothing while the first held"
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        total = keys * per_key
+        await eventually(
+            lambda: len({(k, q) for _, k, q in _lines(out)}) >= total, timeout=120, what="all"
+        )
+    finally:
+        _stop(first)
+        if second is not None:
+            _stop(second)
+    lines = _lines(out)
+    pids = list(dict.fromkeys(pid for pid, _, _ in lines))
+    assert len(pids) == 2 and all(p == pids[0] for p, _, _ in lines[:pause_after])
+    assert {(k, q) for _, k, q in lines} == {
+        (f"k{k}", s) for k in range(keys) for s in range(per_key)
+    }
+    for pid in pids:
+        for k in range(keys):
+            seqs = [q for p, key, q in lines if p == pid and key == f"k{k}"]
+            assert seqs == sorted(set(seqs)), f"process {pid}, key k{k}: {seqs}"
+
+
+def _lines(path: Path) -> list[tuple[str, str, int]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    return [(pid, key, int(seq)) for pid, key, seq in rows]
+
+
 def _spawn_child(
-    url: str, service: str, out: Path, pause_after: int = 0
+    url: str, service: str, out: Path, pause_after: int = 0, keyed: bool = False
 ) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "herald.testing.child", url, service, os.fspath(out)]
     if pause_after:
         command += ["--pause-after", str(pause_after)]
+    if keyed:
+        command += ["--keyed", "--exclusive"]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
 
