@@ -101,7 +101,7 @@ class QueueStats:
 
     depth:       messages waiting to be delivered (retries waiting out their delay too).
     in_flight:   messages delivered to a consumer and not yet settled.
-    consumers:   consumers attached to the queue.
+    consumers:   consumers attached to the queue (standbys of an exclusive queue too).
     oldest_age:  seconds the oldest waiting message has waited (0 when none waits).
     """
 
