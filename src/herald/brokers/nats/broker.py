@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from typing import Self
 
 from nats.aio.client import Client
-from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.errors import NoStreamResponseError
 
@@ -34,6 +33,7 @@ from .deadletters import REASON_ROOM, DeadLetterStore
 from .delivery import Leases
 from .errors import TABLE, is_too_large
 from .inspection import inspect_queues
+from .publisher import Outgoing, Publisher
 from .settings import NATSSettings
 from .topology import Topology
 from .wire import check_fits, to_headers
@@ -54,6 +54,11 @@ class _Session:
     topology: Topology
     store: DeadLetterStore
     leases: Leases
+    publisher: Publisher
+
+
+def outgoing(prepared: Sequence[Prepared]) -> list[Outgoing]:
+    return [(subject, message.body, headers) for subject, message, headers in prepared]
 
 
 class NATSBroker(Broker):
@@ -103,7 +108,8 @@ class NATSBroker(Broker):
                     await nc.close()
                 raise
             store = DeadLetterStore(js, topology, lambda: nc.max_payload, self.settings.timeout)
-            self._session = _Session(nc, js, topology, store, Leases(nc))
+            publisher = Publisher(nc, self.settings.timeout)
+            self._session = _Session(nc, js, topology, store, Leases(nc), publisher)
             self._on_reconnected()
 
     async def close(self) -> None:
@@ -128,11 +134,11 @@ class NATSBroker(Broker):
             headers = to_headers(message)
             check_fits(message, headers, limit)
             prepared.append((self.names.event_subject(message.type), message, headers))
-        failed = await self._publish_all(session.js, prepared)
+        failed = await session.publisher.publish(outgoing(prepared))
         if failed and all(isinstance(exc, NoStreamResponseError) for exc in failed.values()):
             await session.topology.ensure_streams()  # someone deleted the streams
             order = sorted(failed)
-            retried = await self._publish_all(session.js, [prepared[i] for i in order])
+            retried = await session.publisher.publish(outgoing([prepared[i] for i in order]))
             failed = {order[i]: exc for i, exc in retried.items()}
         if not failed:
             return
@@ -143,26 +149,6 @@ class NATSBroker(Broker):
             raise await session.topology.too_large(stream, message, headers) from exc
         doing = f"publishing {len(messages)} message(s) ({len(failed)} not confirmed)"
         raise TABLE.convert(exc, doing, PublishError) from exc
-
-    async def _publish_all(
-        self, js: JetStreamContext, prepared: list[Prepared]
-    ) -> dict[int, BaseException]:
-        pending: dict[asyncio.Future[api.PubAck], int] = {}
-        failed: dict[int, BaseException] = {}
-        for index, (subject, message, headers) in enumerate(prepared):
-            try:
-                pending[await js.publish_async(subject, message.body, headers=headers)] = index
-            except Exception as exc:
-                failed[index] = exc
-        if pending:
-            done, late = await asyncio.wait(pending, timeout=self.settings.timeout)
-            for future in late:
-                future.cancel()
-                failed[pending[future]] = TimeoutError("no PubAck in time")
-            for future in done:
-                if not future.cancelled() and future.exception() is not None:
-                    failed[pending[future]] = future.exception()  # type: ignore[assignment]
-        return failed
 
     async def declare(self, subscription: Subscription) -> None:
         await self._open().topology.declare(subscription, None)

@@ -61,6 +61,7 @@ class PullSource:
 @dataclass(slots=True)
 class _Request:
     token: str
+    batch: int
     remaining: int
     expires_at: float
     seen: float = field(default_factory=time.monotonic)
@@ -192,8 +193,8 @@ class PullFeed:
         self._current[index] = None
         self._kick.set()
         description = headers.get("Description", "").lower()
-        if status == "409" and "maxbytes" in description:
-            self._oversize = True
+        if status == "409" and "maxbytes" in description and request.remaining == request.batch:
+            self._oversize = self._sources[index].primary  # the next message alone is larger
         elif status == "409" and ("deleted" in description or "push based" in description):
             source = self._sources[index]
             self.fail(BrokerError(f"consumer {source.consumer} on {source.stream}: {description}"))
@@ -254,7 +255,7 @@ class PullFeed:
         }
         if max_bytes is not None:
             request["max_bytes"] = max_bytes
-        self._current[index] = _Request(token, batch, time.monotonic() + self._expires)
+        self._current[index] = _Request(token, batch, batch, time.monotonic() + self._expires)
         with TABLE.converting(f"pulling from {source.consumer} on {source.stream}"):
             await self._nc.publish(
                 f"$JS.API.CONSUMER.MSG.NEXT.{source.stream}.{source.consumer}",

@@ -103,6 +103,7 @@ class InboxReplyTransport(ReplyTransport):
             address = self.address or nc.new_inbox()
             with TABLE.converting("subscribing to the reply inbox"):
                 self._subscription = await nc.subscribe(address, cb=self._receive)
+                await nc.flush(FLUSH_TIMEOUT)  # the server knows the inbox when start() returns
             self.address = address
             self._subscribed_on = nc
 

@@ -194,8 +194,14 @@ class Topology:
                 with TABLE.converting(f"creating stream {stream}"):
                     await self._js.add_stream(config)
             elif enforce_age and abs((info.config.max_age or 0.0) - age) > 0.001:
+                window = info.config.duplicate_window or 0.0
+                config = replace(
+                    info.config,
+                    max_age=age or None,
+                    duplicate_window=min(window, age) if age and window else window,
+                )  # JetStream refuses a duplicate window longer than max_age
                 with TABLE.converting(f"setting max_age of stream {stream}"):
-                    await self._js.update_stream(replace(info.config, max_age=age or None))
+                    await self._js.update_stream(config)
 
     async def declare(self, subscription: Subscription, max_ack_pending: int | None) -> float:
         """Create (or check) the queue's two consumers; return the smaller ack_wait
