@@ -94,8 +94,10 @@ class NATSBroker(Broker):
 
     async def connect(self) -> None:
         async with self._lock:
-            if self._session is not None and not self._session.nc.is_closed:
-                return
+            if self._session is not None:
+                if not self._session.nc.is_closed:
+                    return
+                await self._session.leases.close()  # a connection nats-py gave up on
             nc = await open_connection(
                 self.settings, self._on_reconnected, lambda: self._session is not None
             )
