@@ -1,27 +1,29 @@
-"""Request/reply on ``nats://`` through core NATS inboxes (no JetStream for replies)."""
+"""Request/reply on ``nats://`` through core NATS inboxes (no JetStream for replies),
+and the reply addresses a request may carry."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
-import nats
 import pydantic
 import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NATSTimeoutError
 
 import herald
 from herald.brokers.nats import NATSBroker
-from herald.brokers.nats_names import consumer_name
-from herald.brokers.nats_replies import InboxReplyTransport, is_inbox
-from herald.errors import PublishError
+from herald.errors import HeaderError, MessageTooLargeError
+from herald.headers import CORRELATION_ID, DEADLINE, REPLY_STATUS, REPLY_TO
 from herald.message import Message
-from herald.rpc import CORRELATION_ID, STATUS, QueueReplyTransport, ReplyChannel, request_type
+from herald.replies import QueueReplyTransport
+from herald.rpc import request_type
 
-from ...servers import IN_CI, port_open
+from .support import Relay, eventually, nats_url, require_nats
 
 pytestmark = pytest.mark.nats
 
@@ -50,16 +52,8 @@ async def double(request: Double) -> Doubled:
     return Doubled(value=2 * request.n)
 
 
-def require_nats() -> None:
-    if port_open(4222):
-        return
-    if IN_CI:
-        pytest.fail("NATS not reachable on 127.0.0.1:4222 (CI=true: brokers must be running)")
-    pytest.skip("NATS not reachable on 127.0.0.1:4222")
-
-
-def nats_url() -> str:
-    return f"nats://127.0.0.1:4222/?namespace=tr{uuid.uuid4().hex[:8]}"
+REQUESTS = request_type("natsrpc.double")
+SERVED = f"calc.{REQUESTS}"
 
 
 @pytest.fixture
@@ -73,29 +67,37 @@ async def bus() -> AsyncIterator[herald.Bus]:
             await made.broker.destroy()
 
 
-def transport_of(bus: herald.Bus) -> InboxReplyTransport:
-    channel = bus._replies
-    assert channel is not None, "the bus has made a request"
-    assert isinstance(channel.transport, InboxReplyTransport)
-    return channel.transport
+def nats_of(bus: herald.Bus) -> NATSBroker:
+    assert isinstance(bus.broker, NATSBroker)
+    return bus.broker
 
 
-async def consumers_of(broker: NATSBroker) -> dict[str, set[str]]:
-    """Every stream of the broker's namespace with the names of its consumers."""
-    js = broker._require()
-    found: dict[str, set[str]] = {}
-    for info in await js.streams_info():
-        if info.config.name in broker.names.streams.all():
-            consumers = await js.consumers_info(info.config.name)
-            found[info.config.name] = {c.name for c in consumers}
-    return found
+class Wire:
+    """A plain client watching subjects: what was published where, and with what."""
+
+    def __init__(self, raw: Client) -> None:
+        self._raw = raw
+        self.seen: list[Msg] = []
+
+    async def watch(self, *subjects: str) -> None:
+        for subject in subjects:
+            await self._raw.subscribe(subject, cb=self._record)
+        await self._raw.flush()
+
+    async def _record(self, msg: Msg) -> None:
+        self.seen.append(msg)
+
+    def reply_addresses(self) -> set[str]:
+        return {(m.headers or {}).get(REPLY_TO, "") for m in self.seen}
 
 
-async def test_round_trip_and_typed_errors_over_an_inbox(bus: herald.Bus) -> None:
+async def test_round_trip_and_typed_errors_over_an_inbox(bus: herald.Bus, raw: Client) -> None:
+    wire = Wire(raw)
+    await wire.watch(nats_of(bus).names.event_subject(REQUESTS))
     worker = await bus.start(calc)
     assert (await bus.request(Double(n=21), Doubled, timeout=10)).value == 42
-    transport = transport_of(bus)
-    assert is_inbox(transport.address) and transport.address.startswith("_INBOX.")
+    (address,) = wire.reply_addresses()
+    assert address.startswith("_INBOX.") and nats_of(bus).is_reply_address(address)
     with pytest.raises(TooBig) as info:
         await bus.request(Double(n=5000), Doubled, timeout=10)
     assert (info.value.message, info.value.data) == ("5000 is too big", {"limit": 1000})
@@ -106,73 +108,60 @@ async def test_round_trip_and_typed_errors_over_an_inbox(bus: herald.Bus) -> Non
     await worker.stop()
 
 
-async def test_fifty_concurrent_calls_share_one_inbox(bus: herald.Bus) -> None:
+async def test_fifty_concurrent_calls_share_one_inbox(bus: herald.Bus, raw: Client) -> None:
+    wire = Wire(raw)
+    await wire.watch(nats_of(bus).names.event_subject(REQUESTS))
     worker = await bus.start(calc)
     replies = await asyncio.gather(
         *(bus.request(Double(n=n), Doubled, timeout=20) for n in range(50))
     )
     assert [r.value for r in replies] == [2 * n for n in range(50)]
-    nc = bus.broker._client()  # type: ignore[attr-defined]
-    address = transport_of(bus).address
-    assert [s.subject for s in nc._subs.values()].count(address) == 1
+    await eventually(lambda: len(wire.seen) == 50, "the requests on the wire")
+    assert len(wire.reply_addresses()) == 1
     await worker.stop()
 
 
-async def test_replies_create_no_stream_or_consumer(bus: herald.Bus) -> None:
-    broker = bus.broker
-    assert isinstance(broker, NATSBroker)
+async def test_replies_create_no_stream_or_consumer(bus: herald.Bus, raw: Client) -> None:
+    broker = nats_of(bus)
     worker = await bus.start(calc)
     for n in range(5):
         assert (await bus.request(Double(n=n), Doubled, timeout=10)).value == 2 * n
-    served = consumer_name(f"calc.{request_type('natsrpc.double')}")
-    expected = {name: {served} for name in broker.names.streams.all()[:2]}
-    expected[broker.names.streams.dlq] = set()
-    assert await consumers_of(broker) == expected
-    # the check would see the generic transport's queue: it is one more consumer
-    generic = QueueReplyTransport(broker)
-    await generic.start(lambda reply: None)
-    try:
-        events = (await consumers_of(broker))[broker.names.streams.events]
-        assert len(events) == 2 and served in events
-    finally:
-        await generic.close()
+    assert [s.queue for s in await broker.inspect_queues()] == [SERVED]
+    streams = {info.config.name for info in await raw.jetstream().streams_info()}
+    ours = {name for name in streams if name.startswith(broker.names.streams.events)}
+    assert ours == set(broker.names.streams.all()), "no stream for replies"
     await worker.stop()
 
 
-async def test_generic_transport_still_works_through_send_reply_fallback(
-    bus: herald.Bus,
-) -> None:
+async def test_the_queue_transport_works_on_nats_too(bus: herald.Bus) -> None:
     worker = await bus.start(calc)
-    channel = ReplyChannel(bus.broker)
-    await channel.transport.close()
-    channel.transport = QueueReplyTransport(bus.broker)
-    bus._replies = channel
-    assert not is_inbox(channel.transport.address)
-    assert (await bus.request(Double(n=8), Doubled, timeout=10)).value == 16
-    await worker.stop()
-
-
-async def test_close_unsubscribes_the_inbox(bus: herald.Bus) -> None:
-    worker = await bus.start(calc)
-    assert (await bus.request(Double(n=1), Doubled, timeout=10)).value == 2
-    address = transport_of(bus).address
-    probe = await nats.connect("nats://127.0.0.1:4222")
+    transport = QueueReplyTransport(bus.broker)
+    replies: asyncio.Queue[Message] = asyncio.Queue()
+    await transport.start(replies.put_nowait)
     try:
-        with pytest.raises(NATSTimeoutError):  # someone listens, nobody answers
-            await probe.request(address, b"", timeout=0.3)
-        assert bus._replies is not None
-        await bus._replies.close()
-        bus._replies = None
-        with pytest.raises(NoRespondersError):  # the server knows no subscriber
-            await probe.request(address, b"", timeout=2)
+        request = bus.message(Double(n=8)).with_headers(
+            {REPLY_TO: transport.address, CORRELATION_ID: "c-8", DEADLINE: "9999999999"}
+        )
+        await transport.send(Message(type=REQUESTS, body=request.body, headers=request.headers))
+        reply = await asyncio.wait_for(replies.get(), 10)
+        assert reply.headers[CORRELATION_ID] == "c-8" and reply.body == b'{"value":16}'
     finally:
-        await probe.close()
+        await transport.close()
     await worker.stop()
 
 
-async def test_reply_reaches_an_inbox_with_its_headers(bus: herald.Bus) -> None:
-    broker = bus.broker
-    assert isinstance(broker, NATSBroker)
+async def test_close_unsubscribes_the_inbox(bus: herald.Bus, raw: Client) -> None:
+    transport = nats_of(bus).reply_transport()
+    await transport.start(lambda reply: None)
+    with pytest.raises(NATSTimeoutError):  # someone listens, nobody answers
+        await raw.request(transport.address, b"", timeout=0.3)
+    await transport.close()
+    with pytest.raises(NoRespondersError):  # the server knows no subscriber
+        await raw.request(transport.address, b"", timeout=2)
+
+
+async def test_reply_reaches_an_inbox_with_its_headers(bus: herald.Bus, raw: Client) -> None:
+    broker = nats_of(bus)
     received: asyncio.Queue[Message] = asyncio.Queue()
     transport = broker.reply_transport()
     await transport.start(received.put_nowait)
@@ -181,56 +170,142 @@ async def test_reply_reaches_an_inbox_with_its_headers(bus: herald.Bus) -> None:
             type="herald.reply",
             body=b'{"value": 1}',
             source="calc",
-            headers={CORRELATION_ID: "c-1", STATUS: "error", "note": " two\nlines "},
+            headers={CORRELATION_ID: "c-1", REPLY_STATUS: "error", "note": " two\nlines "},
         )
         await broker.send_reply(transport.address, reply)
         got = await asyncio.wait_for(received.get(), 5)
         assert (got.body, got.source, got.id) == (reply.body, "calc", reply.id)
         assert got.headers == reply.headers
-        huge = Message(type="herald.reply", body=b"x" * (broker.features.max_message_bytes + 1))
-        with pytest.raises(PublishError, match="bytes"):
+        huge = Message(type="herald.reply", body=b"x" * raw.max_payload)
+        with pytest.raises(MessageTooLargeError):
             await broker.send_reply(transport.address, huge)
+        await broker.send_reply(transport.address, reply)  # still connected
+        assert (await asyncio.wait_for(received.get(), 5)).id == reply.id
     finally:
         await transport.close()
 
 
-async def test_calls_work_after_the_callers_connection_drops() -> None:
-    require_nats()
-    url = nats_url()
-    async with herald.connect(url) as server, herald.connect(url) as caller:
+FORGED = [
+    "employee.deleted",
+    "_INBOX.x\r\nPUB employee.deleted 2\r\nhi",
+    "_INBOX.x\nPUB employee.deleted 2",
+    "_INBOX.a b",
+    "_INBOX.*",
+    "_INBOX.>",
+    "_INBOX.ok.deeper",
+    "_INBOX.",
+    "_INBOX." + "a" * 65,
+    "herald.reply.not-hex",
+]
+
+
+WATCHED = ["employee.deleted", "_INBOX.x", "_INBOX.x.>", "_INBOX.a", "_INBOX.ok.>", FORGED[-2]]
+"""Concrete subjects a forged address could reach (wildcards would see the whole shared
+server's inbox traffic; they are refused by the address check before any publish)."""
+
+
+@pytest.mark.parametrize("address", FORGED)
+def test_forged_reply_addresses_are_not_reply_addresses(address: str) -> None:
+    broker = NATSBroker.from_url("nats://127.0.0.1")
+    assert not broker.is_reply_address(address)
+    assert broker.is_reply_address("_INBOX.u38RuAEP6CN1bqFGkLAhQd")
+
+
+async def test_send_reply_checks_the_address_again(bus: herald.Bus, raw: Client) -> None:
+    wire = Wire(raw)
+    await wire.watch(*WATCHED, f"{nats_of(bus).names.prefix}>")
+    reply = Message(type="herald.reply", body=b"{}")
+    for address in FORGED:
+        with pytest.raises(HeaderError, match="reply"):
+            await nats_of(bus).send_reply(address, reply)
+    await raw.flush()
+    assert wire.seen == []
+
+
+async def test_requests_with_forged_reply_addresses_are_dead_lettered(
+    bus: herald.Bus, raw: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = nats_of(bus)
+    wire = Wire(raw)
+    await wire.watch(*WATCHED, f"{broker.names.prefix}events.employee.>")
+    caplog.set_level(logging.CRITICAL, logger="herald.worker")
+    worker = await bus.start(calc)
+    sent = []
+    for address in FORGED:
+        request = bus.message(Double(n=1))
+        headers = {REPLY_TO: address, CORRELATION_ID: uuid.uuid4().hex, DEADLINE: "9999999999"}
+        forged = Message(type=REQUESTS, body=request.body, headers=headers)
+        sent.append(forged.id)
+        await broker.publish([forged])  # CR/LF travel base64-encoded, then decoded again
+
+    async def all_dead() -> bool:
+        return len(await broker.dead_letters("calc")) == len(FORGED)
+
+    await eventually(all_dead, "every forged request to be dead-lettered")
+    letters = await broker.dead_letters("calc")
+    assert sorted(letter.message.id for letter in letters) == sorted(sent)
+    assert {letter.reason.error_type for letter in letters} == {"HeaderError"}
+    assert all("reply" in letter.reason.error_message for letter in letters)
+    await raw.flush()
+    assert wire.seen == [], "nothing was published at a forged address"
+    await worker.stop()
+
+
+async def test_calls_work_after_the_callers_connection_drops(
+    relay: Relay, raw: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    namespace = f"tr{uuid.uuid4().hex[:8]}"
+    direct = nats_url(namespace=namespace)
+    relayed = nats_url(port=relay.port, namespace=namespace)
+    async with herald.connect(direct) as server, herald.connect(relayed) as caller:
         try:
+            wire = Wire(raw)
+            await wire.watch(nats_of(server).names.event_subject(REQUESTS))
             worker = await server.start(calc)
             assert (await caller.request(Double(n=2), Doubled, timeout=10)).value == 4
-            address = transport_of(caller).address
-            nc = caller.broker._client()  # type: ignore[attr-defined]
-            before = nc.stats["reconnects"]
-            nc._transport._io_writer.transport.abort()  # the socket dies under the client
-            deadline = time.monotonic() + 15
-            while not (nc.stats["reconnects"] > before and nc.is_connected):
-                assert time.monotonic() < deadline, "the client did not reconnect"
-                await asyncio.sleep(0.05)
+            with caplog.at_level(logging.INFO, logger="herald.brokers.nats"):
+                await relay.cut()
+                await eventually(lambda: "disconnected" in caplog.text, "the drop")
+                await relay.restore()
+                await eventually(lambda: "reconnected" in caplog.text, "the reconnection")
             assert (await caller.request(Double(n=3), Doubled, timeout=10)).value == 6
-            assert transport_of(caller).address == address, "same inbox, subscribed again"
+            assert len(wire.reply_addresses()) == 1, "same inbox, subscribed again"
             await worker.stop()
         finally:
-            assert isinstance(server.broker, NATSBroker)
-            await server.broker.destroy()
+            await nats_of(server).destroy()
 
 
-async def test_inbox_follows_the_broker_onto_a_new_connection() -> None:
+async def test_the_inbox_follows_the_broker_onto_a_new_connection(raw: Client) -> None:
     require_nats()
     url = nats_url()
     async with herald.connect(url) as server, herald.connect(url) as caller:
         try:
+            wire = Wire(raw)
+            await wire.watch(nats_of(server).names.event_subject(REQUESTS))
             worker = await server.start(calc)
             assert (await caller.request(Double(n=4), Doubled, timeout=10)).value == 8
-            address = transport_of(caller).address
             await caller.broker.close()
             await caller.broker.connect()
             assert (await caller.request(Double(n=5), Doubled, timeout=10)).value == 10
-            nc = caller.broker._client()  # type: ignore[attr-defined]
-            assert [s.subject for s in nc._subs.values()].count(address) == 1
+            assert len(wire.reply_addresses()) == 1
             await worker.stop()
         finally:
-            assert isinstance(server.broker, NATSBroker)
-            await server.broker.destroy()
+            await nats_of(server).destroy()
+
+
+async def test_a_plain_nats_client_can_call_through_the_request_queue(
+    bus: herald.Bus, raw: Client
+) -> None:
+    worker = await bus.start(calc)
+    inbox = raw.new_inbox()
+    replies: asyncio.Queue[Msg] = asyncio.Queue()
+    await raw.subscribe(inbox, cb=replies.put)
+    request = Message(
+        type=REQUESTS,
+        body=b'{"n": 6}',
+        headers={REPLY_TO: inbox, CORRELATION_ID: "plain", DEADLINE: "9999999999"},
+    )
+    await nats_of(bus).publish([request])
+    msg = await asyncio.wait_for(replies.get(), 10)
+    assert msg.data == b'{"value":12}' and (msg.headers or {})[CORRELATION_ID] == "plain"
+    await worker.stop()

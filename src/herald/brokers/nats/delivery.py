@@ -1,10 +1,18 @@
 """One JetStream message handed to a queue's consumer, and the leases kept on them.
 
+A delivery is leased for its consumer's ``ack_wait``. While it is held (received,
+handed out, its handler running or waiting in its key's lane), :class:`Leases` sends
+an in-progress ack (``+WIP``) every third of that ``ack_wait``, which restarts
+JetStream's timer: the message is not redelivered, to this process or another, for
+as long as this process is alive and connected. When the process dies (or stays
+disconnected past ``ack_wait``), the leases stop and JetStream redelivers.
+
 Acks, naks and in-progress acks are plain publishes to the message's reply subject.
 nats-py buffers publishes while it reconnects, so a settlement attempted during an
 outage would be sent to whichever server comes back; instead it raises
-:class:`ConnectionLostError` and JetStream redelivers the message once its
-``ack_wait`` lapses.
+:class:`herald.ConnectionLostError`. Every settlement first gives back the prefetch
+slot and drops the lease, so a failed one leaves the message to JetStream, which
+redelivers it once ``ack_wait`` lapses.
 """
 
 from __future__ import annotations
@@ -14,37 +22,41 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import Error as NATSError
 
-from ..broker import Delivery, Subscription
-from ..deadletter import DeadLetter, DeadLetterReason
-from ..errors import BrokerError, ConnectionLostError
-from ..message import Message
+from ...broker import Delivery, Subscription
+from ...deadletter import DeadLetterReason
+from ...errors import ConnectionLostError, HeraldError, MessageError
+from ...message import Message
+from .deadletters import DeadLetterStore
+from .errors import TABLE
 
-__all__ = ["DeadLetterSink", "Leases", "NATSDelivery"]
+__all__ = ["Leases", "NATSDelivery"]
 
 log = logging.getLogger("herald.brokers.nats")
 
-DeadLetterSink = Callable[[str, Message, str], Awaitable[None]]
-"""``sink(service, stored_message, dedup_id)`` stores a dead letter durably."""
+
+@dataclass(slots=True)
+class _Lease:
+    msg: Msg
+    every: float
+    last: float
 
 
 class Leases:
-    """Extends the ``ack_wait`` of held messages with ``+WIP`` while handlers run."""
+    """Sends ``+WIP`` for every held message, a third of its ``ack_wait`` apart."""
 
-    def __init__(self, nc: Client, ack_wait: float) -> None:
+    def __init__(self, nc: Client) -> None:
         self._nc = nc
-        self._every = max(ack_wait / 3, 0.05)
-        self._held: dict[str, tuple[Msg, float]] = {}
+        self._held: dict[str, _Lease] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def hold(self, msg: Msg) -> None:
-        self._held[msg.reply] = (msg, time.monotonic())
+    def hold(self, msg: Msg, ack_wait: float) -> None:
+        self._held[msg.reply] = _Lease(msg, max(ack_wait / 3, 0.05), time.monotonic())
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="herald:nats:leases")
 
@@ -60,21 +72,22 @@ class Leases:
 
     async def _run(self) -> None:
         while self._held:
-            await asyncio.sleep(self._every / 2)
+            await asyncio.sleep(min(lease.every for lease in self._held.values()) / 2)
             if not self._nc.is_connected:
                 continue
             now = time.monotonic()
-            for reply, (msg, since) in list(self._held.items()):
-                if now - since >= self._every and reply in self._held:
-                    self._held[reply] = (msg, now)
+            for reply, lease in list(self._held.items()):
+                if now - lease.last >= lease.every and reply in self._held:
+                    lease.last = now
                     try:
-                        await msg.in_progress()
-                    except NATSError as exc:
+                        with TABLE.converting("extending a lease"):
+                            await lease.msg.in_progress()
+                    except HeraldError as exc:
                         log.debug("in-progress ack failed: %s", exc)
 
 
 class NATSDelivery(Delivery):
-    __slots__ = ("_done", "_msg", "_nc", "_settled", "_sink")
+    __slots__ = ("_done", "_msg", "_nc", "_store")
 
     def __init__(
         self,
@@ -83,67 +96,46 @@ class NATSDelivery(Delivery):
         message: Message,
         subscription: Subscription,
         done: Callable[[], None],
-        sink: DeadLetterSink,
+        store: DeadLetterStore,
+        *,
+        error: MessageError | None = None,
     ) -> None:
-        super().__init__(message, subscription, msg.metadata.num_delivered)
+        super().__init__(message, subscription, msg.metadata.num_delivered, error=error)
         self._nc = nc
         self._msg = msg
         self._done = done
-        self._sink = sink
-        self._settled = False
+        self._store = store
 
-    async def ack(self) -> None:
+    async def _ack(self) -> None:
         await self._reply(self._msg.ack)
 
-    async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
+    async def _retry(self, delay: float, headers: Mapping[str, str]) -> None:
         # JetStream redelivers the stored message: the retry headers cannot be added.
         await self._reply(lambda: self._msg.nak(delay=delay if delay > 0 else None))
 
-    async def release(self) -> None:
+    async def _release(self) -> None:
         await self._reply(self._msg.nak)
 
-    async def dead_letter(self, reason: DeadLetterReason) -> None:
-        if self._settled:
-            return
+    async def _dead_letter(self, reason: DeadLetterReason) -> None:
         meta = self._msg.metadata
         dedup = f"dl:{meta.stream}:{meta.sequence.stream}:{meta.consumer}"
         if reason.first_failure is None:
             # Retry headers do not survive a nak, so the runtime cannot tell when the
             # first failure was; the last one is the best honest bound we have.
             reason = replace(reason, first_failure=reason.last_failure or datetime.now(UTC))
-        stored = DeadLetter(self.message, reason).to_stored()
-        await self._sink(self.subscription.service, stored, dedup)
+        try:
+            await self._store.store(self.subscription.service, self.message, reason, dedup)
+        except BaseException:
+            self._done()
+            raise
         await self._reply(self._msg.ack)
 
     async def _reply(self, send: Callable[[], Awaitable[None]]) -> None:
-        if self._settled:
-            return
-        # Settled locally either way: on failure the lease is dropped so that JetStream
-        # redelivers the message once ack_wait lapses.
-        self._settled = True
         self._done()
         if not self._nc.is_connected:
             raise ConnectionLostError(
                 f"connection to NATS lost before settling {self.message.id} on "
                 f"{self.subscription.queue}; it will be redelivered after ack_wait"
             )
-        try:
+        with TABLE.converting(f"settling {self.message.id} on {self.subscription.queue}"):
             await send()
-        except NATSError as exc:
-            raise ConnectionLostError(
-                f"could not settle {self.message.id} on {self.subscription.queue}: {exc!r}; "
-                "it will be redelivered after ack_wait"
-            ) from exc
-
-
-def settle_quietly(msgs: list[Msg], nc: Client) -> Awaitable[None]:
-    """Nak messages received but never handed out (best effort)."""
-
-    async def run() -> None:
-        if not nc.is_connected:
-            return
-        for msg in msgs:
-            with contextlib.suppress(NATSError, BrokerError):
-                await msg.nak()
-
-    return run()

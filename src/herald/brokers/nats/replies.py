@@ -3,10 +3,17 @@
 A caller's bus subscribes (core NATS, no stream, no consumer) to one inbox subject
 ``_INBOX.<nuid>`` and puts it in its requests' ``herald-reply-to`` header; requests
 themselves travel like any event, stored by JetStream for the serving queue. The
-server answers with a plain core publish to that inbox (:func:`is_inbox` decides),
-so a reply costs one message and nothing is left on the server when the bus closes.
-Core NATS delivers at most once: a reply sent while the caller is disconnected is
-lost and the call times out. nats-py subscribes again to the inbox after a reconnect.
+server answers with a plain core publish to that inbox, so a reply costs one message
+and nothing is left on the server when the bus closes. Core NATS delivers at most
+once: a reply sent while the caller is disconnected is lost and the call times out.
+nats-py subscribes again to the inbox after a reconnect.
+
+A reply address arrives in a request header, so it is input: :func:`is_reply_address`
+accepts exactly the form this adapter creates, ``_INBOX.`` and one token of letters,
+digits, ``_`` and ``-``. Nothing else is ever published to: not an event subject, not
+a wildcard, not a subject with blanks or control characters (which would end the
+protocol line), and not a deeper inbox (nats-py's request and pull-consumer muxes
+live at ``_INBOX.<nuid>.<token>``).
 """
 
 from __future__ import annotations
@@ -14,33 +21,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NATSSubscription
-from nats.errors import Error as NATSError
 
-from ..broker import ReplyTransport
-from ..errors import ConnectionLostError, DecodeError
-from ..message import Message
-from .nats_wire import from_headers
+from ...capabilities import ReplyTransport
+from ...errors import HeaderError, HeraldError, PublishError
+from ...headers import REPLY_TO
+from ...message import Message
+from .errors import TABLE
+from .wire import check_fits, from_headers, to_headers
 
-__all__ = ["INBOX_PREFIX", "InboxReplyTransport", "is_inbox"]
+__all__ = ["INBOX_PREFIX", "InboxReplyTransport", "is_reply_address", "send_reply"]
 
 log = logging.getLogger("herald.brokers.nats")
 INBOX_PREFIX = "_INBOX"
 """The inbox prefix the adapter connects with (nats-py's default)."""
+_ADDRESS = re.compile(rf"{INBOX_PREFIX}\.[A-Za-z0-9_-]{{1,64}}")
 FLUSH_TIMEOUT = 2
 
 
-def is_inbox(address: str) -> bool:
-    """Whether a ``herald-reply-to`` address is a NATS inbox (else a queue's topic).
+def is_reply_address(address: str) -> bool:
+    """Whether ``address`` is an inbox of the form this adapter replies to.
 
-    >>> is_inbox("_INBOX.abc"), is_inbox("herald.reply.abc"), is_inbox("_INBOX")
-    (True, False, False)
+    >>> is_reply_address("_INBOX.u38RuAEP6CN1bqFGkLAhQd")
+    True
+    >>> [is_reply_address(a) for a in ("_INBOX.>", "_INBOX.a b", "_INBOX.a\\r\\nPUB x 1",
+    ...                                "employee.deleted", "_INBOX.a.b", "_INBOX.")]
+    [False, False, False, False, False, False]
     """
-    return address.startswith(f"{INBOX_PREFIX}.") and len(address) > len(INBOX_PREFIX) + 1
+    return _ADDRESS.fullmatch(address) is not None
 
 
 class InboxReplyTransport(ReplyTransport):
@@ -74,7 +87,7 @@ class InboxReplyTransport(ReplyTransport):
             nc, self._subscribed_on = self._subscribed_on, None
             if subscription is None or nc is None or nc.is_closed:
                 return
-            with contextlib.suppress(NATSError, OSError, asyncio.TimeoutError):
+            with contextlib.suppress(HeraldError), TABLE.converting("closing the reply inbox"):
                 await subscription.unsubscribe()
                 await nc.flush(FLUSH_TIMEOUT)  # the server has dropped the interest
 
@@ -84,22 +97,31 @@ class InboxReplyTransport(ReplyTransport):
             if self._subscribed_on is nc and self._subscription is not None:
                 return
             if self._subscription is not None:
-                with contextlib.suppress(NATSError, OSError, asyncio.TimeoutError):
+                with contextlib.suppress(HeraldError), TABLE.converting("leaving the old inbox"):
                     await self._subscription.unsubscribe()
                 self._subscription = None
             address = self.address or nc.new_inbox()
-            try:
+            with TABLE.converting("subscribing to the reply inbox"):
                 self._subscription = await nc.subscribe(address, cb=self._receive)
-            except (NATSError, OSError) as exc:
-                raise ConnectionLostError(f"cannot subscribe to the reply inbox: {exc!r}") from exc
+                await nc.flush(FLUSH_TIMEOUT)  # the server knows the inbox when start() returns
             self.address = address
             self._subscribed_on = nc
 
     async def _receive(self, msg: Msg) -> None:
         try:
-            reply = from_headers(msg.headers, msg.data, "herald.reply")
-        except DecodeError as exc:
+            reply = from_headers(msg.headers, msg.data, "herald.reply", "")
+        except HeraldError as exc:
             log.warning("undecodable reply on %s dropped: %s", msg.subject, exc)
             return
         if self._on_reply is not None:
             self._on_reply(reply)
+
+
+async def send_reply(nc: Client, address: str, reply: Message) -> None:
+    """Publish ``reply`` to ``address`` once :func:`is_reply_address` accepted it."""
+    if not is_reply_address(address):
+        raise HeaderError(f"header {REPLY_TO}: {address[:100]!r} is not a NATS reply inbox")
+    headers = to_headers(reply)
+    check_fits(reply, headers, nc.max_payload)
+    with TABLE.converting(f"sending reply {reply.id}", as_=PublishError):
+        await nc.publish(address, reply.body, headers=headers)

@@ -1,8 +1,8 @@
 """Settings of the ``nats://`` broker, read from its URL.
 
->>> s = NATSSettings.from_url(BrokerURL.parse("nats://u:s3cret@h1,h2:4223/?namespace=t1&ack_wait=5"))
->>> s.servers, s.names.streams.events, s.ack_wait, s.tls
-(['nats://h1:4222', 'nats://h2:4223'], 't1_EVENTS', 5.0, False)
+>>> s = NATSSettings.from_url("nats://u:s3cret@h1,h2:4223/?namespace=t1&ack_wait=5")
+>>> s.servers, s.names.streams.events, s.ack_wait, s.tls, s.dlq_retention
+(['nats://h1:4222', 'nats://h2:4223'], 't1_EVENTS', 5.0, False, 1209600.0)
 >>> "s3cret" in repr(s) or "s3cret" in s.shown_url
 False
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
-from ..errors import BrokerURLError, ConfigurationError
-from ..url import BrokerURL
-from .nats_names import Names
+from ...errors import BrokerURLError, ConfigurationError
+from ...url import BrokerURL
+from .topology import Names
 
 __all__ = ["OPTIONS", "NATSSettings"]
 
@@ -27,9 +27,11 @@ OPTIONS = {
     "max_deliver",
     "timeout",
     "cafile",
+    "dlq_retention",
 }
 RETENTIONS = ("limits", "interest")
 WEEK = 7 * 24 * 3600.0
+FORTNIGHT = 14 * 24 * 3600.0
 DEFAULT_PORT = 4222
 
 
@@ -48,10 +50,14 @@ class NATSSettings:
     ack_wait: float
     max_deliver: int
     timeout: float
+    dlq_retention: float
+    """Seconds a dead letter is kept (the dead-letter stream's ``max_age``); 0: for ever."""
     cafile: str | None = None
 
     @classmethod
-    def from_url(cls, url: BrokerURL) -> NATSSettings:
+    def from_url(cls, raw: str) -> NATSSettings:
+        url = BrokerURL.parse(raw)
+        url.require_host()
         url.reject_unknown(OPTIONS)
         tls = url.scheme == "tls"
         scheme = "tls" if tls else "nats"
@@ -80,6 +86,7 @@ class NATSSettings:
             ack_wait=url.float_option("ack_wait", 30.0, minimum=0.5),
             max_deliver=max_deliver if max_deliver > 0 else -1,
             timeout=url.float_option("timeout", 10.0, minimum=0.1),
+            dlq_retention=url.float_option("dlq_retention", FORTNIGHT),
             cafile=url.query.get("cafile") or None,
         )
 

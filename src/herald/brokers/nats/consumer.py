@@ -1,0 +1,314 @@
+"""The consume loop: a streaming pull from a queue's JetStream consumers, within a
+prefetch window of messages and bytes.
+
+nats-py's ``fetch()`` waits for a whole batch or its timeout, which adds its timeout to
+the latency of a lone message. This feed keeps one pull request standing per consumer
+instead: messages arrive on a private inbox as soon as they are stored, and when a
+request is used up (or expired: 408, failed: 409, or went silent: no heartbeat because
+the server restarted) a new one is sent. Data messages carry their stream subject,
+not the request's, so one request at a time per consumer is what lets the feed count
+what each request still owes.
+
+The queue's consumer on the events stream is asked for what the window has room for,
+in messages (``batch``) and bytes (``max_bytes``), once a quarter of it is free. A
+message larger than the room in bytes is refused by the server (409) and then asked
+for alone, once the window is empty, so it flows one at a time. The queue's replay
+consumer always has a request for one message standing (replays are rare; the request
+also shows the consumer as alive, see :mod:`.inspection`). Deliveries are handed out
+only while the window has room (:class:`herald.window.Window`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NATSSubscription
+
+from ...broker import Delivery, Prefetch, Subscription
+from ...errors import BrokerError, HeraldError, MessageError
+from ...window import Window
+from .deadletters import DeadLetterStore
+from .delivery import Leases, NATSDelivery
+from .errors import TABLE
+from .topology import Topology, consumer_name
+from .wire import from_headers, undecodable
+
+__all__ = ["PullFeed", "PullSource", "consume"]
+
+log = logging.getLogger("herald.brokers.nats")
+NANOS = 1_000_000_000
+ACK_PREFIX = "$JS.ACK."
+
+
+@dataclass(frozen=True, slots=True)
+class PullSource:
+    """A durable consumer to pull from; the ``primary`` one is sized by the window."""
+
+    stream: str
+    consumer: str
+    primary: bool = False
+
+
+@dataclass(slots=True)
+class _Request:
+    token: str
+    batch: int
+    remaining: int
+    expires_at: float
+    seen: float = field(default_factory=time.monotonic)
+
+
+class PullFeed:
+    """Messages of one queue's consumers, handed out within ``window``."""
+
+    def __init__(
+        self,
+        nc: Client,
+        sources: list[PullSource],
+        window: Window,
+        *,
+        on_receive: Callable[[Msg], None],
+        expires: float = 15.0,
+        heartbeat: float = 3.0,
+    ) -> None:
+        self._nc = nc
+        self._sources = sources
+        self._window = window
+        self._on_receive = on_receive
+        self._expires = expires
+        self._heartbeat = heartbeat
+        self._buffer: asyncio.Queue[Msg | BaseException] = asyncio.Queue()
+        self._buffered = 0
+        self._buffered_bytes = 0
+        self._current: list[_Request | None] = [None] * len(sources)
+        self._by_stream = {source.stream: i for i, source in enumerate(sources)}
+        self._oversize = False
+        self._ids = itertools.count(1)
+        self._kick = asyncio.Event()
+        self._inbox = ""
+        self._sub: NATSSubscription | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        self._inbox = self._nc.new_inbox()
+        with TABLE.converting("subscribing to the pull inbox"):
+            self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
+        self._kick.set()
+        self._pump = asyncio.create_task(self._run_pump(), name=f"herald:pull:{self._inbox}")
+
+    async def messages(self) -> AsyncIterator[Msg]:
+        """Received messages, each taken from the window; call :meth:`settled` for each."""
+        while True:
+            await self._window.room()
+            item = await self._buffer.get()
+            if isinstance(item, BaseException):
+                raise item
+            self._buffered -= 1
+            self._buffered_bytes -= len(item.data)
+            self._window.take(len(item.data))
+            yield item
+
+    def settled(self, size: int) -> None:
+        """A handed-out message of ``size`` bytes was settled (or failed to be)."""
+        self._window.give(size)
+        self._kick.set()
+
+    def fail(self, error: BaseException) -> None:
+        """End :meth:`messages` with ``error`` (after what was already received)."""
+        self._buffer.put_nowait(error)
+
+    def reset(self) -> None:
+        """Forget the standing requests (the connection was re-established)."""
+        self._current = [None] * len(self._sources)
+        self._kick.set()
+
+    async def close(self) -> list[Msg]:
+        """Stop pulling; return the received messages that were never handed out."""
+        self._closing = True
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        if self._sub is not None:
+            # Draining (unsubscribe, round trip, then run the callback on what is still
+            # in flight) collects the messages a standing request was already sent,
+            # so they are given back now instead of waiting out their ack_wait.
+            try:
+                await asyncio.wait_for(self._sub.drain(), self._heartbeat)  # type: ignore[no-untyped-call]
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await self._sub.unsubscribe()
+        left: list[Msg] = []
+        while not self._buffer.empty():
+            item = self._buffer.get_nowait()
+            if not isinstance(item, BaseException):
+                left.append(item)
+        return left
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if not msg.reply:
+            self._on_status(msg.subject.rpartition(".")[2], msg.headers or {})
+            return
+        try:
+            ours = msg.reply.startswith(ACK_PREFIX)
+            source = self._by_stream[msg.metadata.stream] if ours else -1
+        except (KeyError, ValueError, IndexError):
+            source = -1
+        if source < 0:
+            log.warning("ignored a message on pull inbox %s not from JetStream", self._inbox)
+            return
+        request = self._current[source]
+        if request is not None:
+            request.seen = time.monotonic()
+            request.remaining -= 1
+            if request.remaining <= 0:
+                self._current[source] = None
+                self._kick.set()
+        self._on_receive(msg)
+        self._buffered += 1
+        self._buffered_bytes += len(msg.data)
+        self._buffer.put_nowait(msg)
+
+    def _on_status(self, token: str, headers: dict[str, str]) -> None:
+        found = [i for i, r in enumerate(self._current) if r is not None and r.token == token]
+        if not found:
+            return
+        index = found[0]
+        request = self._current[index]
+        assert request is not None
+        status = headers.get("Status", "")
+        if status == "100":
+            request.seen = time.monotonic()
+            return
+        self._current[index] = None
+        self._kick.set()
+        description = headers.get("Description", "").lower()
+        if status == "409" and "maxbytes" in description and request.remaining == request.batch:
+            self._oversize = self._sources[index].primary  # the next message alone is larger
+        elif status == "409" and ("deleted" in description or "push based" in description):
+            source = self._sources[index]
+            self.fail(BrokerError(f"consumer {source.consumer} on {source.stream}: {description}"))
+
+    async def _run_pump(self) -> None:
+        while not self._closing:  # wait_for may swallow a cancel that races its timeout
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self._heartbeat)
+            self._kick.clear()
+            self._forget_silent()
+            if not self._nc.is_connected:
+                continue
+            try:
+                await self._request_more()
+            except HeraldError as exc:  # the next tick retries; the connection may be down
+                log.debug("pull request to NATS failed: %s", exc)
+
+    def _forget_silent(self) -> None:
+        now = time.monotonic()
+        limit = self._heartbeat * 2 + 1
+        for index, request in enumerate(self._current):
+            if request is None:
+                continue
+            if now - request.seen > limit or now > request.expires_at + limit:
+                self._current[index] = None
+
+    def _primary_request(self) -> tuple[int, int | None] | None:
+        """``(batch, max_bytes)`` to ask the events consumer for, or None for now."""
+        limit, window = self._window.limit, self._window
+        held = window.used + self._buffered
+        if self._oversize:
+            if held:
+                return None
+            self._oversize = False
+            return 1, None
+        room = limit.messages - held
+        room_bytes = limit.bytes - window.bytes - self._buffered_bytes
+        if room < max(1, limit.messages // 4) or room_bytes < max(1, limit.bytes // 4):
+            return None
+        return room, room_bytes
+
+    async def _request_more(self) -> None:
+        for index, source in enumerate(self._sources):
+            if self._current[index] is not None:
+                continue
+            wanted = self._primary_request() if source.primary else (1, None)
+            if wanted is not None:
+                await self._pull(index, source, *wanted)
+
+    async def _pull(
+        self, index: int, source: PullSource, batch: int, max_bytes: int | None
+    ) -> None:
+        token = str(next(self._ids))
+        request: dict[str, int] = {
+            "batch": batch,
+            "expires": int(self._expires * NANOS),
+            "idle_heartbeat": int(self._heartbeat * NANOS),
+        }
+        if max_bytes is not None:
+            request["max_bytes"] = max_bytes
+        self._current[index] = _Request(token, batch, batch, time.monotonic() + self._expires)
+        with TABLE.converting(f"pulling from {source.consumer} on {source.stream}"):
+            await self._nc.publish(
+                f"$JS.API.CONSUMER.MSG.NEXT.{source.stream}.{source.consumer}",
+                json.dumps(request).encode(),
+                reply=f"{self._inbox}.{token}",
+            )
+
+
+async def consume(
+    nc: Client,
+    topology: Topology,
+    store: DeadLetterStore,
+    leases: Leases,
+    feeds: set[PullFeed],
+    subscription: Subscription,
+    prefetch: Prefetch,
+) -> AsyncGenerator[Delivery, None]:
+    """Deliveries of ``subscription``'s queue (see :meth:`herald.Broker.consume`)."""
+    ack_wait = await topology.declare(subscription, prefetch.messages)
+    name = consumer_name(subscription.queue)
+    names = topology.names
+    sources = [
+        PullSource(names.streams.events, name, primary=True),
+        PullSource(names.streams.replay, name),
+    ]
+    feed = PullFeed(nc, sources, Window(prefetch), on_receive=lambda m: leases.hold(m, ack_wait))
+    await feed.start()
+    feeds.add(feed)
+    try:
+        async for msg in feed.messages():
+
+            def done(msg: Msg = msg) -> None:
+                leases.drop(msg)
+                feed.settled(len(msg.data))
+
+            meta = msg.metadata
+            fallback_id = f"nats:{meta.stream}:{meta.sequence.stream}"
+            event_type = names.event_type(msg.subject)
+            error: MessageError | None = None
+            try:
+                message = from_headers(msg.headers, msg.data, event_type, fallback_id)
+            except MessageError as exc:
+                message, error = undecodable(msg.headers, msg.data, event_type, fallback_id), exc
+            yield NATSDelivery(nc, msg, message, subscription, done, store, error=error)
+    finally:
+        feeds.discard(feed)
+        left = await feed.close()
+        for msg in left:
+            leases.drop(msg)
+        if left and nc.is_connected:
+            with contextlib.suppress(HeraldError), TABLE.converting("giving back messages"):
+                for msg in left:
+                    await msg.nak()
+        if not subscription.durable and nc.is_connected:
+            with contextlib.suppress(HeraldError):
+                await topology.delete_consumers(name)
