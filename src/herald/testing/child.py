@@ -22,11 +22,9 @@ from ..bus import connect
 from ..context import Context
 from ..service import Service
 from .events import Keyed, Tick
+from .scenarios.common import CHILD_CONCURRENCY, CHILD_PREFETCH
 
-__all__ = ["CONCURRENCY", "PREFETCH", "main"]
-
-CONCURRENCY = 4
-PREFETCH = 8
+__all__ = ["main"]
 
 
 def main(argv: list[str]) -> None:
@@ -39,7 +37,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--exclusive", action="store_true")
     args = parser.parse_args(argv)
     service = Service(
-        args.service, concurrency=CONCURRENCY, prefetch=PREFETCH, exclusive=args.exclusive
+        args.service,
+        concurrency=CHILD_CONCURRENCY,
+        prefetch=CHILD_PREFETCH,
+        exclusive=args.exclusive,
     )
     out = args.outfile.open("a", buffering=1)
     handled = 0

@@ -16,6 +16,8 @@ from ..events import Tick
 from ..recorder import Recorder
 
 __all__ = [
+    "CHILD_CONCURRENCY",
+    "CHILD_PREFETCH",
     "FAST_RETRY",
     "MiB",
     "publish_through_outage",
@@ -26,6 +28,9 @@ __all__ = [
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_delay=0.05, multiplier=2.0, max_delay=0.2, jitter=0)
 MiB = 1024 * 1024
+CHILD_CONCURRENCY = 4
+CHILD_PREFETCH = 8
+"""How the consumer processes of :mod:`herald.testing.child` consume."""
 
 
 def tick_service(env: Environment, base: str, seen: Recorder[int], **kw: object) -> Service:

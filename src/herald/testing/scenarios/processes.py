@@ -11,11 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 from ...broker import Subscription
-from ..child import PREFETCH
 from ..environment import Environment
 from ..events import Keyed
 from ..recorder import Recorder, eventually
-from .common import publish_through_outage, publish_ticks, tick_service
+from .common import CHILD_PREFETCH, publish_through_outage, publish_ticks, tick_service
 
 __all__ = [
     "broker_restart_under_load_loses_nothing",
@@ -52,7 +51,7 @@ async def consumer_killed_mid_stream_loses_nothing(env: Environment) -> None:
         f"handled three times: {[n for n, c in counts.items() if c > 2]}"
     )
     assert twice <= set(before), "only events the killed child had handled come twice"
-    assert len(twice) <= PREFETCH, f"{len(twice)} duplicates: more than the child's prefetch"
+    assert len(twice) <= CHILD_PREFETCH, f"{len(twice)} duplicates: more than the child's prefetch"
 
 
 async def broker_restart_under_load_loses_nothing(env: Environment) -> None:
