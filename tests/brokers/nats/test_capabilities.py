@@ -44,20 +44,33 @@ async def test_capabilities_are_declared(broker: NATSBroker) -> None:
     assert isinstance(broker, ReplyCapable)
 
 
+async def counts_become(
+    broker: NATSBroker, queue: str, wanted: tuple[int, int | None, int | None]
+) -> herald.QueueStats:
+    """The queue's stats once (depth, in_flight, consumers) are ``wanted``: the
+    processes' reports lag their changes by a fraction of a second."""
+    found: list[herald.QueueStats] = []
+
+    async def check() -> bool:
+        found[:] = [await stats_of(broker, queue)]
+        return (found[0].depth, found[0].in_flight, found[0].consumers) == wanted
+
+    try:
+        await eventually(check, f"{queue} to show {wanted}", timeout=10)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen {found}") from None
+    return found[0]
+
+
 async def test_queue_inspection_counts_exactly(broker: NATSBroker) -> None:
     await broker.declare(PAYROLL)
     await broker.declare(GIFTS)
     await broker.publish([tick(n) for n in range(5)])
     stream = broker.consume(PAYROLL, Prefetch(messages=2))
     held = [await next_delivery(stream), await next_delivery(stream)]
-
-    async def one_consumer() -> bool:
-        return (await stats_of(broker, PAYROLL.queue)).consumers == 1
-
-    await eventually(one_consumer, "the consumer to be counted")
-    gifts, payroll = await broker.inspect_queues()
-    assert (gifts.queue, payroll.queue) == (GIFTS.queue, PAYROLL.queue), "sorted by name"
-    assert (payroll.depth, payroll.in_flight, payroll.consumers) == (3, 2, 1)
+    payroll = await counts_become(broker, PAYROLL.queue, (3, 2, 1))
+    gifts, listed = await broker.inspect_queues()
+    assert (gifts.queue, listed.queue) == (GIFTS.queue, PAYROLL.queue), "sorted by name"
     assert (gifts.depth, gifts.in_flight, gifts.consumers) == (5, 0, 0)
     assert payroll.oldest_age is not None and payroll.oldest_age > 0
     assert gifts.oldest_age is not None and gifts.oldest_age > 0
@@ -69,27 +82,22 @@ async def test_queue_inspection_counts_exactly(broker: NATSBroker) -> None:
 
     second = broker.consume(PAYROLL, Prefetch(messages=1))
     third = await next_delivery(second)
-
-    async def two_consumers() -> bool:
-        return (await stats_of(broker, PAYROLL.queue)).consumers == 2
-
-    await eventually(two_consumers, "both consumers to be counted")
-    assert (await stats_of(broker, PAYROLL.queue)).in_flight == 3
-    await held[0].retry(60, {})
-    now = await stats_of(broker, PAYROLL.queue)
-    assert (now.depth, now.in_flight) == (2, 3), "a retry waiting is in JetStream's ack-pending"
-    await second.aclose()
+    await counts_become(broker, PAYROLL.queue, (2, 3, 2))
+    await held[0].retry(60, {})  # JetStream keeps it unacked; it waits, nobody holds it
+    await counts_become(broker, PAYROLL.queue, (2, 3, 2))  # its slot was filled again
+    await second.aclose()  # the consumer stops; what it handed out is still held
+    await counts_become(broker, PAYROLL.queue, (2, 3, 1))
     await third.ack()
+    await counts_become(broker, PAYROLL.queue, (2, 2, 1))
     await held[1].ack()
     for _ in range(2):
         await (await next_delivery(stream)).ack()
-
-    async def only_the_retry() -> bool:  # acks are applied by the server after a moment
-        done = await stats_of(broker, PAYROLL.queue)
-        return (done.depth, done.in_flight) == (0, 1)
-
-    await eventually(only_the_retry, "only the waiting retry to be left")
+    await counts_become(broker, PAYROLL.queue, (1, 0, 1))  # only the retry, waiting
+    await broker.publish([tick(5)])
+    last = await next_delivery(stream)
     await stream.aclose()
+    await last.release()
+    await counts_become(broker, PAYROLL.queue, (2, 0, 0))  # released with nobody pulling
 
 
 async def test_dead_letter_then_replay_reaches_only_that_queue(broker: NATSBroker) -> None:

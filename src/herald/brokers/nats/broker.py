@@ -7,6 +7,8 @@ it gets everything published after its declare and keeps its place while its ser
 is offline. ``tls://`` connects with TLS. See ``docs/nats.md`` for the guarantees and
 the differences from RabbitMQ; :mod:`.topology` for the names used on the server.
 RPC replies travel on core NATS inboxes (:mod:`.replies`), not through JetStream.
+Exclusive queues are held through a key-value bucket (:mod:`.exclusive`); each
+process reports its consumers and held messages there too (:mod:`.presence`).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from ...errors import BrokerError, HeraldError, PublishError
 from ...message import Message
 from . import replies
 from .connection import open_connection
-from .consumer import PullFeed, consume
+from .consumer import Parts, PullFeed, consume
 from .deadletters import REASON_ROOM, DeadLetterStore
 from .delivery import Leases
 from .errors import TABLE, is_too_large
+from .exclusive import Holders
 from .inspection import inspect_queues
+from .presence import Presence
 from .publisher import Outgoing, Publisher
 from .settings import NATSSettings
 from .topology import Topology
@@ -55,6 +59,20 @@ class _Session:
     store: DeadLetterStore
     leases: Leases
     publisher: Publisher
+    presence: Presence
+    holders: Holders
+
+    def parts(self, feeds: set[PullFeed]) -> Parts:
+        return Parts(
+            self.nc, self.topology, self.store, self.leases, self.presence, self.holders, feeds
+        )
+
+    async def close(self) -> None:
+        """Give back what is held, let go of exclusive queues, stop writing presence."""
+        await self.leases.give_back()
+        await self.holders.close()
+        await self.presence.close()
+        await self.leases.close()
 
 
 def outgoing(prepared: Sequence[Prepared]) -> list[Outgoing]:
@@ -97,7 +115,7 @@ class NATSBroker(Broker):
             if self._session is not None:
                 if not self._session.nc.is_closed:
                     return
-                await self._session.leases.close()  # a connection nats-py gave up on
+                await self._session.close()  # a connection nats-py gave up on
             nc = await open_connection(
                 self.settings, self._on_reconnected, lambda: self._session is not None
             )
@@ -111,16 +129,26 @@ class NATSBroker(Broker):
                 raise
             store = DeadLetterStore(js, topology, lambda: nc.max_payload, self.settings.timeout)
             publisher = Publisher(nc, self.settings.timeout)
-            self._session = _Session(nc, js, topology, store, Leases(nc), publisher)
+            leases = Leases(nc)
+            presence = Presence(topology.live, leases.counts)
+            leases.on_change = presence.changed
+            self._session = _Session(
+                nc, js, topology, store, leases, publisher, presence, Holders()
+            )
             self._on_reconnected()
 
     async def close(self) -> None:
         session, self._session = self._session, None
-        for feed in list(self._feeds):
+        feeds = list(self._feeds)
+        for feed in feeds:
             feed.fail(BrokerError(f"{self.settings.shown_url} broker is closed"))
         if session is None:
             return
-        await session.leases.close()
+        for feed in feeds:
+            # Withdraw the pull requests first: nats-server 2.9 handing a message given
+            # back below to a request of this closing connection loses its attempt count.
+            await feed.close()
+        await session.close()
         if not session.nc.is_closed:
             with contextlib.suppress(HeraldError), TABLE.converting("closing"):
                 await session.nc.close()
@@ -158,8 +186,7 @@ class NATSBroker(Broker):
     async def consume(
         self, subscription: Subscription, prefetch: Prefetch
     ) -> AsyncGenerator[Delivery, None]:
-        s = self._open()
-        stream = consume(s.nc, s.topology, s.store, s.leases, self._feeds, subscription, prefetch)
+        stream = consume(self._open().parts(self._feeds), subscription, prefetch)
         try:
             async for delivery in stream:
                 yield delivery

@@ -10,12 +10,17 @@ not the request's, so one request at a time per consumer is what lets the feed c
 what each request still owes.
 
 The queue's consumer on the events stream is asked for what the window has room for,
-in messages (``batch``) and bytes (``max_bytes``), once a quarter of it is free. A
-message larger than the room in bytes is refused by the server (409) and then asked
-for alone, once the window is empty, so it flows one at a time. The queue's replay
-consumer always has a request for one message standing (replays are rare; the request
-also shows the consumer as alive, see :mod:`.inspection`). Deliveries are handed out
-only while the window has room (:class:`herald.window.Window`).
+in messages (``batch``, once a quarter of them is free) and bytes (``max_bytes``). A
+message that does not fit in what is left of ``max_bytes`` (which counts its subject
+and headers too) ends the request (409) and is then asked for alone, as soon as the
+window has room by its own rule (bodies held under ``prefetch.bytes``, or nothing
+held), so the window fills exactly as :class:`herald.window.Window` says and a body
+larger than the whole window still flows, one at a time. The queue's replay consumer
+always has a request for one message standing (replays are rare). Deliveries are
+handed out only while the window has room.
+
+An exclusive queue is consumed only while this loop holds it (:mod:`.exclusive`);
+until then the loop stands by, pulling nothing.
 """
 
 from __future__ import annotations
@@ -39,10 +44,12 @@ from ...window import Window
 from .deadletters import DeadLetterStore
 from .delivery import Leases, NATSDelivery
 from .errors import TABLE
+from .exclusive import MARGIN, Hold, Holders
+from .presence import Presence
 from .topology import Topology, consumer_name
 from .wire import from_headers, undecodable
 
-__all__ = ["PullFeed", "PullSource", "consume"]
+__all__ = ["Parts", "PullFeed", "PullSource", "consume"]
 
 log = logging.getLogger("herald.brokers.nats")
 NANOS = 1_000_000_000
@@ -98,6 +105,10 @@ class PullFeed:
         self._sub: NATSSubscription | None = None
         self._pump: asyncio.Task[None] | None = None
         self._closing = False
+        self._stopped: BaseException | None = None
+        self._stopping = asyncio.Event()
+        self._unhanded: list[Msg] = []
+        self._idle = asyncio.Event()
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
@@ -109,23 +120,55 @@ class PullFeed:
     async def messages(self) -> AsyncIterator[Msg]:
         """Received messages, each taken from the window; call :meth:`settled` for each."""
         while True:
-            await self._window.room()
+            await self._room()
             item = await self._buffer.get()
             if isinstance(item, BaseException):
                 raise item
             self._buffered -= 1
             self._buffered_bytes -= len(item.data)
+            if self._stopped is not None:
+                self._unhanded.append(item)
+                raise self._stopped
             self._window.take(len(item.data))
+            self._idle.clear()
             yield item
 
     def settled(self, size: int) -> None:
         """A handed-out message of ``size`` bytes was settled (or failed to be)."""
         self._window.give(size)
+        if not self._window.used:
+            self._idle.set()
         self._kick.set()
+
+    async def drained(self) -> None:
+        """Return once every handed-out message was settled."""
+        while self._window.used:
+            self._idle.clear()
+            await self._idle.wait()
 
     def fail(self, error: BaseException) -> None:
         """End :meth:`messages` with ``error`` (after what was already received)."""
         self._buffer.put_nowait(error)
+
+    def stop(self, error: BaseException) -> None:
+        """End :meth:`messages` with ``error`` now, handing out nothing more."""
+        self._stopped = error
+        self._stopping.set()
+        self._buffer.put_nowait(error)
+
+    async def _room(self) -> None:
+        if not self._window.has_room and self._stopped is None:
+            waits = {
+                asyncio.ensure_future(self._window.room()),
+                asyncio.ensure_future(self._stopping.wait()),
+            }
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+        if self._stopped is not None:
+            raise self._stopped
 
     def reset(self) -> None:
         """Forget the standing requests (the connection was re-established)."""
@@ -133,7 +176,8 @@ class PullFeed:
         self._kick.set()
 
     async def close(self) -> list[Msg]:
-        """Stop pulling; return the received messages that were never handed out."""
+        """Stop pulling; return the received messages that were never handed out.
+        Idempotent: a second call returns what arrived since."""
         self._closing = True
         if self._pump is not None:
             self._pump.cancel()
@@ -143,17 +187,38 @@ class PullFeed:
             # Draining (unsubscribe, round trip, then run the callback on what is still
             # in flight) collects the messages a standing request was already sent,
             # so they are given back now instead of waiting out their ack_wait.
+            sub, self._sub = self._sub, None
             try:
-                await asyncio.wait_for(self._sub.drain(), self._heartbeat)  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(sub.drain(), self._heartbeat)  # type: ignore[no-untyped-call]
             except Exception:
                 with contextlib.suppress(Exception):
-                    await self._sub.unsubscribe()
-        left: list[Msg] = []
+                    await sub.unsubscribe()
+            await self._forget_requests()
+        left, self._unhanded = self._unhanded, []
         while not self._buffer.empty():
             item = self._buffer.get_nowait()
             if not isinstance(item, BaseException):
                 left.append(item)
         return left
+
+    async def _forget_requests(self) -> None:
+        """Make JetStream drop this feed's pull requests, whose inbox is gone.
+
+        nats-server 2.9.10 drops such a request only when it next looks at the
+        consumer's waiting requests (a consumer info does). A message given back with
+        a ``nak`` before that is sent to the dead request, and the server then rolls
+        the consumer back: the message is delivered again as a first attempt and
+        counted as never delivered and unacked at once.
+        """
+        if not self._nc.is_connected:
+            return
+        for source in self._sources:
+            with contextlib.suppress(Exception):
+                await self._nc.request(
+                    f"$JS.API.CONSUMER.INFO.{source.stream}.{source.consumer}",
+                    b"",
+                    timeout=self._heartbeat,
+                )
 
     async def _on_msg(self, msg: Msg) -> None:
         if not msg.reply:
@@ -193,8 +258,10 @@ class PullFeed:
         self._current[index] = None
         self._kick.set()
         description = headers.get("Description", "").lower()
-        if status == "409" and "maxbytes" in description and request.remaining == request.batch:
-            self._oversize = self._sources[index].primary  # the next message alone is larger
+        if status == "409" and "maxbytes" in description:
+            # The next message did not fit in what was left of max_bytes, which counts
+            # its subject and headers too; it is asked for alone while the window has room.
+            self._oversize = self._oversize or self._sources[index].primary
         elif status == "409" and ("deleted" in description or "push based" in description):
             source = self._sources[index]
             self.fail(BrokerError(f"consumer {source.consumer} on {source.stream}: {description}"))
@@ -225,14 +292,15 @@ class PullFeed:
         """``(batch, max_bytes)`` to ask the events consumer for, or None for now."""
         limit, window = self._window.limit, self._window
         held = window.used + self._buffered
+        held_bytes = window.bytes + self._buffered_bytes
         if self._oversize:
-            if held:
-                return None
+            if held and (held >= limit.messages or held_bytes >= limit.bytes):
+                return None  # what the window has room for, by the rules of Window
             self._oversize = False
             return 1, None
         room = limit.messages - held
-        room_bytes = limit.bytes - window.bytes - self._buffered_bytes
-        if room < max(1, limit.messages // 4) or room_bytes < max(1, limit.bytes // 4):
+        room_bytes = limit.bytes - held_bytes
+        if room < max(1, limit.messages // 4) or room_bytes < 1:
             return None
         return room, room_bytes
 
@@ -264,27 +332,46 @@ class PullFeed:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What a consume loop uses of its broker's session."""
+
+    nc: Client
+    topology: Topology
+    store: DeadLetterStore
+    leases: Leases
+    presence: Presence
+    holders: Holders
+    feeds: set[PullFeed]
+
+
 async def consume(
-    nc: Client,
-    topology: Topology,
-    store: DeadLetterStore,
-    leases: Leases,
-    feeds: set[PullFeed],
-    subscription: Subscription,
-    prefetch: Prefetch,
+    parts: Parts, subscription: Subscription, prefetch: Prefetch
 ) -> AsyncGenerator[Delivery, None]:
     """Deliveries of ``subscription``'s queue (see :meth:`herald.Broker.consume`)."""
-    ack_wait = await topology.declare(subscription, prefetch.messages)
+    nc, topology, leases = parts.nc, parts.topology, parts.leases
+    ack_waits = await topology.declare(subscription, prefetch.messages)
+    lease = min(ack_waits)
     name = consumer_name(subscription.queue)
     names = topology.names
     sources = [
         PullSource(names.streams.events, name, primary=True),
         PullSource(names.streams.replay, name),
     ]
-    feed = PullFeed(nc, sources, Window(prefetch), on_receive=lambda m: leases.hold(m, ack_wait))
-    await feed.start()
-    feeds.add(feed)
+    feed = PullFeed(nc, sources, Window(prefetch), on_receive=lambda m: leases.hold(m, lease, name))
+    hold: Hold | None = None
+    parts.presence.attach(name)
     try:
+        if subscription.exclusive:
+            hold = await _take_hold(parts, subscription.queue, name, max(ack_waits))
+
+            def lost(error: BrokerError) -> None:
+                feed.stop(error)
+                leases.abandon(name)
+
+            hold.on_lost(lost)
+        await feed.start()
+        parts.feeds.add(feed)
         async for msg in feed.messages():
 
             def done(msg: Msg = msg) -> None:
@@ -299,9 +386,10 @@ async def consume(
                 message = from_headers(msg.headers, msg.data, event_type, fallback_id)
             except MessageError as exc:
                 message, error = undecodable(msg.headers, msg.data, event_type, fallback_id), exc
-            yield NATSDelivery(nc, msg, message, subscription, done, store, error=error)
+            yield NATSDelivery(nc, msg, message, subscription, done, parts.store, error=error)
     finally:
-        feeds.discard(feed)
+        parts.presence.detach(name)
+        parts.feeds.discard(feed)
         left = await feed.close()
         for msg in left:
             leases.drop(msg)
@@ -309,6 +397,35 @@ async def consume(
             with contextlib.suppress(HeraldError), TABLE.converting("giving back messages"):
                 for msg in left:
                     await msg.nak()
+        if hold is not None:
+            parts.holders.let_go_later(hold, feed.drained, max(ack_waits))
         if not subscription.durable and nc.is_connected:
             with contextlib.suppress(HeraldError):
                 await topology.delete_consumers(name)
+
+
+async def _take_hold(parts: Parts, queue: str, name: str, ack_wait: float) -> Hold:
+    """Stand by until this loop holds ``queue``; then, if its last holder did not let
+    go cleanly, wait until what that holder may still lease has come back."""
+    topology = parts.topology
+    hold = Hold(
+        parts.nc, await topology.live(), await topology.holds(), name, queue,
+        parts.presence.instance,
+    )  # fmt: skip
+    parts.holders.add(hold)
+    try:
+        if await hold.acquire():
+            streams = (topology.names.streams.events, topology.names.streams.replay)
+            infos = [await topology.consumer_info(stream, name) for stream in streams]
+            unacked = sum(info.num_ack_pending or 0 for info in infos if info is not None)
+            if unacked:
+                log.info(
+                    "queue %s: its last holder did not let go; waiting %.0fs (ack_wait) "
+                    "for the %d message(s) it may still lease to come back first",
+                    queue, ack_wait + MARGIN, unacked,
+                )  # fmt: skip
+                await hold.sleep(ack_wait + MARGIN)
+    except BaseException:
+        await parts.holders.release(hold)
+        raise
+    return hold

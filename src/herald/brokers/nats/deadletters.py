@@ -24,7 +24,7 @@ from ...deadletter import DeadLetter, DeadLetterReason
 from ...errors import BrokerError, HeraldError, PublishError
 from ...message import Message
 from .errors import TABLE, is_too_large
-from .topology import QUEUE_DESCRIPTION, Topology, consumer_name
+from .topology import Topology, consumer_name, queue_of
 from .wire import check_fits, from_headers, header_bytes, to_headers, undecodable
 
 __all__ = ["REASON_ROOM", "DeadLetterStore", "StoredLetter"]
@@ -140,7 +140,7 @@ class DeadLetterStore:
             )
         info = await self._topology.consumer_info(self._names.streams.replay, consumer_name(queue))
         described = None if info is None else info.config.description
-        if info is None or described not in (None, QUEUE_DESCRIPTION + queue):
+        if info is None or (described is not None and queue_of(described) != queue):
             raise BrokerError(f"queue {queue!r} no longer exists; nothing was replayed")
 
     async def _delete(self, seq: int) -> None:

@@ -5,7 +5,9 @@ handed out, its handler running or waiting in its key's lane), :class:`Leases` s
 an in-progress ack (``+WIP``) every third of that ``ack_wait``, which restarts
 JetStream's timer: the message is not redelivered, to this process or another, for
 as long as this process is alive and connected. When the process dies (or stays
-disconnected past ``ack_wait``), the leases stop and JetStream redelivers.
+disconnected past ``ack_wait``), the leases stop and JetStream redelivers. When the
+broker closes, whatever is still held is given back with a ``nak`` (nothing can settle
+it any more), so it comes back at once instead of after ``ack_wait``.
 
 Acks, naks and in-progress acks are plain publishes to the message's reply subject.
 nats-py buffers publishes while it reconnects, so a settlement attempted during an
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -43,28 +46,62 @@ log = logging.getLogger("herald.brokers.nats")
 @dataclass(slots=True)
 class _Lease:
     msg: Msg
+    queue: str
     every: float
     last: float
 
 
 class Leases:
-    """Sends ``+WIP`` for every held message, a third of its ``ack_wait`` apart."""
+    """Sends ``+WIP`` for every held message, a third of its ``ack_wait`` apart, and
+    counts the held messages per queue (consumer name) for :mod:`.presence`."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, on_change: Callable[[], None] = lambda: None) -> None:
         self._nc = nc
         self._held: dict[str, _Lease] = {}
+        self._counts: Counter[str] = Counter()
+        self.on_change = on_change
+        """Called whenever the held counts change."""
         self._task: asyncio.Task[None] | None = None
 
-    def hold(self, msg: Msg, ack_wait: float) -> None:
-        self._held[msg.reply] = _Lease(msg, max(ack_wait / 3, 0.05), time.monotonic())
+    def hold(self, msg: Msg, ack_wait: float, queue: str) -> None:
+        if msg.reply in self._held:
+            return
+        self._held[msg.reply] = _Lease(msg, queue, max(ack_wait / 3, 0.05), time.monotonic())
+        self._counts[queue] += 1
+        self.on_change()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="herald:nats:leases")
 
     def drop(self, msg: Msg) -> None:
-        self._held.pop(msg.reply, None)
+        lease = self._held.pop(msg.reply, None)
+        if lease is not None:
+            self._counts[lease.queue] -= 1
+            self.on_change()
+
+    def counts(self) -> dict[str, int]:
+        """Held messages per queue (consumer name), those with any."""
+        return {queue: n for queue, n in self._counts.items() if n > 0}
+
+    def abandon(self, queue: str) -> None:
+        """Stop extending the leases of ``queue``'s messages: JetStream redelivers
+        each once its ``ack_wait`` lapses (the queue's exclusive hold was lost)."""
+        for lease in [lease for lease in self._held.values() if lease.queue == queue]:
+            self.drop(lease.msg)
+
+    async def give_back(self) -> None:
+        """``nak`` every held message (the broker is closing: nothing will settle
+        them now), so that they are redelivered at once, before anything newer."""
+        held = [lease.msg for lease in self._held.values()]
+        for msg in held:
+            self.drop(msg)
+        if held and self._nc.is_connected:
+            with contextlib.suppress(HeraldError), TABLE.converting("giving back messages"):
+                for msg in held:
+                    await msg.nak()
 
     async def close(self) -> None:
         self._held.clear()
+        self._counts.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,19 +1,26 @@
-"""Queue statistics from JetStream's consumer info (:class:`herald.QueueInspection`).
+"""Queue statistics (:class:`herald.QueueInspection`) from JetStream's consumer info and
+what the live processes report (:mod:`.presence`).
 
-A queue is two durable consumers of the same name (events and replay stream); its
-counts are theirs added up:
+A queue is two durable consumers of the same name (events and replay stream). From
+JetStream, added up over both: ``num_pending`` (matching, never delivered) and
+``num_ack_pending`` (delivered, not acked: held by a consumer, but also given back
+with a ``nak`` and not delivered again yet, a release or a retry waiting out its
+delay). From the processes, added up over all of them: the consume loops attached and
+the messages they hold. So:
 
-- ``depth``: ``num_pending``, the messages matching the queue not yet delivered.
-- ``in_flight``: ``num_ack_pending``, delivered and not acked. A retry waiting out
-  its delay is a ``nak`` JetStream keeps in this set until it redelivers, so it is
-  counted here, not in ``depth``: the server does not tell the two apart.
-- ``consumers``: the consume loops pulling from the queue now (in every process),
-  counted by the pull requests JetStream holds for them: each keeps one standing on
-  the queue's replay consumer at all times. A process that died stops counting when
-  its request expires (15 seconds).
-- ``oldest_age``: seconds since the oldest message the queue has not acked was
-  stored (the first one after the consumer's ack floor); 0 when nothing is pending
-  or unacked.
+- ``in_flight``: the messages the live processes hold (received and not settled), at
+  most ``num_ack_pending``.
+- ``depth``: ``num_pending`` plus the rest of ``num_ack_pending``: released messages,
+  retries waiting, and what a dead process held (counted as waiting once its entry
+  expired; JetStream redelivers it after ``ack_wait``).
+- ``consumers``: the consume loops of the live processes, standbys of an exclusive
+  queue too (a killed process stops counting within :data:`.state.LIVE_TTL`).
+- ``oldest_age``: 0 when nothing waits; else seconds since the oldest message the
+  queue has not acked was stored (the first after the consumer's ack floor), which
+  may be one a consumer holds.
+
+The processes' reports lag their changes by up to :data:`.presence.THROTTLE` seconds
+plus a round trip.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from nats.js.errors import NotFoundError
 
 from ...capabilities import QueueStats
 from .errors import TABLE
-from .topology import QUEUE_DESCRIPTION, Topology, consumer_name
+from .presence import Seen, read_presence
+from .topology import Topology, consumer_name, queue_of
 
 __all__ = ["inspect_queues"]
 
@@ -43,23 +51,31 @@ async def inspect_queues(
     else:
         known = {queue: consumer_name(queue) for queue in set(queues)}
     found = []
+    seen: dict[str, Seen] | None = None
     for queue in sorted(known):
         name = known[queue]
         events = await topology.consumer_info(streams.events, name)
-        if events is None or events.config.description not in (None, QUEUE_DESCRIPTION + queue):
+        if events is None or queue_of(events.config.description) not in (None, queue):
             continue
+        if seen is None:
+            seen = await read_presence(await topology.live())
         replay = await topology.consumer_info(streams.replay, name)
         parts = [(streams.events, events)]
         if replay is not None:
             parts.append((streams.replay, replay))
-        ages = [await _oldest_age(js, stream, info) for stream, info in parts]
+        pending = sum(info.num_pending or 0 for _, info in parts)
+        unacked = sum(info.num_ack_pending or 0 for _, info in parts)
+        report = seen.get(name, Seen())
+        in_flight = min(report.held, unacked)
+        depth = pending + unacked - in_flight
+        ages = [await _oldest_age(js, stream, info) for stream, info in parts] if depth else []
         found.append(
             QueueStats(
                 queue=queue,
-                depth=sum(info.num_pending or 0 for _, info in parts),
-                in_flight=sum(info.num_ack_pending or 0 for _, info in parts),
-                consumers=max(info.num_waiting or 0 for _, info in parts),
-                oldest_age=None if None in ages else max(age or 0.0 for age in ages),
+                depth=depth,
+                in_flight=in_flight,
+                consumers=report.consumers,
+                oldest_age=None if None in ages else max((age or 0.0 for age in ages), default=0.0),
             )
         )
     return found

@@ -5,14 +5,16 @@ Herald's wire conventions become these names (``ns`` is the ``namespace=`` optio
     <ns.>events.<event type>     published events, stream <ns>_EVENTS (or EVENTS)
     <ns.>replay.<consumer>       dead letters replayed to one queue, stream <events>_REPLAY
     <ns.>dlq.<service>           dead letters of a service, stream <events>_DLQ
+    key-value buckets            <events>_LIVE and <events>_HOLDS (:mod:`.state`)
 
-(``stream=NAME`` renames the events stream; the other two follow it.)
+(``stream=NAME`` renames the events stream; the others follow it.)
 
 A queue ``payroll.employee.created`` is the durable consumer
 ``payroll_employee_created`` on both the events and the replay stream; its
-description, ``herald queue payroll.employee.created``, names the queue. Every name
-is built from Herald's own names (namespace, service, queue, event type), each
-reduced to subject-safe tokens: nothing read from a message picks one.
+description, ``herald queue payroll.employee.created`` (``herald exclusive queue
+...`` once it was declared exclusive), names the queue. Every name is built from
+Herald's own names (namespace, service, queue, event type), each reduced to
+subject-safe tokens: nothing read from a message picks one.
 
 >>> names = Names("t1")
 >>> names.event_subject("employee.created"), names.streams.events
@@ -21,12 +23,16 @@ reduced to subject-safe tokens: nothing read from a message picks one.
 't1.events.employee.>'
 >>> consumer_name("payroll.employee.created")
 'payroll_employee_created'
+>>> queue_of("herald exclusive queue payroll.x"), queue_of("someone else's")
+('payroll.x', None)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -41,18 +47,30 @@ from ...errors import ConfigurationError, HeraldError, MessageTooLargeError, Pub
 from ...message import Message
 from ...topic import validate_pattern
 from .errors import TABLE
+from .state import LIVE_TTL, Bucket, open_bucket
 from .wire import header_bytes, is_event_type
 
 if TYPE_CHECKING:
     from .settings import NATSSettings
 
-__all__ = ["Names", "StreamNames", "Topology", "consumer_name", "safe_token"]
+__all__ = [
+    "BucketNames",
+    "Names",
+    "StreamNames",
+    "Topology",
+    "consumer_name",
+    "queue_of",
+    "safe_token",
+]
+
+log = logging.getLogger("herald.brokers.nats")
 
 _SAFE = re.compile(r"[^A-Za-z0-9-]")
 _LOSSLESS = re.compile(r"^[A-Za-z0-9.-]+$")
 _STREAM = re.compile(r"^[A-Za-z0-9_-]+$")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 QUEUE_DESCRIPTION = "herald queue "
+EXCLUSIVE_DESCRIPTION = "herald exclusive queue "
 TRANSIENT_IDLE = 300.0
 """Seconds after which JetStream removes an idle transient queue's consumers."""
 LIST_PAGE = 256
@@ -77,6 +95,18 @@ def consumer_name(queue: str) -> str:
     return safe_token(queue)
 
 
+def description_of(queue: str, exclusive: bool) -> str:
+    return (EXCLUSIVE_DESCRIPTION if exclusive else QUEUE_DESCRIPTION) + queue
+
+
+def queue_of(description: str | None) -> str | None:
+    """The queue a consumer's description names, None if it is not Herald's."""
+    for head in (QUEUE_DESCRIPTION, EXCLUSIVE_DESCRIPTION):
+        if description and description.startswith(head):
+            return description.removeprefix(head)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class StreamNames:
     events: str
@@ -87,10 +117,20 @@ class StreamNames:
         return self.events, self.replay, self.dlq
 
 
+@dataclass(frozen=True, slots=True)
+class BucketNames:
+    live: str
+    holds: str
+
+    def streams(self) -> tuple[str, str]:
+        """The streams JetStream keeps the buckets in."""
+        return f"KV_{self.live}", f"KV_{self.holds}"
+
+
 class Names:
     """Every name a broker with namespace ``namespace`` uses on the server."""
 
-    __slots__ = ("namespace", "prefix", "streams")
+    __slots__ = ("buckets", "namespace", "prefix", "streams")
 
     def __init__(self, namespace: str = "", stream: str | None = None) -> None:
         if namespace and not _NAMESPACE.match(namespace):
@@ -106,6 +146,7 @@ class Names:
         self.prefix = f"{namespace}." if namespace else ""
         base = stream or (f"{safe_token(namespace)}_EVENTS" if namespace else "EVENTS")
         self.streams = StreamNames(base, f"{base}_REPLAY", f"{base}_DLQ")
+        self.buckets = BucketNames(f"{base}_LIVE", f"{base}_HOLDS")
 
     @property
     def events_wildcard(self) -> str:
@@ -165,6 +206,22 @@ class Topology:
         self._js = js
         self._settings = settings
         self.names = settings.names
+        self._buckets: dict[str, Bucket] = {}
+        self._opening = asyncio.Lock()
+
+    async def live(self) -> Bucket:
+        """The bucket of what lasts only while its process does (:mod:`.state`)."""
+        return await self._bucket(self.names.buckets.live, LIVE_TTL)
+
+    async def holds(self) -> Bucket:
+        """The bucket of how each exclusive queue was last left (:mod:`.state`)."""
+        return await self._bucket(self.names.buckets.holds, None)
+
+    async def _bucket(self, name: str, ttl: float | None) -> Bucket:
+        async with self._opening:
+            if name not in self._buckets:
+                self._buckets[name] = await open_bucket(self._js, name, ttl)
+            return self._buckets[name]
 
     async def ensure_streams(self) -> None:
         """Create the three streams if missing; keep the dead-letter stream's
@@ -203,16 +260,16 @@ class Topology:
                 with TABLE.converting(f"setting max_age of stream {stream}"):
                     await self._js.update_stream(config)
 
-    async def declare(self, subscription: Subscription, max_ack_pending: int | None) -> float:
-        """Create (or check) the queue's two consumers; return the smaller ack_wait
-        they run with, in seconds (an existing consumer keeps its own)."""
+    async def declare(self, subscription: Subscription, max_ack_pending: int | None) -> list[float]:
+        """Create (or check) the queue's two consumers; return the ``ack_wait`` each
+        runs with, in seconds (an existing consumer keeps its own)."""
         name = consumer_name(subscription.queue)
-        description = QUEUE_DESCRIPTION + subscription.queue
+        description = description_of(subscription.queue, subscription.exclusive)
         filters = (
             (self.names.streams.events, self.names.filter_subject(subscription.patterns)),
             (self.names.streams.replay, self.names.replay_subject(subscription.queue)),
         )
-        ack_wait = self._settings.ack_wait
+        ack_waits = []
         for stream, subject in filters:
             info = await self.consumer_info(stream, name)
             if info is None:
@@ -237,6 +294,7 @@ class Topology:
                         f"on NATS, not {subject}: a JetStream 2.9 consumer has one filter that "
                         "cannot be merged; purge the queue (herald destroy) to rebind it"
                     )
+                self._check_exclusive(subscription, info.config.description, stream)
                 pending = info.config.max_ack_pending
                 if max_ack_pending and pending is not None and 0 <= pending < max_ack_pending:
                     pending = max_ack_pending  # raised, never lowered (-1: unlimited)
@@ -244,8 +302,8 @@ class Topology:
                     config = replace(info.config, description=description, max_ack_pending=pending)
                     with TABLE.converting(f"updating consumer {name} on {stream}"):
                         info = await self._js.add_consumer(stream, config)
-            ack_wait = min(ack_wait, info.config.ack_wait or ack_wait)
-        return ack_wait
+            ack_waits.append(info.config.ack_wait or self._settings.ack_wait)
+        return ack_waits
 
     async def too_large(
         self, stream: str, message: Message, headers: Mapping[str, str]
@@ -277,9 +335,9 @@ class Topology:
             with TABLE.converting(f"listing the consumers of {self.names.streams.events}"):
                 page = await self._js.consumers_info(self.names.streams.events, offset)
             for info in page:
-                description = info.config.description or ""
-                if description.startswith(QUEUE_DESCRIPTION):
-                    found[description.removeprefix(QUEUE_DESCRIPTION)] = info.name
+                queue = queue_of(info.config.description)
+                if queue is not None:
+                    found[queue] = info.name
             if len(page) < LIST_PAGE:
                 return found
             offset += len(page)
@@ -291,6 +349,30 @@ class Topology:
                 await self._js.delete_consumer(stream, name)
 
     async def destroy(self) -> None:
-        for stream in self.names.streams.all():
+        self._buckets.clear()
+        for stream in (*self.names.streams.all(), *self.names.buckets.streams()):
             with TABLE.converting(f"deleting stream {stream}"), contextlib.suppress(NotFoundError):
                 await self._js.delete_stream(stream)
+
+    def _check_exclusive(
+        self, subscription: Subscription, description: str | None, stream: str
+    ) -> None:
+        """Refuse to consume an exclusive queue non-exclusively; note the first time
+        an existing queue is declared exclusive."""
+        was = description == description_of(subscription.queue, exclusive=True)
+        if was and not subscription.exclusive:
+            name = consumer_name(subscription.queue)
+            raise ConfigurationError(
+                f"queue {subscription.queue} is exclusive on NATS (declared exclusive=True "
+                "before): consuming it non-exclusively would break its order per key. "
+                "Declare it exclusive, or delete it to start over (loses what waits): "
+                f"nats consumer rm {self.names.streams.events} {name}; "
+                f"nats consumer rm {self.names.streams.replay} {name}"
+            )
+        if subscription.exclusive and not was and stream == self.names.streams.events:
+            log.warning(
+                "queue %s existed without exclusive=True; it is exclusive from now on. "
+                "Processes already consuming it non-exclusively keep doing so until they "
+                "restart",
+                subscription.queue,
+            )
