@@ -14,6 +14,7 @@ import pytest
 from herald.broker import Delivery
 from herald.brokers import broker_from_url
 from herald.brokers.nats import NATSBroker
+from herald.capabilities import QueueStats
 from herald.message import Message
 
 from ...servers import IN_CI, port_open
@@ -21,6 +22,7 @@ from ...servers import IN_CI, port_open
 __all__ = [
     "Relay",
     "connected",
+    "counts_become",
     "eventually",
     "nats_url",
     "next_delivery",
@@ -70,6 +72,24 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def counts_become(
+    broker: NATSBroker, queue: str, wanted: tuple[int, int | None, int | None]
+) -> QueueStats:
+    """The queue's stats once (depth, in_flight, consumers) are ``wanted``: the
+    processes' reports lag their changes by a fraction of a second."""
+    found: list[QueueStats] = []
+
+    async def check() -> bool:
+        found[:] = await broker.inspect_queues([queue])
+        return bool(found) and (found[0].depth, found[0].in_flight, found[0].consumers) == wanted
+
+    try:
+        await eventually(check, f"{queue} to show {wanted}", timeout=10)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen {found}") from None
+    return found[0]
 
 
 def tick(n: int, event_type: str = "employee.created", size: int = 0) -> Message:

@@ -40,6 +40,7 @@ from herald.message import Message
 from .support import (
     Relay,
     connected,
+    counts_become,
     eventually,
     nats_url,
     next_delivery,
@@ -230,25 +231,71 @@ async def test_retries_and_releases_come_back_as_the_next_attempt(broker: NATSBr
     await stream.aclose()
 
 
-async def test_a_crashed_consumers_delivery_comes_back_as_the_next_attempt() -> None:
-    require_nats()
-    url = nats_url(ack_wait="1")
-    crashing, survivor = await connected(url), await connected(url)
+async def test_a_crashed_consumers_delivery_comes_back_as_the_next_attempt(
+    relay: Relay,
+) -> None:
+    namespace = f"tn{uuid.uuid4().hex[:8]}"
+    crashing = await connected(nats_url(port=relay.port, namespace=namespace, ack_wait="1"))
+    survivor = await connected(nats_url(namespace=namespace, ack_wait="1"))
     try:
         await survivor.declare(SUB)
         await survivor.publish([tick(1)])
         stream = crashing.consume(SUB, Prefetch(4))
         taken = await next_delivery(stream)
-        await crashing.close()  # gone without settling: its leases stop with it
-        await stream.aclose()
+        await relay.cut()  # to the server, the consumer is gone: its leases stop
         again = survivor.consume(SUB, Prefetch(4))
         delivery = await next_delivery(again)
         assert (delivery.message.id, delivery.attempt) == (taken.message.id, 2)
         await delivery.ack()
         await again.aclose()
+        await relay.restore()
+        await stream.aclose()
+        await crashing.close()
     finally:
         await survivor.destroy()
         await survivor.close()
+
+
+async def test_closing_the_broker_gives_back_what_it_holds_at_once() -> None:
+    require_nats()
+    url = nats_url(ack_wait="60")  # far longer than next_delivery waits
+    closing, survivor = await connected(url), await connected(url)
+    try:
+        await survivor.declare(SUB)
+        await survivor.publish([tick(1), tick(2)])
+        stream = closing.consume(SUB, Prefetch(1))
+        taken = await next_delivery(stream)  # handed out; the second one waits in the feed
+        await closing.close()  # nothing can settle it any more
+        await stream.aclose()
+        again = survivor.consume(SUB, Prefetch(4))
+        first, second = await next_delivery(again), await next_delivery(again)
+        assert (first.message.id, first.attempt) == (taken.message.id, 2)
+        assert number(second) == 2, "given back in order"
+        await first.ack()
+        await second.ack()
+        await again.aclose()
+    finally:
+        await survivor.destroy()
+        await survivor.close()
+
+
+async def test_a_release_after_the_consumer_stopped_counts_once(broker: NATSBroker) -> None:
+    """nats-server 2.9.10 rolls a consumer back when a message is given back while a
+    pull request of a closed inbox is still registered: the message would come back
+    as a first attempt, counted as both waiting and in flight."""
+    await broker.declare(SUB)
+    await broker.publish([tick(1)])
+    stream = broker.consume(SUB, Prefetch(4))
+    taken = await next_delivery(stream)
+    await stream.aclose()  # as a worker stops: the consumer first, then the release
+    await taken.release()
+    await counts_become(broker, SUB.queue, (1, 0, 0))
+    again = broker.consume(SUB, Prefetch(4))
+    delivery = await next_delivery(again)
+    assert (delivery.message.id, delivery.attempt) == (taken.message.id, 2)
+    await delivery.ack()
+    await again.aclose()
+    await counts_become(broker, SUB.queue, (0, 0, 0))
 
 
 async def test_a_held_delivery_is_not_redelivered_while_its_holder_lives() -> None:

@@ -20,6 +20,7 @@ from herald.errors import BrokerError
 
 from .support import (
     connected,
+    counts_become,
     eventually,
     nats_url,
     next_delivery,
@@ -42,24 +43,6 @@ async def test_capabilities_are_declared(broker: NATSBroker) -> None:
     assert isinstance(broker, DeadLetterAdmin)
     assert isinstance(broker, QueueInspection)
     assert isinstance(broker, ReplyCapable)
-
-
-async def counts_become(
-    broker: NATSBroker, queue: str, wanted: tuple[int, int | None, int | None]
-) -> herald.QueueStats:
-    """The queue's stats once (depth, in_flight, consumers) are ``wanted``: the
-    processes' reports lag their changes by a fraction of a second."""
-    found: list[herald.QueueStats] = []
-
-    async def check() -> bool:
-        found[:] = [await stats_of(broker, queue)]
-        return (found[0].depth, found[0].in_flight, found[0].consumers) == wanted
-
-    try:
-        await eventually(check, f"{queue} to show {wanted}", timeout=10)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last seen {found}") from None
-    return found[0]
 
 
 async def test_queue_inspection_counts_exactly(broker: NATSBroker) -> None:

@@ -2,23 +2,25 @@
 
 NATS 2.9 has no single-active consumer, so the hold is an entry ``hold.<consumer>``
 in the live bucket (:mod:`.state`), created only where there is none (or only a
-delete marker), renewed every :data:`RENEW` seconds with a compare-and-set on its last
-revision, and expiring :data:`.state.LIVE_TTL` seconds after its last renewal.
+delete marker), renewed every quarter of the bucket's ``max_age`` (``TTL``,
+:data:`.state.LIVE_TTL` = 10 s when Herald creates it) with a compare-and-set on its
+last revision, and expiring ``TTL`` seconds after its last renewal.
 
 - **Standing by**: a consume loop that finds the queue held tries again every
-  :data:`POLL` seconds, and at once when the holder deletes its entry (it listens on
-  the entry's subject). It pulls nothing meanwhile.
+  :data:`POLL` seconds (or a quarter of ``TTL``, if shorter), and at once when the
+  holder deletes its entry (it listens on the entry's subject). It pulls nothing
+  meanwhile.
 - **Letting go**: a holder whose consume loop stopped lets go once everything it
   handed out is settled, or ``ack_wait`` after it stopped, whichever comes first;
   it records the queue as released in the holds bucket and deletes its entry.
-- **Dying**: a killed holder's entry expires within ``LIVE_TTL`` of its last renewal.
+- **Dying**: a killed holder's entry expires within ``TTL`` of its last renewal.
   The messages it held stay leased to it until their ``ack_wait`` lapses; JetStream
   then redelivers them before anything newer. So a successor that finds the queue
   recorded as held (not released), with unacked messages, waits the consumer's
   ``ack_wait`` (plus :data:`MARGIN`) before its first pull. A killed holder's
-  successor therefore takes over within ``LIVE_TTL + POLL + ack_wait + MARGIN``
-  seconds (42 with the default ``ack_wait`` of 30).
-- **Losing it alive**: a holder that cannot renew for ``LIVE_TTL - RENEW`` seconds
+  successor therefore takes over within ``TTL + POLL + ack_wait + MARGIN`` seconds
+  (42 with the defaults: ``TTL`` 10, ``ack_wait`` 30).
+- **Losing it alive**: a holder that cannot renew for three quarters of ``TTL``
   (an outage), or finds its entry replaced, has lost the queue: its consume loop ends
   with :class:`herald.BrokerError`, and it stops extending the leases of what it holds,
   so they come back to the new holder after ``ack_wait``.
@@ -39,14 +41,15 @@ from nats.aio.subscription import Subscription as NATSSubscription
 
 from ...errors import BrokerError, HeraldError
 from .errors import TABLE
-from .state import KV_OPERATION, LIVE_TTL, Bucket, Stale
+from .state import KV_OPERATION, Bucket, Stale
 
-__all__ = ["MARGIN", "POLL", "RENEW", "Hold", "Holders"]
+__all__ = ["MARGIN", "POLL", "Hold", "Holders"]
 
 log = logging.getLogger("herald.brokers.nats")
-RENEW = LIVE_TTL / 4
 POLL = 1.0
+"""Seconds between a standby's tries, at most."""
 MARGIN = 1.0
+"""Seconds a successor waits beyond ``ack_wait`` for a dead holder's messages."""
 HELD, RELEASED = "held", "released"
 
 
@@ -62,6 +65,8 @@ class Hold:
         self._holds = holds
         self._consumer = consumer
         self._key = f"hold.{consumer}"
+        self._ttl = live.ttl or 0.0
+        self._renew_every = self._ttl / 4
         self._owner = json.dumps({"owner": owner, "queue": queue}).encode()
         self._revision = 0
         self._record = 0
@@ -86,7 +91,7 @@ class Hold:
             while not await self._try():
                 woken.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(POLL):
+                    async with asyncio.timeout(min(POLL, self._renew_every)):
                         await woken.wait()
         finally:
             with contextlib.suppress(Exception):
@@ -157,19 +162,19 @@ class Hold:
     async def _renew(self) -> None:
         renewed = time.monotonic()
         while True:
-            await asyncio.sleep(RENEW)
+            await asyncio.sleep(self._renew_every)
             sent = time.monotonic()
             try:
                 self._revision = await self._live.put(
-                    self._key, self._owner, last=self._revision, timeout=RENEW
+                    self._key, self._owner, last=self._revision, timeout=self._renew_every
                 )
                 renewed = sent
             except Stale:
                 self._lose("another consumer holds it now")
                 return
             except HeraldError as exc:
-                if time.monotonic() - renewed >= LIVE_TTL - RENEW:
-                    self._lose(f"not renewed for {LIVE_TTL - RENEW:.1f}s ({exc})")
+                if time.monotonic() - renewed >= self._ttl - self._renew_every:
+                    self._lose(f"not renewed for {self._ttl - self._renew_every:.1f}s ({exc})")
                     return
                 log.debug("renewing the hold of %s failed: %s", self.queue, exc)
 

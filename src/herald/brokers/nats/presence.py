@@ -7,9 +7,10 @@ out its delay) stays in that count until it is delivered again, and a standby wa
 for an exclusive queue pulls nothing, so JetStream does not see it at all. So each
 broker writes one entry ``seen.<instance>`` in the live bucket (:mod:`.state`) with,
 per queue, its consume loops (standbys too) and the messages it holds (received and
-not settled): a third of :data:`.state.LIVE_TTL` apart while it has any, and soon
+not settled): a third of the bucket's ``max_age`` apart while it has any, and soon
 after they change (at most every :data:`THROTTLE` seconds). A process that dies stops
-counting when its entry expires, :data:`.state.LIVE_TTL` seconds after its last write.
+counting when its entry expires, ``max_age`` seconds (:data:`.state.LIVE_TTL`) after
+its last write.
 """
 
 from __future__ import annotations
@@ -93,9 +94,10 @@ class Presence:
                 await (await self._bucket()).purge(self.key)
 
     async def _run(self) -> None:
+        every = LIVE_TTL / 3
         while not self._closed:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LIVE_TTL / 3):
+                async with asyncio.timeout(every):
                     await self._changed.wait()
             self._changed.clear()
             snapshot = self.snapshot()
@@ -103,9 +105,10 @@ class Presence:
                 return
             try:
                 bucket = await self._bucket()
+                every = (bucket.ttl or LIVE_TTL) / 3
                 if snapshot:
                     value = json.dumps(snapshot, separators=(",", ":")).encode()
-                    await bucket.put(self.key, value, timeout=LIVE_TTL / 3)
+                    await bucket.put(self.key, value, timeout=every)
                     self._written = True
                 else:
                     await bucket.purge(self.key)

@@ -211,7 +211,14 @@ class Topology:
 
     async def live(self) -> Bucket:
         """The bucket of what lasts only while its process does (:mod:`.state`)."""
-        return await self._bucket(self.names.buckets.live, LIVE_TTL)
+        bucket = await self._bucket(self.names.buckets.live, LIVE_TTL)
+        if not bucket.ttl or bucket.ttl < 1:
+            raise ConfigurationError(
+                f"key-value bucket {bucket.name} keeps its entries for "
+                f"{bucket.ttl or 'ever'}: Herald needs them to expire (max_age of at "
+                f"least 1 s, {LIVE_TTL:.0f} s when Herald creates it); recreate it"
+            )
+        return bucket
 
     async def holds(self) -> Bucket:
         """The bucket of how each exclusive queue was last left (:mod:`.state`)."""
