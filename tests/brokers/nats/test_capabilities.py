@@ -208,3 +208,21 @@ async def test_the_runtime_dead_letters_what_the_adapter_could_not_decode(raw: C
             await worker.stop()
         finally:
             await broker.destroy()
+
+
+async def test_destroy_leaves_nothing_behind_while_consumers_still_report(raw: Client) -> None:
+    require_nats()
+    namespace = f"tnleak{uuid.uuid4().hex[:8]}"
+    broker = await connected(nats_url(namespace=namespace))
+    await broker.declare(PAYROLL)
+    await broker.publish([tick(n) for n in range(3)])
+    stream = broker.consume(PAYROLL, Prefetch(messages=2))
+    held = await next_delivery(stream)
+    await counts_become(broker, PAYROLL.queue, (1, 2, 1))
+    await broker.destroy()
+    await held.ack()  # this process's report changes after the destroy
+    await asyncio.sleep(1.0)
+    left = [info.config.name for info in await raw.jetstream().streams_info()]
+    await stream.aclose()
+    await broker.close()
+    assert [name for name in left if namespace in name] == []

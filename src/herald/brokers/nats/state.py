@@ -130,19 +130,24 @@ class Bucket:
         raise AssertionError("unreachable")
 
 
-async def open_bucket(js: JetStreamContext, name: str, ttl: float | None) -> Bucket:
+async def open_bucket(
+    js: JetStreamContext, name: str, ttl: float | None, may_create: Callable[[], bool]
+) -> Bucket:
     """The bucket ``name``, created (file storage, one revision per key, entries kept
-    ``ttl`` seconds or for ever) if missing. An existing bucket keeps its own ``ttl``."""
+    ``ttl`` seconds or for ever) if missing and ``may_create()``, now or when it is
+    found deleted later. An existing bucket keeps its own ``ttl``."""
 
     async def ensure() -> None:
-        bucket.ttl = await _ensure(js, name, ttl)
+        bucket.ttl = await _ensure(js, name, ttl, may_create)
 
     bucket = Bucket(js, name, ttl, ensure)
     await ensure()
     return bucket
 
 
-async def _ensure(js: JetStreamContext, name: str, ttl: float | None) -> float | None:
+async def _ensure(
+    js: JetStreamContext, name: str, ttl: float | None, may_create: Callable[[], bool]
+) -> float | None:
     stream = f"KV_{name}"
     for _ in range(3):
         with TABLE.converting(f"reading bucket {name}"):
@@ -152,6 +157,8 @@ async def _ensure(js: JetStreamContext, name: str, ttl: float | None) -> float |
                 info = None
         if info is not None:
             return info.config.max_age or None
+        if not may_create():
+            raise BrokerError(f"bucket {name} was deleted with its namespace")
         config = api.KeyValueConfig(
             bucket=name,
             description="herald: consumers' shared state",

@@ -208,6 +208,7 @@ class Topology:
         self.names = settings.names
         self._buckets: dict[str, Bucket] = {}
         self._opening = asyncio.Lock()
+        self._destroyed = False
 
     async def live(self) -> Bucket:
         """The bucket of what lasts only while its process does (:mod:`.state`)."""
@@ -227,7 +228,9 @@ class Topology:
     async def _bucket(self, name: str, ttl: float | None) -> Bucket:
         async with self._opening:
             if name not in self._buckets:
-                self._buckets[name] = await open_bucket(self._js, name, ttl)
+                self._buckets[name] = await open_bucket(
+                    self._js, name, ttl, lambda: not self._destroyed
+                )
             return self._buckets[name]
 
     async def ensure_streams(self) -> None:
@@ -356,6 +359,9 @@ class Topology:
                 await self._js.delete_consumer(stream, name)
 
     async def destroy(self) -> None:
+        """Delete the namespace's streams and buckets; this broker creates no bucket
+        afterwards (what still reports or holds fails instead)."""
+        self._destroyed = True
         self._buckets.clear()
         for stream in (*self.names.streams.all(), *self.names.buckets.streams()):
             with TABLE.converting(f"deleting stream {stream}"), contextlib.suppress(NotFoundError):
