@@ -325,6 +325,42 @@ async def test_a_held_delivery_is_not_redelivered_while_its_holder_lives() -> No
         await other.close()
 
 
+async def test_releasing_then_stopping_at_once_keeps_the_counts_exact(
+    broker: NATSBroker,
+) -> None:
+    """The releases free slots, the feed sends a pull, and the consumer stops right
+    away: nats-server 2.9.10 must not hand the released messages to that pull after
+    its inbox is gone (it would roll the consumer back, see the test above: a message
+    counted twice, a release coming back as a first attempt). What the pull brought
+    in is given back with the rest, as its next attempt."""
+    for round_ in range(10):
+        queue = Subscription("payroll", f"round{round_}", ("employee.created",))
+        await broker.declare(queue)
+        await broker.publish([tick(n) for n in range(5)])
+        taken: list[Delivery] = []
+
+        async def take(queue: Subscription = queue, taken: list[Delivery] = taken) -> None:
+            async for delivery in broker.consume(queue, Prefetch(messages=2)):
+                taken.append(delivery)
+
+        taker = asyncio.create_task(take())
+        await eventually(lambda taken=taken: len(taken) == 2, "two taken")  # type: ignore[misc]
+        for delivery in taken[:2]:
+            await delivery.release()
+        taker.cancel()  # as a worker stops: right after the releases
+        await asyncio.gather(taker, return_exceptions=True)
+        await counts_become(broker, queue.queue, (5, 0, 0))
+        again = broker.consume(queue, Prefetch(messages=8))
+        seen = [await next_delivery(again) for _ in range(5)]
+        assert sorted(number(d) for d in seen) == [0, 1, 2, 3, 4], f"round {round_}"
+        attempts = {number(d): d.attempt for d in seen}
+        assert min(attempts[0], attempts[1]) >= 2, f"round {round_}: {attempts}"
+        for delivery in seen:
+            await delivery.ack()
+        await again.aclose()
+        await counts_become(broker, queue.queue, (0, 0, 0))
+
+
 async def test_the_window_bounds_unsettled_messages(broker: NATSBroker) -> None:
     await broker.declare(SUB)
     await broker.publish([tick(n) for n in range(5)])

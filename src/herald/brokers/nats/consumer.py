@@ -219,9 +219,8 @@ class PullFeed:
         request before that makes it roll the consumer's position back by one: the
         last message it delivered new counts as never delivered (and also as unacked,
         if it was) and comes again as a first attempt. The pause before unsubscribing
-        (:data:`QUIET`) makes that race rare (in 60 tries of the contract scenario's
-        release-then-close, none; 1 in 30 with the round trip alone); it cannot rule it
-        out.
+        (:data:`QUIET`) makes that race rare (none in 110 release-then-stop rounds; 1 in
+        30 with the round trip alone, most rounds with neither); it cannot rule it out.
         """
         if not self._nc.is_connected:
             return
