@@ -145,6 +145,7 @@ async def test_a_killed_holders_successor_takes_over_in_order_within_the_bound(
         )
         for delivery in taken:
             await delivery.ack()
+        await counts_become(broker, queue.queue, (0, 0, 1))  # nothing comes twice
         await successor.aclose()
     finally:
         if child is not None and child.returncode is None:
