@@ -2,9 +2,11 @@
 
 ``amqp://user:pass@host1:5672,host2:5673/vhost?namespace=ns&exchange=events``
 with ``queue_type=classic|quorum``, ``heartbeat`` (s), ``prefetch`` (overrides the
-consumer's), ``confirm_timeout`` (s), ``reconnect_timeout`` (s: how long an
-operation waits for a lost connection to come back), ``connect_timeout`` (s) and,
-for amqps, ``cafile``, ``certfile``, ``keyfile``, ``verify``.
+consumer's message count), ``confirm_timeout`` (s), ``reconnect_timeout`` (s: how
+long an operation waits for a lost connection to come back), ``connect_timeout``
+(s), ``dlq_retention`` (s, 0 = for ever), ``management`` (the management API's
+URL, for queue inspection) and, for amqps, ``cafile``, ``certfile``, ``keyfile``,
+``verify``.
 
 One durable topic exchange, routing key = event type; one durable queue per
 subscription bound with its patterns; TTL queues for delayed retries; one
@@ -15,27 +17,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
-from typing import TypeVar, TypeVarTuple
+from typing import Self, TypeVar, TypeVarTuple
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
-from ..broker import Broker, Delivery, Features, ProgressCallback, Subscription
-from ..deadletter import DeadLetter, DeadLetterReason
-from ..errors import BrokerError, DecodeError, HeraldError, PublishError
-from ..message import Message
-from ..url import BrokerURL
-from ..wire import CE_PREFIX
-from .amqp_connection import AMQPConnection, describe_error
-from .amqp_consumer import consume_queue
-from .amqp_deadletters import DeadLetterQueue
-from .amqp_publisher import Outgoing, Publisher
-from .amqp_rpc import DirectReplyTransport, is_direct_reply_address
-from .amqp_settings import AMQPSettings
-from .amqp_topology import Topology, delay_bucket
-from .amqp_wire import header_text, properties_for
+from ...broker import Broker, Delivery, Features, Prefetch, ProgressCallback, Subscription
+from ...capabilities import QueueStats
+from ...deadletter import DeadLetter
+from ...errors import DecodeError, HeaderError, HeraldError, MessageError, PublishError
+from ...message import Message
+from .connection import AMQPConnection
+from .consumer import Flow, Intake, consume
+from .deadletters import DeadLetterQueue
+from .delivery import AMQPDelivery, Releases
+from .errors import describe
+from .inspection import Inspector
+from .publisher import Outgoing, Publisher
+from .replies import DirectReplyTransport, send_reply
+from .settings import AMQPSettings
+from .topology import Opener, Topology, delay_bucket, is_reply_address
+from .wire import (
+    DELIVERY_COUNT,
+    attempt_header,
+    attempt_of,
+    best_effort,
+    delivery_count,
+    properties_for,
+    read,
+)
 
 __all__ = ["AMQPBroker"]
 
@@ -43,36 +56,44 @@ log = logging.getLogger("herald.amqp")
 
 R = TypeVar("R")
 Args = TypeVarTuple("Args")
+MiB = 1024 * 1024
 
 
 class AMQPBroker(Broker):
-    """RabbitMQ through aiormq, with its own connection recovery."""
+    """RabbitMQ through aiormq, with its own connection recovery.
 
-    scheme = "amqp"
+    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection` and
+    :class:`herald.ReplyCapable` (RabbitMQ's direct reply-to).
+    """
+
+    schemes = ("amqp", "amqps")
     features = Features(
         persistent=True,
         multi_process=True,
-        restartable=True,
         retry_headers=True,
         counts_redelivery=True,
-        max_message_bytes=16 * 1024 * 1024,
+        release_counts_attempt=False,
+        max_message_bytes=16 * MiB,
     )
 
     def __init__(self, settings: AMQPSettings) -> None:
         self.settings = settings
         self.topology = Topology(settings)
         self.connection = AMQPConnection(settings, on_connected=self._on_connected)
+        self.errors = self.connection.errors
         self.publisher = Publisher(self.connection)
+        self.releases = Releases()
         self._dead = DeadLetterQueue(
-            settings, self.connection, self.publisher, self.topology.declare_dead_letter_queue
+            settings, self.connection, self.publisher, self._declare_dead_letters
         )
+        self._inspector = Inspector(settings, self.connection)
         self._control: AbstractChannel | None = None
         self._control_lock = asyncio.Lock()
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_url(cls, url: BrokerURL) -> AMQPBroker:
+    def from_url(cls, url: str) -> Self:
         return cls(AMQPSettings.from_url(url))
 
     def __repr__(self) -> str:
@@ -94,18 +115,9 @@ class AMQPBroker(Broker):
                 await control.close()
         await self.connection.close()
 
-    async def publish(self, messages: Sequence[Message]) -> None:
-        limit = self.features.max_message_bytes
+    async def _publish(self, messages: Sequence[Message]) -> None:
         exchange = self.topology.exchange
-        items = []
-        for message in messages:
-            if len(message.body) > limit:
-                raise PublishError(
-                    f"message {message.id} has {len(message.body)} bytes; the limit is {limit}"
-                )
-            items.append(Outgoing(exchange, message.type, message.body, properties_for(message)))
-        if not items:
-            return
+        items = [Outgoing(exchange, m.type, m.body, properties_for(m)) for m in messages]
         try:
             await self.publisher.publish(items)
         except PublishError as exc:
@@ -116,17 +128,26 @@ class AMQPBroker(Broker):
             await self.publisher.publish(items)
 
     async def declare(self, subscription: Subscription) -> None:
-        await self._declaring(self._declare_for_consumer, subscription)
+        if subscription.durable:
+            await self._declaring(self.topology.declare_subscription, subscription)
+        else:
+            await self._declaring(self._declare_transient, subscription)
 
-    def consume(self, subscription: Subscription, prefetch: int) -> AsyncGenerator[Delivery, None]:
-        return consume_queue(
-            self.connection,
-            self,
-            subscription,
-            self.settings.prefetch or prefetch,
-            self._declare_for_consumer,
-            self._dead_letter_undecodable,
+    def consume(
+        self, subscription: Subscription, prefetch: Prefetch
+    ) -> AsyncGenerator[Delivery, None]:
+        if self.settings.prefetch:
+            prefetch = Prefetch(self.settings.prefetch, prefetch.bytes)
+        flow = Flow(prefetch, self.features.max_message_bytes)
+        deliver = functools.partial(self._delivery, subscription)
+        return consume(
+            self.connection, subscription, flow, self._consumer_queue, deliver, self._released
         )
+
+    async def destroy(self) -> None:
+        await self._declaring(self.topology.destroy)
+
+    # -- dead letters (DeadLetterAdmin) ---------------------------------------------
 
     async def dead_letters(self, service: str, limit: int | None = None) -> list[DeadLetter]:
         return await self._dead.read(service, limit)
@@ -142,33 +163,32 @@ class AMQPBroker(Broker):
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         return await self._dead.purge(service, ids)
 
+    # -- queue inspection (QueueInspection) -----------------------------------------
+
+    async def inspect_queues(self, queues: Collection[str] | None = None) -> list[QueueStats]:
+        return await self._inspector.inspect(queues)
+
+    # -- direct reply-to (ReplyCapable) ---------------------------------------------
+
     def reply_transport(self) -> DirectReplyTransport:
         return DirectReplyTransport(
             self.connection,
             self.topology.exchange,
             self.features.max_message_bytes,
-            self._redeclare_topology,
+            functools.partial(self._declaring, self.topology.redeclare),
         )
 
-    async def send_reply(self, reply_to: str, reply: Message) -> None:
-        if not is_direct_reply_address(reply_to):
-            await super().send_reply(reply_to, reply)
-            return
-        channel = await self._control_channel()
-        try:
-            await channel.basic_publish(
-                reply.body,
-                exchange="",
-                routing_key=reply_to,
-                properties=properties_for(reply),
-                mandatory=False,
-            )
-        except Exception as exc:
-            reason = describe_error(exc, self.settings)
-            raise PublishError(f"sending the reply to {reply_to} failed: {reason}") from exc
+    def is_reply_address(self, address: str) -> bool:
+        return is_reply_address(address)
 
-    async def destroy(self) -> None:
-        await self._declaring(self.topology.destroy)
+    async def send_reply(self, address: str, reply: Message) -> None:
+        if not is_reply_address(address):
+            raise HeaderError(f"{address[:100]!r} is not a direct reply-to address")
+        channel = await self._control_channel()
+        with self.errors.converting(f"sending the reply to {address}", PublishError):
+            await send_reply(channel, address, reply)
+
+    # -- what deliveries need (delivery.Settler) ------------------------------------
 
     async def requeue_later(
         self, queue: str, message: Message, attempt: int, delay: float, transient: bool
@@ -185,38 +205,86 @@ class AMQPBroker(Broker):
         await self.publisher.publish([item])
 
     async def store_dead_letter(self, service: str, stored: Message) -> None:
-        queue = await self._declaring(self.topology.declare_dead_letter_queue, service)
+        queue = await self._declare_dead_letters(service)
         await self.publisher.publish([Outgoing("", queue, stored.body, properties_for(stored))])
+
+    # -- internals ------------------------------------------------------------------
+
+    def _delivery(
+        self, subscription: Subscription, intake: Intake, item: DeliveredMessage, queue: str
+    ) -> AMQPDelivery:
+        raw = item.header.properties.headers or {}
+        redelivered = bool(getattr(item.delivery, "redelivered", False))
+        error: MessageError | None = None
+        attempt = 1
+        try:
+            message = read(item)
+        except DecodeError as exc:
+            message, error = best_effort(item), exc
+        else:
+            try:
+                base = attempt_header(raw)
+                counted = self.settings.queue_type == "quorum" and DELIVERY_COUNT in raw
+                count = delivery_count(raw) if counted else None
+            except HeaderError as exc:
+                error = exc
+            else:
+                released = (
+                    self.releases.excuse(queue, message.id, counted=counted) if redelivered else 0
+                )
+                attempt = attempt_of(base, redelivered=redelivered, count=count, released=released)
+        return AMQPDelivery(
+            message,
+            subscription,
+            attempt,
+            error=error,
+            intake=intake,
+            tag=item.delivery_tag or 0,
+            queue=queue,
+            settler=self,
+        )
+
+    def _released(self, queue: str, item: DeliveredMessage) -> None:
+        """A message received but never handed out was given back."""
+        try:
+            message_id = read(item).id
+        except DecodeError:
+            message_id = best_effort(item).id
+        self.releases.note(queue, message_id)
+
+    async def _consumer_queue(self, channel: AbstractChannel, sub: Subscription) -> str:
+        if sub.durable:
+            return await self._declaring(self.topology.declare_subscription, sub)
+        with self.errors.converting(f"declaring {sub.queue}"):
+            return await self.topology.declare_transient(channel, sub)
+
+    async def _declare_transient(self, channel: Opener, sub: Subscription) -> str:
+        return await self.topology.declare_transient(await channel(), sub)
+
+    async def _declare_dead_letters(self, service: str) -> str:
+        return await self._declaring(self.topology.declare_dead_letter_queue, service)
 
     async def _on_connected(self, conn: AbstractConnection) -> None:
         self._control = None
-        channel = await conn.channel(publisher_confirms=False)
+        channels: list[AbstractChannel] = []
+
+        async def channel() -> AbstractChannel:
+            if not channels or channels[-1].is_closed:
+                channels.append(await conn.channel(publisher_confirms=False))
+            return channels[-1]
+
         try:
             await self.topology.redeclare(channel)
         except aiormq.AMQPChannelError as exc:
-            log.error("declaring the topology again failed: %s", describe_error(exc, self.settings))
+            log.error("declaring the topology again failed: %s", describe(exc, self.settings))
         finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
+            for opened in channels:
+                with contextlib.suppress(Exception):
+                    await opened.close()
 
-    async def _declare_for_consumer(self, channel: AbstractChannel, sub: Subscription) -> str:
-        if sub.durable:
-            return await self.topology.declare_subscription(channel, sub)
-        return await self.topology.declare_transient(channel, sub)
-
-    async def _redeclare_topology(self) -> None:
-        await self._declaring(self.topology.redeclare)
-
-    async def _declaring(
-        self, declare: Callable[[AbstractChannel, *Args], Awaitable[R]], *args: *Args
-    ) -> R:
-        channel = await self._control_channel()
-        try:
-            return await declare(channel, *args)
-        except HeraldError:
-            raise
-        except Exception as exc:
-            raise BrokerError(f"declaring failed: {describe_error(exc, self.settings)}") from exc
+    async def _declaring(self, declare: Callable[[Opener, *Args], Awaitable[R]], *args: *Args) -> R:
+        with self.errors.converting("declaring"):
+            return await declare(self._control_channel, *args)
 
     async def _control_channel(self) -> AbstractChannel:
         async with self._control_lock:
@@ -242,17 +310,3 @@ class AMQPBroker(Broker):
             await self.publisher.publish([item])
         except HeraldError as exc:
             log.warning("retry of %s lost: %s", item.properties.message_id, exc)
-
-    async def _dead_letter_undecodable(
-        self, sub: Subscription, item: DeliveredMessage, error: DecodeError
-    ) -> None:
-        raw = item.header.properties.headers or {}
-        headers = {
-            str(name): header_text(value)
-            for name, value in raw.items()
-            if not str(name).startswith((CE_PREFIX, "cloudEvents:", "ce-", "ce_"))
-        }
-        message = Message(type=item.routing_key or "undecodable", body=item.body, headers=headers)
-        reason = DeadLetterReason(sub.queue, "DecodeError", str(error), 1)
-        log.error("dead-lettered an undecodable message from %s: %s", sub.queue, error)
-        await self.store_dead_letter(sub.service, DeadLetter(message, reason).to_stored())

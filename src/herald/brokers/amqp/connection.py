@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
-from ..errors import BrokerError, ConnectionLostError, HeraldError
-from .amqp_settings import AMQPSettings
+from ...errors import BrokerError, ConnectionLostError
+from .errors import describe, error_table
+from .settings import AMQPSettings
 
-__all__ = ["AMQPConnection", "describe_error"]
+__all__ = ["AMQPConnection"]
 
 log = logging.getLogger("herald.amqp")
 
@@ -37,6 +38,7 @@ class AMQPConnection:
 
     def __init__(self, settings: AMQPSettings, on_connected: ConnectedHook | None = None) -> None:
         self.settings = settings
+        self.errors = error_table(settings)
         self.generation = 0
         """How many times a connection was established (1 after the first)."""
         self._on_connected = on_connected
@@ -56,15 +58,8 @@ class AMQPConnection:
             return
         self._closed = False
         conn = await self._open_any()
-        try:
+        with self.errors.converting(f"setting up the connection to {self._where()}", BrokerError):
             await self._established(conn)
-        except HeraldError:
-            raise
-        except Exception as exc:
-            raise BrokerError(
-                f"connected to {self._where()} but setting up failed: "
-                f"{describe_error(exc, self.settings)}"
-            ) from exc
 
     async def channel(self, *, confirms: bool = False) -> AbstractChannel:
         """A new channel on the live connection, waiting for a reconnect if needed."""
@@ -76,7 +71,7 @@ class AMQPConnection:
                 return await conn.channel(publisher_confirms=confirms)
             except Exception as exc:
                 if not conn.is_closed:
-                    raise BrokerError(f"cannot open a channel: {describe_error(exc)}") from exc
+                    raise self.errors.convert(exc, "opening a channel", BrokerError) from exc
             await asyncio.sleep(0)
 
     async def wait_connected(self, deadline: float) -> AbstractConnection:
@@ -137,7 +132,7 @@ class AMQPConnection:
                 raise
             reason = "closed"
         except Exception as exc:
-            reason = describe_error(exc, self.settings)
+            reason = describe(exc, self.settings)
         if self._closed:
             return
         self._ready.clear()
@@ -155,7 +150,7 @@ class AMQPConnection:
                 continue
             except Exception as exc:
                 log.warning(
-                    "reconnect attempt %d failed: %s", attempt, describe_error(exc, self.settings)
+                    "reconnect attempt %d failed: %s", attempt, describe(exc, self.settings)
                 )
                 continue
             log.warning("reconnected to %s after %d attempt(s)", self._where(), attempt)
@@ -178,7 +173,7 @@ class AMQPConnection:
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await conn.close()
-                problems.append(f"{host}:{port}: {describe_error(exc, settings)}")
+                problems.append(f"{host}:{port}: {describe(exc, settings)}")
                 continue
             self._endpoint = index
             return conn
@@ -194,17 +189,3 @@ class AMQPConnection:
 
 def _connection_name(settings: AMQPSettings) -> str:
     return f"herald ns={settings.namespace or '-'} pid={os.getpid()}"
-
-
-def describe_error(exc: BaseException, settings: AMQPSettings | None = None) -> str:
-    """A one-line, credential-free account of a driver error."""
-    if isinstance(exc, aiormq.AuthenticationError | aiormq.ProbableAuthenticationError):
-        text = "authentication failed (wrong username or password?)"
-    elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        text = "timed out"
-    elif isinstance(exc, aiormq.AMQPError) and exc.args:
-        text = " ".join(str(arg) for arg in exc.args if not isinstance(arg, bytes))
-        text = f"{type(exc).__name__}: {text}"
-    else:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return settings.scrub(text) if settings is not None else text
