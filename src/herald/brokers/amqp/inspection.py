@@ -132,13 +132,13 @@ class Inspector:
             if match:
                 retrying[match["queue"]] += _count(row, "messages")
         if queues is None:
-            skip = {self._settings.name("herald-registry")} | set(retrying)
+            registry = self._settings.name("herald-registry")
             names = [
                 self._settings.herald_name(n)
                 for n in own
                 if n.startswith(prefix)
                 and not n.startswith("amq.")
-                and n not in skip
+                and n != registry
                 and not _RETRY.fullmatch(n)
                 and not n.endswith(".dlq")
             ]
