@@ -25,12 +25,20 @@ from typing import Self, TypeVar, TypeVarTuple
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
-from ...broker import Broker, Delivery, Features, Prefetch, ProgressCallback, Subscription
+from ...broker import (
+    Broker,
+    Delivery,
+    Features,
+    Prefetch,
+    ProgressCallback,
+    Subscription,
+    dead_letter_queue,
+)
 from ...capabilities import QueueStats
 from ...deadletter import DeadLetter
 from ...errors import DecodeError, HeaderError, HeraldError, MessageError, PublishError
 from ...message import Message
-from .connection import AMQPConnection
+from .connection import AMQPConnection, Opener
 from .consumer import Flow, Intake, consume
 from .deadletters import DeadLetterQueue
 from .delivery import AMQPDelivery, Releases
@@ -39,7 +47,7 @@ from .inspection import Inspector
 from .publisher import Outgoing, Publisher
 from .replies import DirectReplyTransport, send_reply
 from .settings import AMQPSettings
-from .topology import Opener, Topology, delay_bucket, is_reply_address
+from .topology import Topology, delay_bucket, is_reply_address
 from .wire import (
     DELIVERY_COUNT,
     attempt_header,
@@ -129,7 +137,7 @@ class AMQPBroker(Broker):
 
     async def declare(self, subscription: Subscription) -> None:
         if subscription.durable:
-            await self._declaring(self.topology.declare_subscription, subscription)
+            await self._declare_durable(subscription)
         else:
             await self._declaring(self._declare_transient, subscription)
 
@@ -254,15 +262,27 @@ class AMQPBroker(Broker):
 
     async def _consumer_queue(self, channel: AbstractChannel, sub: Subscription) -> str:
         if sub.durable:
-            return await self._declaring(self.topology.declare_subscription, sub)
+            return await self._declare_durable(sub)
         with self.errors.converting(f"declaring {sub.queue}"):
             return await self.topology.declare_transient(channel, sub)
 
     async def _declare_transient(self, channel: Opener, sub: Subscription) -> str:
         return await self.topology.declare_transient(await channel(), sub)
 
+    async def _declare_durable(self, sub: Subscription) -> str:
+        if self.topology.subscription_arguments(sub):  # they name the dead-letter queue
+            await self._declare_dead_letters(sub.service)
+        return await self._declaring(self.topology.declare_subscription, sub)
+
     async def _declare_dead_letters(self, service: str) -> str:
-        return await self._declaring(self.topology.declare_dead_letter_queue, service)
+        """On a connection aside: a queue declared earlier with other arguments makes
+        the server close the channel (see :meth:`AMQPConnection.aside`)."""
+        name = self.settings.name(dead_letter_queue(service))
+        if name in self.topology.dead_letters:
+            return name
+        with self.errors.converting(f"declaring {name}"):
+            async with self.connection.aside() as channel:
+                return await self.topology.declare_dead_letter_queue(channel, service)
 
     async def _on_connected(self, conn: AbstractConnection) -> None:
         self._control = None

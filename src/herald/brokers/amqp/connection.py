@@ -5,6 +5,13 @@ Users ask for a channel; while the connection is down they wait for the next one
 (at most ``reconnect_timeout`` seconds, then :class:`ConnectionLostError`). After
 every (re)connect the ``on_connected`` hook runs before anyone gets a channel,
 which is where the broker declares its topology again.
+
+Operations the server may answer by closing their channel (a passive declaration
+of a missing queue, a declaration with other arguments) run :meth:`aside`, on a
+short-lived connection of their own: aiormq frees a channel's number as soon as the
+server's ``Channel.Close`` arrives, before it sends the ``CloseOk``, so a channel
+opened meanwhile on the same connection can get that number, and RabbitMQ then
+closes the whole connection (``second 'channel.open' seen``).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
@@ -23,7 +30,7 @@ from ...errors import BrokerError, ConnectionLostError
 from .errors import describe, error_table
 from .settings import AMQPSettings
 
-__all__ = ["AMQPConnection"]
+__all__ = ["AMQPConnection", "Opener"]
 
 log = logging.getLogger("herald.amqp")
 
@@ -31,6 +38,9 @@ BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 
 ConnectedHook = Callable[[AbstractConnection], Awaitable[None]]
+Opener = Callable[[], Awaitable[AbstractChannel]]
+"""Gives a usable channel: the same one while it stays open, a new one after an error
+closed it."""
 
 
 class AMQPConnection:
@@ -73,6 +83,43 @@ class AMQPConnection:
                 if not conn.is_closed:
                     raise self.errors.convert(exc, "opening a channel", BrokerError) from exc
             await asyncio.sleep(0)
+
+    @contextlib.asynccontextmanager
+    async def aside(self) -> AsyncIterator[Opener]:
+        """Channels on a connection of their own, closed on exit; one call at a time."""
+        loop = asyncio.get_running_loop()
+        await self.wait_connected(loop.time() + self.settings.reconnect_timeout)
+        conn = await self._open_any()
+        channels: list[AbstractChannel] = []
+
+        async def channel() -> AbstractChannel:
+            if not channels or channels[-1].is_closed:
+                channels.append(await conn.channel(publisher_confirms=False))
+            return channels[-1]
+
+        try:
+            yield channel
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def probe(self, names: Sequence[str]) -> list[tuple[int, int] | None]:
+        """(ready messages, consumers) of each queue; None where there is no such queue
+        (or it is another connection's exclusive queue)."""
+        found: list[tuple[int, int] | None] = []
+        with self.errors.converting("inspecting queues"):
+            async with self.aside() as channel:
+                for name in names:
+                    opened = await channel()
+                    try:
+                        ok = await opened.queue_declare(name, passive=True)
+                    except (aiormq.ChannelNotFoundEntity, aiormq.ChannelLockedResource):
+                        with contextlib.suppress(Exception):
+                            await opened.close()
+                        found.append(None)
+                    else:
+                        found.append((int(ok.message_count or 0), int(ok.consumer_count or 0)))
+        return found
 
     async def wait_connected(self, deadline: float) -> AbstractConnection:
         """The live connection; raises ConnectionLostError after ``deadline`` (loop time)."""

@@ -45,13 +45,15 @@ from ...window import Window
 from .connection import AMQPConnection
 from .errors import consumer_timed_out, describe
 
-__all__ = ["ACK_DELAY", "Declarer", "Deliverer", "Flow", "Intake", "consume"]
+__all__ = ["ACK_DELAY", "CANCEL_TIMEOUT", "Declarer", "Deliverer", "Flow", "Intake", "consume"]
 
 log = logging.getLogger("herald.amqp")
 
 ACK_DELAY = 0.002
 """Seconds an ack may wait to be sent with others."""
 SIZES_SEEN = 32
+CANCEL_TIMEOUT = 10.0
+"""Seconds to wait for a ``basic.cancel`` to be confirmed (a dead peer never does)."""
 _CLOSED = object()
 _CANCELLED = object()
 _WAKE = object()
@@ -175,7 +177,7 @@ class Intake:
         """Cancel the consumer; what it was sent stays held until settled."""
         tag, self.tag = self.tag, None
         if tag is not None and not self.channel.is_closed:
-            await self.channel.basic_cancel(tag)
+            await self.channel.basic_cancel(tag, timeout=CANCEL_TIMEOUT)
 
     async def _received(self, item: DeliveredMessage) -> None:
         self.held += 1
@@ -235,14 +237,12 @@ class Intake:
             self.close_soon()
 
     async def _give_back(self, items: list[DeliveredMessage], released: Released) -> None:
+        with contextlib.suppress(Exception):  # a closed channel gives them back anyway
+            for item in items:
+                await self.nack(item.delivery_tag or 0)
         for item in items:
             released(item)
             self.done(len(item.body), handed_out=False)
-        if self.channel.is_closed:
-            return
-        with contextlib.suppress(Exception):
-            for item in items:
-                await self.nack(item.delivery_tag or 0)
 
     def close_soon(self) -> None:
         if not self._closing and not self.channel.is_closed:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import re
 import ssl
@@ -30,8 +29,6 @@ from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import aiormq
-
 from ...capabilities import QueueStats
 from ...errors import CapabilityError
 from .connection import AMQPConnection
@@ -40,10 +37,7 @@ from .topology import DELAY_BUCKETS_MS, retry_queue_name
 
 __all__ = ["Inspector"]
 
-PROBES = 32
-"""Passive declarations in flight at once (each on a channel of its own)."""
 _RETRY = re.compile(r"(?P<queue>.+)\.retry\.\d+ms")
-_NO_SUCH_QUEUE = (aiormq.ChannelNotFoundEntity, aiormq.ChannelLockedResource)
 _COLUMNS = "name,messages_ready,messages_unacknowledged,messages,consumers,head_message_timestamp"
 
 
@@ -53,7 +47,6 @@ class Inspector:
     def __init__(self, settings: AMQPSettings, connection: AMQPConnection) -> None:
         self._settings = settings
         self._connection = connection
-        self._probes = asyncio.Semaphore(PROBES)
 
     async def inspect(self, queues: Collection[str] | None) -> list[QueueStats]:
         management = self._settings.management
@@ -65,35 +58,21 @@ class Inspector:
                 "management=http://HOST:15672 to the broker URL (and enable the "
                 "rabbitmq_management plugin), or name the queues to inspect"
             )
-        found = await asyncio.gather(*(self._over_amqp(name) for name in sorted(set(queues))))
-        return [stats for stats in found if stats is not None]
-
-    async def _over_amqp(self, queue: str) -> QueueStats | None:
-        server = self._settings.name(queue)
-        retries = [retry_queue_name(server, ms) for ms in DELAY_BUCKETS_MS]
-        main, *waiting = await asyncio.gather(*(self._probe(n) for n in [server, *retries]))
-        if main is None:
-            return None
-        ready, consumers = main
-        depth = ready + sum(found[0] for found in waiting if found is not None)
-        return QueueStats(queue, depth, None, consumers, 0.0 if ready == 0 else None)
-
-    async def _probe(self, name: str) -> tuple[int, int] | None:
-        """(ready messages, consumers) of a queue, None when it does not exist (or is
-        another connection's exclusive queue)."""
-        async with self._probes:
-            channel = await self._connection.channel()
-            try:
-                with self._connection.errors.converting(f"inspecting {name}"):
-                    ok = await channel.queue_declare(name, passive=True)
-            except Exception as exc:
-                if isinstance(exc.__cause__, _NO_SUCH_QUEUE):
-                    return None
-                raise
-            finally:
-                with contextlib.suppress(Exception):
-                    await channel.close()
-        return int(ok.message_count or 0), int(ok.consumer_count or 0)
+        names = sorted(set(queues))
+        group = 1 + len(DELAY_BUCKETS_MS)  # the queue, then its retry queues
+        probes = []
+        for name in names:
+            server = self._settings.name(name)
+            probes += [server, *(retry_queue_name(server, ms) for ms in DELAY_BUCKETS_MS)]
+        found = await self._connection.probe(probes)
+        stats = []
+        for index, name in enumerate(names):
+            main, *waiting = found[index * group : (index + 1) * group]
+            if main is not None:
+                ready, consumers = main
+                depth = ready + sum(w[0] for w in waiting if w is not None)
+                stats.append(QueueStats(name, depth, None, consumers, 0.0 if ready == 0 else None))
+        return stats
 
     async def _fetch(self, management: Management) -> list[Mapping[str, Any]]:
         vhost = quote(self._settings.vhost, safe="")
@@ -150,7 +129,7 @@ class Inspector:
             server = self._settings.name(queue)
             row = own[server]
             if "messages_ready" not in row:  # too new to have stats yet: ask the queue
-                probed = await self._probe(server)
+                [probed] = await self._connection.probe([server])
                 if probed is not None:
                     ready, consumers = probed
                     depth = ready + retrying.get(server, 0)

@@ -29,10 +29,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiormq
@@ -40,12 +40,12 @@ from aiormq.abc import AbstractChannel
 from pamqp import commands as spec
 
 from ...broker import Subscription, dead_letter_queue
+from .connection import Opener
 from .settings import AMQPSettings
 
 __all__ = [
     "DELAY_BUCKETS_MS",
     "DIRECT_REPLY_TO",
-    "Opener",
     "Topology",
     "delay_bucket",
     "is_reply_address",
@@ -53,10 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("herald.amqp")
-
-Opener = Callable[[], Awaitable[AbstractChannel]]
-"""Gives a usable channel: the same one while it stays open, a new one after an error
-closed it."""
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 _REPLY_ADDRESS = re.compile(r"amq\.rabbitmq\.reply-to\.[A-Za-z0-9+/=_-][A-Za-z0-9+/=_.-]{0,511}")
@@ -197,10 +193,12 @@ class Topology:
         return name
 
     async def _declare_dead_letters(self, channel: Opener, name: str) -> None:
+        ch = await channel()
         try:
-            ch = await channel()
             await ch.queue_declare(name, durable=True, arguments=self.dead_letter_arguments())
         except aiormq.ChannelPreconditionFailed as exc:
+            with contextlib.suppress(Exception):
+                await ch.close()  # the server closed it: the next one is a new one
             ch = await channel()
             await ch.queue_declare(name, passive=True)
             log.warning(
