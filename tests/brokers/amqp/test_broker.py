@@ -32,6 +32,7 @@ from herald.errors import (
 )
 from herald.message import Message
 
+from ...servers import restart_rabbitmq
 from .support import (
     SERVER,
     Proxy,
@@ -534,6 +535,33 @@ async def test_an_outage_longer_than_reconnect_timeout_raises_then_recovers(
             await broker.destroy()
         await broker.close()
         await proxy.cut()
+
+
+@pytest.mark.restart
+async def test_retries_and_dead_letters_survive_a_broker_restart(broker: AMQPBroker) -> None:
+    """Restarts the shared RabbitMQ (``-m restart`` only). The conformance scenario
+    covers losing nothing under load; this is what lives in AMQP's own queues: a
+    retry waiting in its TTL queue and a dead letter."""
+    sub = Subscription("svc", "job.created")
+    await broker.declare(sub)
+    await broker.publish(
+        [Message(type="job.created", body=b"retried"), Message(type="job.created", body=b"dead")]
+    )
+    stream = broker.consume(sub, Prefetch(10))
+    first = await next_of(stream)
+    second = await next_of(stream)
+    await first.retry(5.0, {"why": "restart"})
+    await second.dead_letter(DeadLetterReason(sub.queue, "E", "x", 1))
+    generation = broker.connection.generation
+    await restart_rabbitmq()
+    back = await next_of(stream, 60)  # the consumer subscribed again on the new connection
+    assert (back.message.body, back.attempt) == (b"retried", 2)
+    assert back.message.headers["why"] == "restart"
+    await back.ack()
+    await stream.aclose()
+    assert broker.connection.generation > generation
+    [letter] = await broker.dead_letters("svc")
+    assert (letter.message.body, letter.reason.error_type) == (b"dead", "E")
 
 
 async def test_consumer_cancelled_by_broker_resubscribes(
