@@ -1,7 +1,7 @@
 """The consume loop: one channel per consumer, manual acks, prefetch in messages and bytes.
 
-RabbitMQ pushes, and ``basic.qos`` counts messages only (it ignores
-``prefetch_size``), so the bytes are bounded here, twice:
+RabbitMQ pushes, and ``basic.qos`` counts messages only (a ``prefetch_size`` makes
+it close the connection: ``NOT_IMPLEMENTED``), so the bytes are bounded here, twice:
 
 - **Handed out**: a delivery is yielded only while the :class:`herald.window.Window`
   has room (unsettled deliveries under ``Prefetch.messages`` and ``Prefetch.bytes``;
