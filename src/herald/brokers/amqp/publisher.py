@@ -21,11 +21,12 @@ import aiormq
 from aiormq.abc import AbstractChannel
 from pamqp import commands as spec
 
-from ..errors import BrokerError, ConnectionLostError, PublishError
-from .amqp_batch import can_write_batch, write_batch
-from .amqp_connection import AMQPConnection, describe_error
+from ...errors import BrokerError, ConnectionLostError, MessageTooLargeError, PublishError
+from .batch import can_write_batch, write_batch
+from .connection import AMQPConnection
+from .errors import describe, too_large
 
-__all__ = ["Outgoing", "Publisher"]
+__all__ = ["Outgoing", "Publisher", "close_reason"]
 
 log = logging.getLogger("herald.amqp")
 
@@ -85,7 +86,7 @@ class Publisher:
             try:
                 await channel.close()
             except Exception as exc:
-                log.debug("closing the publish channel failed: %s", describe_error(exc))
+                log.debug("closing the publish channel failed: %s", describe(exc))
 
     async def _outcomes(
         self, items: list[Outgoing]
@@ -186,9 +187,9 @@ class Publisher:
             task = asyncio.current_task()
             if (task is not None and task.cancelling()) or not channel.is_closed:
                 raise
-            return self._after_channel_closed(channel, None)
+            return self._after_channel_closed(channel, None, item)
         except Exception as exc:
-            return self._after_channel_closed(channel, exc)
+            return self._after_channel_closed(channel, exc, item)
         if isinstance(confirmation, spec.Basic.Nack):
             return PublishError(f"the broker refused message {item.properties.message_id}: nack")
         return None
@@ -203,9 +204,9 @@ class Publisher:
             task = asyncio.current_task()
             if (task is not None and task.cancelling()) or not channel.is_closed:
                 raise
-            return [self._after_channel_closed(channel, None)] * len(items)
+            return [self._after_channel_closed(channel, None, item) for item in items]
         except Exception as exc:
-            return [self._after_channel_closed(channel, exc)] * len(items)
+            return [self._after_channel_closed(channel, exc, item) for item in items]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await asyncio.wait(futures)
@@ -223,22 +224,42 @@ class Publisher:
             timeout = self._connection.settings.confirm_timeout
             return PublishError(f"message {message_id} not confirmed within {timeout:g}s")
         if future.cancelled():
-            return self._after_channel_closed(channel, None)
+            return self._after_channel_closed(channel, None, item)
         exc = future.exception()
         if isinstance(exc, aiormq.DeliveryError):
             return PublishError(f"the broker refused message {message_id}: nack")
         if exc is not None:
-            return self._after_channel_closed(channel, exc)
+            return self._after_channel_closed(channel, exc, item)
         if isinstance(future.result(), spec.Basic.Nack):
             return PublishError(f"the broker refused message {message_id}: nack")
         return None
 
     def _after_channel_closed(
-        self, channel: AbstractChannel, exc: BaseException | None
+        self, channel: AbstractChannel, exc: BaseException | None, item: Outgoing
     ) -> PublishError | _Lost:
+        exc = exc or close_reason(channel)
+        refused = too_large(exc)
+        if refused is not None:
+            size, limit = refused
+            message_id = item.properties.message_id or "?"
+            if size == len(item.body):
+                return MessageTooLargeError(message_id, size, limit, "the RabbitMQ server")
+            return PublishError(
+                f"message {message_id} not published: the server closed the channel over "
+                f"another message of {size:,} bytes (its limit is {limit:,})"
+            )
         if channel.connection.is_closed or not self._connection.is_connected:
             return _LOST
-        reason = describe_error(exc, self._connection.settings) if exc else "channel closed"
-        error = PublishError(f"publish failed: {reason}")
+        if exc is None:
+            return PublishError("publish failed: channel closed")
+        error = self._connection.errors.convert(exc, "publishing", PublishError)
         error.__cause__ = exc
-        return error
+        return cast(PublishError, error)
+
+
+def close_reason(channel: AbstractChannel) -> BaseException | None:
+    """Why ``channel`` was closed, once it is (the exception of its closing future)."""
+    if not channel.is_closed:
+        return None
+    closing = channel.closing
+    return None if closing.cancelled() else closing.exception()

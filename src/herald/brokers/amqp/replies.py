@@ -1,4 +1,4 @@
-"""RabbitMQ's direct reply-to as Herald's request/reply transport.
+"""RabbitMQ's direct reply-to as Herald's request/reply transport (``ReplyCapable``).
 
 The caller consumes the pseudo-queue ``amq.rabbitmq.reply-to`` (no-ack) on a channel
 of its own and publishes its requests on that same channel, as RabbitMQ requires,
@@ -6,6 +6,10 @@ with the ``reply_to`` property set; the server then names the channel in the
 property it delivers (``amq.rabbitmq.reply-to.<token>``), the serving adapter copies
 it into ``herald-reply-to`` and answers through the default exchange. No queue is
 declared. Requests are persistent and publisher-confirmed like every other publish.
+
+A reply address comes from the wire, so ``is_reply_address`` (in ``topology``)
+admits only the names RabbitMQ makes: the prefix, then its token (base64 of the
+channel's process id and a key, ``.``-separated) of bounded length.
 
 When the channel or the connection dies, calls in flight time out; the next call
 opens a new channel (after the reconnect) and consumes again. Replies to requests
@@ -18,28 +22,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp import commands as spec
 
-from ..broker import ReplyTransport
-from ..errors import ConnectionLostError, DecodeError, PublishError
-from ..message import Message
-from .amqp_connection import AMQPConnection, describe_error
-from .amqp_wire import decode_delivered, properties_for
+from ...capabilities import ReplyTransport
+from ...errors import ConnectionLostError, DecodeError, MessageTooLargeError, PublishError
+from ...message import Message
+from .topology import DIRECT_REPLY_TO
+from .wire import properties_for, read
 
-__all__ = ["DIRECT_REPLY_TO", "DirectReplyTransport", "is_direct_reply_address"]
+if TYPE_CHECKING:
+    from .connection import AMQPConnection
+
+__all__ = ["DirectReplyTransport", "send_reply"]
 
 log = logging.getLogger("herald.amqp")
-
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-
-
-def is_direct_reply_address(address: str) -> bool:
-    """True for the pseudo-queue name and the per-channel names RabbitMQ derives from it."""
-    return address.startswith(DIRECT_REPLY_TO)
 
 
 class DirectReplyTransport(ReplyTransport):
@@ -70,9 +70,8 @@ class DirectReplyTransport(ReplyTransport):
         await self._open()
 
     async def send(self, request: Message) -> None:
-        size, limit = len(request.body), self._max_bytes
-        if size > limit:
-            raise PublishError(f"request {request.id} has {size} bytes; the limit is {limit}")
+        if len(request.body) > self._max_bytes:
+            raise MessageTooLargeError(request.id, len(request.body), self._max_bytes, "amqp://")
         properties = properties_for(request)
         properties.reply_to = DIRECT_REPLY_TO
         redeclared = False
@@ -109,13 +108,14 @@ class DirectReplyTransport(ReplyTransport):
                 raise ConnectionLostError("the reply transport is closed")
             channel = await self._connection.channel(confirms=True)
             try:
-                await channel.basic_consume(DIRECT_REPLY_TO, self._received, no_ack=True)
-            except Exception as exc:
+                with self._connection.errors.converting(
+                    f"consuming {DIRECT_REPLY_TO}", ConnectionLostError
+                ):
+                    await channel.basic_consume(DIRECT_REPLY_TO, self._received, no_ack=True)
+            except BaseException:
                 with contextlib.suppress(Exception):
                     await channel.close()
-                raise ConnectionLostError(
-                    f"cannot consume {DIRECT_REPLY_TO}: {describe_error(exc)}"
-                ) from exc
+                raise
             if self._channel is not None:
                 log.info("reply channel reopened; consuming %s again", DIRECT_REPLY_TO)
             self._channel = channel
@@ -144,18 +144,31 @@ class DirectReplyTransport(ReplyTransport):
                 raise
             raise ConnectionLostError("the reply channel closed during a publish") from None
         except Exception as exc:
-            if channel.is_closed and not self._connection.is_connected:
-                raise ConnectionLostError(describe_error(exc)) from exc
-            reason = describe_error(exc, self._connection.settings)
-            raise PublishError(f"publishing request {request.id} failed: {reason}") from exc
+            lost = channel.is_closed and not self._connection.is_connected
+            kind = ConnectionLostError if lost else PublishError
+            raise self._connection.errors.convert(
+                exc, f"publishing request {request.id}", kind
+            ) from exc
         if isinstance(confirmation, spec.Basic.Nack):
             raise PublishError(f"the broker refused request {request.id}: nack")
 
     async def _received(self, delivered: DeliveredMessage) -> None:
         try:
-            reply, _ = decode_delivered(delivered)
+            reply = read(delivered)
         except DecodeError as exc:
             log.warning("dropped an undecodable reply: %s", exc)
             return
         if self._on_reply is not None:
             self._on_reply(reply)
+
+
+async def send_reply(channel: AbstractChannel, address: str, reply: Message) -> None:
+    """Publish ``reply`` to a direct reply-to ``address`` through the default exchange
+    (RabbitMQ confirms nothing for these: the caller's channel may be gone)."""
+    await channel.basic_publish(
+        reply.body,
+        exchange="",
+        routing_key=address,
+        properties=properties_for(reply),
+        mandatory=False,
+    )

@@ -5,6 +5,13 @@ Users ask for a channel; while the connection is down they wait for the next one
 (at most ``reconnect_timeout`` seconds, then :class:`ConnectionLostError`). After
 every (re)connect the ``on_connected`` hook runs before anyone gets a channel,
 which is where the broker declares its topology again.
+
+Operations the server may answer by closing their channel (a passive declaration
+of a missing queue, a declaration with other arguments) run :meth:`aside`, on a
+short-lived connection of their own: aiormq frees a channel's number as soon as the
+server's ``Channel.Close`` arrives, before it sends the ``CloseOk``, so a channel
+opened meanwhile on the same connection can get that number, and RabbitMQ then
+closes the whole connection (``second 'channel.open' seen``).
 """
 
 from __future__ import annotations
@@ -14,15 +21,16 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
-from ..errors import BrokerError, ConnectionLostError, HeraldError
-from .amqp_settings import AMQPSettings
+from ...errors import BrokerError, ConnectionLostError
+from .errors import describe, error_table
+from .settings import AMQPSettings
 
-__all__ = ["AMQPConnection", "describe_error"]
+__all__ = ["AMQPConnection", "Opener"]
 
 log = logging.getLogger("herald.amqp")
 
@@ -30,6 +38,9 @@ BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 
 ConnectedHook = Callable[[AbstractConnection], Awaitable[None]]
+Opener = Callable[[], Awaitable[AbstractChannel]]
+"""Gives a usable channel: the same one while it stays open, a new one after an error
+closed it."""
 
 
 class AMQPConnection:
@@ -37,6 +48,7 @@ class AMQPConnection:
 
     def __init__(self, settings: AMQPSettings, on_connected: ConnectedHook | None = None) -> None:
         self.settings = settings
+        self.errors = error_table(settings)
         self.generation = 0
         """How many times a connection was established (1 after the first)."""
         self._on_connected = on_connected
@@ -56,15 +68,8 @@ class AMQPConnection:
             return
         self._closed = False
         conn = await self._open_any()
-        try:
+        with self.errors.converting(f"setting up the connection to {self._where()}", BrokerError):
             await self._established(conn)
-        except HeraldError:
-            raise
-        except Exception as exc:
-            raise BrokerError(
-                f"connected to {self._where()} but setting up failed: "
-                f"{describe_error(exc, self.settings)}"
-            ) from exc
 
     async def channel(self, *, confirms: bool = False) -> AbstractChannel:
         """A new channel on the live connection, waiting for a reconnect if needed."""
@@ -76,8 +81,45 @@ class AMQPConnection:
                 return await conn.channel(publisher_confirms=confirms)
             except Exception as exc:
                 if not conn.is_closed:
-                    raise BrokerError(f"cannot open a channel: {describe_error(exc)}") from exc
+                    raise self.errors.convert(exc, "opening a channel", BrokerError) from exc
             await asyncio.sleep(0)
+
+    @contextlib.asynccontextmanager
+    async def aside(self) -> AsyncIterator[Opener]:
+        """Channels on a connection of their own, closed on exit; one call at a time."""
+        loop = asyncio.get_running_loop()
+        await self.wait_connected(loop.time() + self.settings.reconnect_timeout)
+        conn = await self._open_any()
+        channels: list[AbstractChannel] = []
+
+        async def channel() -> AbstractChannel:
+            if not channels or channels[-1].is_closed:
+                channels.append(await conn.channel(publisher_confirms=False))
+            return channels[-1]
+
+        try:
+            yield channel
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def probe(self, names: Sequence[str]) -> list[tuple[int, int] | None]:
+        """(ready messages, consumers) of each queue; None where there is no such queue
+        (or it is another connection's exclusive queue)."""
+        found: list[tuple[int, int] | None] = []
+        with self.errors.converting("inspecting queues"):
+            async with self.aside() as channel:
+                for name in names:
+                    opened = await channel()
+                    try:
+                        ok = await opened.queue_declare(name, passive=True)
+                    except (aiormq.ChannelNotFoundEntity, aiormq.ChannelLockedResource):
+                        with contextlib.suppress(Exception):
+                            await opened.close()
+                        found.append(None)
+                    else:
+                        found.append((int(ok.message_count or 0), int(ok.consumer_count or 0)))
+        return found
 
     async def wait_connected(self, deadline: float) -> AbstractConnection:
         """The live connection; raises ConnectionLostError after ``deadline`` (loop time)."""
@@ -137,7 +179,7 @@ class AMQPConnection:
                 raise
             reason = "closed"
         except Exception as exc:
-            reason = describe_error(exc, self.settings)
+            reason = describe(exc, self.settings)
         if self._closed:
             return
         self._ready.clear()
@@ -155,7 +197,7 @@ class AMQPConnection:
                 continue
             except Exception as exc:
                 log.warning(
-                    "reconnect attempt %d failed: %s", attempt, describe_error(exc, self.settings)
+                    "reconnect attempt %d failed: %s", attempt, describe(exc, self.settings)
                 )
                 continue
             log.warning("reconnected to %s after %d attempt(s)", self._where(), attempt)
@@ -178,7 +220,7 @@ class AMQPConnection:
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await conn.close()
-                problems.append(f"{host}:{port}: {describe_error(exc, settings)}")
+                problems.append(f"{host}:{port}: {describe(exc, settings)}")
                 continue
             self._endpoint = index
             return conn
@@ -194,17 +236,3 @@ class AMQPConnection:
 
 def _connection_name(settings: AMQPSettings) -> str:
     return f"herald ns={settings.namespace or '-'} pid={os.getpid()}"
-
-
-def describe_error(exc: BaseException, settings: AMQPSettings | None = None) -> str:
-    """A one-line, credential-free account of a driver error."""
-    if isinstance(exc, aiormq.AuthenticationError | aiormq.ProbableAuthenticationError):
-        text = "authentication failed (wrong username or password?)"
-    elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        text = "timed out"
-    elif isinstance(exc, aiormq.AMQPError) and exc.args:
-        text = " ".join(str(arg) for arg in exc.args if not isinstance(arg, bytes))
-        text = f"{type(exc).__name__}: {text}"
-    else:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return settings.scrub(text) if settings is not None else text
