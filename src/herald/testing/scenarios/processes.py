@@ -98,7 +98,7 @@ async def ordering_per_key_across_processes(env: Environment) -> None:
     first = _spawn_child(env.url, name, out, pause_after=pause_after, keyed=True)
     second = None
     try:
-        await eventually(lambda: out.exists() and out.read_text(), timeout=60, what="first")
+        await eventually(lambda: bool(_lines(out)), timeout=60, what="the first handling")
         second = _spawn_child(env.url, name, out, keyed=True)
         await eventually(
             lambda: out.with_suffix(".paused").exists(), timeout=60, what="first paused"
