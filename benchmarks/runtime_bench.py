@@ -20,29 +20,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import herald
 
 __all__ = ["main", "one_round"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class Tick(herald.Event, type="bench.tick"):
+    n: int
+
+
+class PassThrough(herald.Middleware):
+    async def handle(self, ctx: herald.Context, call_next: herald.Next) -> herald.Outcome:
+        return await call_next(ctx)
+
+
 async def one_round(events: int, middleware: int) -> float:
     """Events/s of one run in this process."""
-    import herald
-
-    class Tick(herald.Event, type="bench.tick"):
-        n: int
-
-    stack = []
-    if middleware:
-
-        class PassThrough(herald.Middleware):
-            async def handle(
-                self, ctx: herald.Context, call_next: herald.Next
-            ) -> herald.Outcome:
-                return await call_next(ctx)
-
-        stack = [PassThrough() for _ in range(middleware)]
+    stack = [PassThrough() for _ in range(middleware)]
     service = herald.Service("bench", concurrency=16)
     done = asyncio.Event()
     handled = 0
@@ -54,7 +52,7 @@ async def one_round(events: int, middleware: int) -> float:
         if handled == events:
             done.set()
 
-    options = {"middleware": stack} if stack else {}
+    options: dict[str, Any] = {"middleware": stack} if stack else {}
     async with herald.connect(f"memory://runtime-bench-{os.getpid()}", **options) as bus:
         worker = await bus.start(service)
         started = time.perf_counter()
