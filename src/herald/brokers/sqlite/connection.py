@@ -1,161 +1,202 @@
-"""Group commit: operations queued by many coroutines run in one transaction.
+"""The broker's connection: one thread, group commit, a deadline on every write.
 
 The connection lives on one dedicated thread. Whatever operations (publishes, acks,
 claims, ...) are queued while a transaction runs go together into the next one, so
 500 concurrent ``publish()`` calls cost a handful of commits, not 500. If a batch
-fails, it is rolled back and its operations are run again one per transaction, so
-one bad operation fails alone.
+fails for a reason of its own, it is rolled back and its operations are run again one
+per transaction, so one bad operation fails alone; if it failed because the database
+stayed busy, every operation in it fails with that error.
 
-Writers of all processes take turns through an exclusive ``flock`` on ``<db>.lock``
-before ``BEGIN IMMEDIATE``: the kernel hands the lock straight to a waiting process,
-whereas SQLite's own busy handler sleeps in growing steps and lets a busy publisher
-starve consumers (and their acks) for tens of milliseconds.
+A transaction first takes the writer lock (:mod:`.lock`), then ``BEGIN IMMEDIATE``.
+Both wait at most ``timeout`` seconds in all: a busy or locked database
+(``SQLITE_BUSY``, ``SQLITE_LOCKED``) is retried, rolled back each time, until the
+deadline, then the operations fail with :class:`herald.BrokerError`. The event loop
+never waits for any of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import logging
-import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import BrokerError
-from .sqlite_checkpoint import Checkpointer
-from .sqlite_store import Store
-from .sqlite_wakeup import host_identity
+from ...errors import BrokerError, HeraldError
+from .errors import TABLE, is_transient
+from .lock import WriterLock
+from .maintenance import Maintenance
+from .settings import SQLiteSettings
+from .store import Store
+from .topology import prepare
+from .wakeup import host_identity
 
 __all__ = ["Committer", "Operation"]
 
 T = TypeVar("T")
 log = logging.getLogger("herald.brokers.sqlite")
 Operation = Callable[[Store], T]
-_Pending = tuple[Callable[[Store], Any], "asyncio.Future[Any]"]
+_BUSY_SLICE = 0.1
+"""Longest wait inside SQLite's own busy handler before the deadline is checked."""
+
+
+class _Pending:
+    __slots__ = ("as_", "doing", "future", "operation")
+
+    def __init__(
+        self,
+        operation: Callable[[Store], Any],
+        doing: str,
+        as_: type[HeraldError] | None,
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.operation = operation
+        self.doing = doing
+        self.as_ = as_
+        self.future = future
+
+
+class _Busy(Exception):
+    """A batch failed because the database stayed busy: fail all of it, retry none."""
 
 
 class Committer:
     """One SQLite connection, its thread, and the queue of operations waiting for it."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        synchronous: str,
-        busy_timeout: float,
-        after_commit: Callable[[Store], None],
-    ) -> None:
-        self.path = path
-        self._synchronous = synchronous
-        self._busy_timeout = busy_timeout
+    def __init__(self, settings: SQLiteSettings, after_commit: Callable[[Store], None]) -> None:
+        self.settings = settings
+        self.path = settings.path
         self._after_commit = after_commit
-        self._thread = _Thread(f"herald-sqlite {path.name}")
+        self._thread = _Thread(f"herald-sqlite {self.path.name}")
         self._pending: list[_Pending] = []
         self._drainer: asyncio.Task[None] | None = None
         self._store: Store | None = None
-        self._lock_fd = -1
-        self._checkpointer = Checkpointer(path, synchronous=synchronous)
+        self._lock: WriterLock | None = None
+        self._maintenance: Maintenance | None = None
 
     async def open(self) -> None:
         try:
-            self._store = await self._thread.call(self._open)
-        except (sqlite3.Error, OSError) as exc:
+            with TABLE.converting(f"opening the SQLite broker file {self.path}"):
+                self._store = await self._thread.call(self._open)
+        except BaseException:
             self._thread.stop()
-            raise BrokerError(f"cannot open SQLite broker file {self.path}: {exc}") from exc
+            raise
+        self._maintenance = Maintenance(self.settings)
 
     def _open(self) -> Store:
+        settings = self.settings
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        lock = WriterLock(settings.lock_path)
         try:
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn = sqlite3.connect(
+                self.path,
+                timeout=min(settings.timeout, _BUSY_SLICE),
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except BaseException:
+            lock.close()
+            raise
+        try:
             conn.execute("PRAGMA journal_size_limit = 67108864")
             conn.execute("PRAGMA wal_autocheckpoint = 0")
-            store = Store(conn, host_identity())
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            deadline = time.monotonic() + settings.timeout
+            lock.acquire(deadline)
             try:
-                store.create_schema()
+                _retrying(
+                    deadline,
+                    functools.partial(
+                        prepare, conn, synchronous=settings.synchronous, lease=settings.lease
+                    ),
+                )
+            except _Busy as exc:
+                raise exc.__cause__ from None  # type: ignore[misc]
             finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                lock.release()
         except BaseException:
             conn.close()
-            os.close(self._lock_fd)
+            lock.close()
             raise
-        return store
+        self._lock = lock
+        return Store(conn, self.path, host_identity())
 
-    def submit(self, operation: Callable[[Store], T]) -> asyncio.Future[T]:
-        """Queue ``operation`` for the next transaction; the future gets its result."""
+    @property
+    def closed(self) -> bool:
+        return self._store is None
+
+    def submit(
+        self,
+        operation: Callable[[Store], T],
+        doing: str,
+        as_: type[HeraldError] | None = None,
+    ) -> asyncio.Future[T]:
+        """Queue ``operation`` for the next transaction; the future gets its result,
+        or the Herald error for what went wrong while ``doing`` it."""
         if self._store is None:
-            raise BrokerError(f"SQLite broker {self.path} is closed")
+            raise BrokerError(f"{doing} failed: the SQLite broker {self.path} is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((operation, future))
+        self._pending.append(_Pending(operation, doing, as_, future))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name="herald-sqlite-commit")
         return future
 
-    async def run(self, operation: Callable[[Store], T]) -> T:
-        return await self.submit(operation)
+    async def run(
+        self, operation: Callable[[Store], T], doing: str, as_: type[HeraldError] | None = None
+    ) -> T:
+        return await self.submit(operation, doing, as_)
 
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             outcomes = await self._thread.call(self._execute, batch)
-            self._checkpointer.wrote()
-            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.done():
+            if self._maintenance is not None:
+                self._maintenance.wrote()
+            for item, (ok, value) in zip(batch, outcomes, strict=True):
+                if item.future.done():
                     continue
                 if ok:
-                    future.set_result(value)
+                    item.future.set_result(value)
                 else:
-                    future.set_exception(value)
+                    item.future.set_exception(TABLE.convert(value, item.doing, item.as_))
 
     def _execute(self, batch: list[_Pending]) -> list[tuple[bool, Any]]:
         store = self._store
         if store is None:
-            error = BrokerError(f"SQLite broker {self.path} is closed")
-            return [(False, error)] * len(batch)
+            return [(False, BrokerError(f"the SQLite broker {self.path} is closed"))] * len(batch)
         if len(batch) > 1:
             try:
                 return self._transaction(store, batch)
-            except Exception:  # each operation is retried alone below
+            except _Busy as exc:
+                return [(False, exc.__cause__)] * len(batch)
+            except Exception:  # each operation is tried alone below
                 pass
         outcomes: list[tuple[bool, Any]] = []
         for item in batch:
             try:
                 outcomes.extend(self._transaction(store, [item]))
+            except _Busy as exc:
+                outcomes.append((False, exc.__cause__))
             except Exception as exc:
-                outcomes.append((False, self._convert(exc)))
+                outcomes.append((False, exc))
         return outcomes
 
     def _transaction(self, store: Store, batch: list[_Pending]) -> list[tuple[bool, Any]]:
-        conn = store.conn
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + self.settings.timeout
+        lock = self._lock
+        assert lock is not None
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            store.woken.clear()
-            try:
-                results = [(True, operation(store)) for operation, _ in batch]
-                conn.execute("COMMIT")
-            except BaseException:
-                store.woken.clear()
-                store.forget_cache()
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            lock.acquire(deadline)
+        except Exception as exc:
+            raise _Busy from exc
+        try:
+            results = _retrying(deadline, functools.partial(self._attempt, store, batch))
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            lock.release()
         if store.woken:
             try:
                 self._after_commit(store)
@@ -164,12 +205,19 @@ class Committer:
             store.woken.clear()
         return results
 
-    def _convert(self, exc: Exception) -> Exception:
-        if isinstance(exc, sqlite3.Error):
-            converted = BrokerError(f"SQLite broker {self.path}: {exc}")
-            converted.__cause__ = exc
-            return converted
-        return exc
+    def _attempt(self, store: Store, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+        conn = store.conn
+        conn.execute("BEGIN IMMEDIATE")
+        store.woken.clear()
+        try:
+            results = [(True, item.operation(store)) for item in batch]
+            conn.execute("COMMIT")
+        except BaseException:
+            store.rolled_back()
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
 
     async def close(self) -> None:
         """Finish what is queued, then close the connection and its thread."""
@@ -178,9 +226,28 @@ class Committer:
         store, self._store = self._store, None
         if store is not None:
             await self._thread.call(store.conn.close)
-            os.close(self._lock_fd)
-            self._checkpointer.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        if self._maintenance is not None:
+            self._maintenance.close()
+            self._maintenance = None
         self._thread.stop()
+
+
+def _retrying(deadline: float, attempt: Callable[[], T]) -> T:
+    """``attempt()``, again while the database is busy, until ``deadline``."""
+    pause = 0.001
+    while True:
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            if not is_transient(exc):
+                raise
+            if time.monotonic() + pause >= deadline:
+                raise _Busy from exc
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 class _Thread:

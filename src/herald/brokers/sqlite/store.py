@@ -1,247 +1,213 @@
-"""The SQL of the SQLite broker: schema and every operation, run on one connection.
+"""The SQL of deliveries and consumers, run on the broker's one connection.
 
 A :class:`Store` is used from a single thread (the broker's database thread) inside
-transactions that :class:`~herald.brokers.sqlite_committer.Committer` opens, so its
-methods never begin or commit themselves. Tables:
+transactions that :class:`~herald.brokers.sqlite.connection.Committer` opens, so its
+methods never begin or commit themselves. The tables are described in
+:mod:`herald.brokers.sqlite.topology`.
 
-``herald_queues``       one row per declared queue: name, service, bound patterns and,
-                        for a transient queue, the consumer that owns it.
-``herald_consumers``    one row per consuming process-broker: pid, host, heartbeat,
-                        the address of its wake-up socket and the queues it consumes.
-``herald_deliveries``   one row per message per queue (fan-out copies), leased to a
-                        consumer while in flight; ``seq`` gives publish order.
-``herald_dead_letters`` dead letters per service, as ``DeadLetter.to_stored()``.
-``herald_meta``         ``version``, bumped whenever queues or consumers change, so
-                        publishers reload bindings only when needed.
+Leases: a claim sets ``consumer`` and ``lease_until = now + lease``; the consumer
+renews ``lease_until`` of the rows it still holds unsettled with every heartbeat.
+Settling needs the holder's consumer id and the attempt it was handed (a stale
+settlement touches nothing). A row whose lease ran out (its settlement failed, or
+its holder hung) is made ready again by :meth:`Store.sweep_expired`.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from ..deadletter import DeadLetter
-from ..errors import BrokerError
-from ..message import Message
-from ..topic import matches
-from .sqlite_rows import COLUMNS, MESSAGE_COLUMNS_SQL, Encoded, decode_message, encode_message
+from ...message import Message
+from .topology import Routes, bump, declare_queue, drop_queues
+from .wire import COLUMNS, Encoded, encode_message
 
-__all__ = ["SCHEMA", "ConsumerRow", "Row", "Store"]
+__all__ = ["COLUMNS_SQL", "INSERT", "Claimed", "ConsumerRow", "Store"]
 
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS herald_meta (
-    key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-INSERT OR IGNORE INTO herald_meta (key, value) VALUES ('version', 0);
-CREATE TABLE IF NOT EXISTS herald_queues (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
-    service TEXT NOT NULL,
-    patterns TEXT NOT NULL,
-    owner INTEGER);
-CREATE TABLE IF NOT EXISTS herald_consumers (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    pid INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    wake TEXT,
-    queues TEXT NOT NULL DEFAULT '',
-    heartbeat REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS herald_deliveries (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue INTEGER NOT NULL,
-    due REAL NOT NULL DEFAULT 0,
-    consumer INTEGER,
-    attempt INTEGER NOT NULL DEFAULT 0,{MESSAGE_COLUMNS_SQL});
-CREATE INDEX IF NOT EXISTS herald_ready ON herald_deliveries (queue, consumer, seq);
-CREATE INDEX IF NOT EXISTS herald_leased ON herald_deliveries (consumer)
-    WHERE consumer IS NOT NULL;
-CREATE TABLE IF NOT EXISTS herald_dead_letters (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    service TEXT NOT NULL,{MESSAGE_COLUMNS_SQL});
-CREATE INDEX IF NOT EXISTS herald_dead_by_service ON herald_dead_letters (service, seq);
-CREATE INDEX IF NOT EXISTS herald_dead_by_id ON herald_dead_letters (service, id);
-"""
-_CHUNK = 500
-_COLUMNS = ", ".join(COLUMNS)
+COLUMNS_SQL = ", ".join(COLUMNS)
 _MARKS = ", ".join("?" * len(COLUMNS))
-_INSERT = f"INSERT INTO herald_deliveries (queue, {_COLUMNS}) VALUES (?, {_MARKS})"
+INSERT = f"INSERT INTO herald_deliveries (queue, since, {COLUMNS_SQL}) VALUES (?, ?, {_MARKS})"
+_NUMBER = "typeof({0}) IN ('integer', 'real')"
+_IS_DUE = f"(due <= ? OR NOT {_NUMBER.format('due')})"
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    """A claimed delivery: its row id, how often it was leased, and the message."""
+class Claimed:
+    """A leased row, not yet decoded: its id, the attempt it was leased as, its columns."""
 
     seq: int
-    attempt: int
-    message: Message
+    attempt: object
+    values: tuple[object, ...]
+
+    @property
+    def size(self) -> int:
+        body = self.values[-1]
+        return len(body) if isinstance(body, bytes | str) else 0
 
 
 @dataclass(frozen=True, slots=True)
 class ConsumerRow:
+    """A registered consumer; a malformed row reads as long dead (``heartbeat``)."""
+
     id: int
     pid: int
     host: str
-    wake: str | None
+    queues: object
     heartbeat: float
+
+    @classmethod
+    def read(cls, row: tuple[int, object, object, object, object]) -> ConsumerRow:
+        cid, pid, host, queues, heartbeat = row
+        if type(pid) is int and type(host) is str and isinstance(heartbeat, int | float):
+            return cls(cid, pid, host, queues, float(heartbeat))
+        return cls(cid, 0, "", "", float("-inf"))
 
 
 class Store:
     """Operations on one connection; the caller owns the transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, host: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, host: str) -> None:
         self.conn = conn
         self.host = host
         self.me: int | None = None
         """This broker's consumer id once registered (its own socket is not woken)."""
-        self.wake_map: dict[int, tuple[str, ...]] = {}
-        """Queue id -> wake-up addresses of the other consumers on this host."""
+        self.routes = Routes(path, host)
         self.woken: set[int] = set()
         """Queues that operations made deliveries available in; the committer wakes
         their consumers after the commit and clears it."""
-        self._version = -1
-        self._bindings: list[tuple[int, tuple[str, ...]]] = []
-        self._routes: dict[str, tuple[int, ...]] = {}
 
-    def create_schema(self) -> None:
-        self.conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+    def rolled_back(self) -> None:
+        self.woken.clear()
+        self.routes.forget()
 
-    # -- routing ------------------------------------------------------------------
-
-    def refresh(self) -> None:
-        """Reload bindings and wake targets if queues or consumers changed."""
-        (version,) = self.conn.execute(
-            "SELECT value FROM herald_meta WHERE key = 'version'"
-        ).fetchone()
-        if version == self._version:
-            return
-        self._bindings = [
-            (qid, tuple(patterns.split(" ")))
-            for qid, patterns in self.conn.execute("SELECT id, patterns FROM herald_queues")
-        ]
-        self._routes.clear()
-        wake_map: dict[int, list[str]] = {}
-        for cid, wake, queues in self.conn.execute(
-            "SELECT id, wake, queues FROM herald_consumers WHERE host = ? AND wake IS NOT NULL",
-            (self.host,),
-        ):
-            if cid != self.me:
-                for qid in queues.split():
-                    wake_map.setdefault(int(qid), []).append(wake)
-        self.wake_map = {qid: tuple(wakes) for qid, wakes in wake_map.items()}
-        self._version = version
-
-    def forget_cache(self) -> None:
-        """After a rollback: what ``refresh`` read may never have been committed."""
-        self._version = -1
-
-    def _made_ready(self, qids: Iterable[int]) -> None:
-        self.refresh()
+    def made_ready(self, qids: Iterable[int]) -> None:
+        """Note queues that have new deliveries: their consumers are woken."""
+        self.routes.refresh(self.conn, self.me)
         self.woken.update(qids)
-
-    def _bump(self) -> None:
-        self.conn.execute("UPDATE herald_meta SET value = value + 1 WHERE key = 'version'")
-
-    def _route(self, event_type: str) -> tuple[int, ...]:
-        route = self._routes.get(event_type)
-        if route is None:
-            route = tuple(
-                qid
-                for qid, patterns in self._bindings
-                if any(matches(p, event_type) for p in patterns)
-            )
-            self._routes[event_type] = route
-        return route
-
-    def publish(self, messages: Sequence[Encoded]) -> None:
-        """Insert encoded messages into every queue bound at this moment."""
-        self.refresh()
-        rows = [(qid, *message) for message in messages for qid in self._route(message[0])]
-        if rows:
-            self.conn.executemany(_INSERT, rows)
-            self.woken.update(row[0] for row in rows)
 
     # -- queues -------------------------------------------------------------------
 
     def declare(self, name: str, service: str, patterns: Sequence[str], owner: int | None) -> int:
-        found = self.conn.execute(
-            "SELECT id, patterns FROM herald_queues WHERE name = ?", (name,)
-        ).fetchone()
-        if found is None:
-            cur = self.conn.execute(
-                "INSERT INTO herald_queues (name, service, patterns, owner) VALUES (?, ?, ?, ?)",
-                (name, service, " ".join(patterns), owner),
-            )
-            self._bump()
-            assert cur.lastrowid is not None
-            return cur.lastrowid
-        qid, bound = found
-        merged = list(dict.fromkeys([*bound.split(" "), *patterns]))
-        if len(merged) != len(bound.split(" ")):
-            self.conn.execute(
-                "UPDATE herald_queues SET patterns = ? WHERE id = ?", (" ".join(merged), qid)
-            )
-            self._bump()
-        return int(qid)
+        return declare_queue(self.conn, name, service, patterns, owner)
 
     def drop_queues(self, qids: Iterable[int]) -> None:
-        for qid in qids:
-            self.conn.execute("DELETE FROM herald_deliveries WHERE queue = ?", (qid,))
-            self.conn.execute("DELETE FROM herald_queues WHERE id = ?", (qid,))
-            self._bump()
+        drop_queues(self.conn, qids)
 
     # -- deliveries ---------------------------------------------------------------
 
-    def claim(self, qid: int, consumer: int, limit: int, now: float) -> tuple[list[Row], float]:
-        """Lease up to ``limit`` due deliveries in publish order. When fewer were due,
-        also return when the next one falls due (``inf`` if none is waiting)."""
-        found = self.conn.execute(
-            "UPDATE herald_deliveries SET consumer = ?, attempt = attempt + 1 WHERE seq IN ("
-            " SELECT seq FROM herald_deliveries WHERE queue = ? AND consumer IS NULL"
-            f" AND due <= ? ORDER BY seq LIMIT ?) RETURNING seq, attempt, {_COLUMNS}",
-            (consumer, qid, now, limit),
+    def publish(self, messages: Sequence[Encoded], now: float) -> None:
+        """Insert encoded messages into every queue bound at this moment."""
+        self.routes.refresh(self.conn, self.me)
+        route = self.routes.route
+        rows = [(qid, now, *message) for message in messages for qid in route(message[0])]
+        if rows:
+            self.conn.executemany(INSERT, rows)
+            self.woken.update(row[0] for row in rows)
+
+    def claim(
+        self, qid: int, consumer: int, limit: int, budget: int, now: float, until: float
+    ) -> tuple[list[Claimed], float]:
+        """Lease due deliveries in publish order: up to ``limit`` of them, and more
+        only while the bodies taken so far are under ``budget`` bytes. Also return
+        when the next one is due: ``now`` if more are ready, ``inf`` if none waits."""
+        candidates = self.conn.execute(
+            "SELECT seq, length(body) FROM herald_deliveries WHERE queue = ?"
+            f" AND consumer IS NULL AND {_IS_DUE} ORDER BY seq LIMIT ?",
+            (qid, now, limit + 1),
         ).fetchall()
-        found.sort()
-        rows = [Row(row[0], row[1], decode_message(row[2:])) for row in found]
-        if len(rows) == limit:
-            return rows, now
+        chosen: list[int] = []
+        taken = 0
+        for seq, size in candidates[:limit]:
+            if taken >= budget:
+                break
+            chosen.append(seq)
+            taken += size if isinstance(size, int) else 0
+        if not chosen:
+            return [], self._next_due(qid)
+        found = self.conn.execute(
+            "UPDATE herald_deliveries SET consumer = ?, attempt = attempt + 1, lease_until = ?"
+            " WHERE seq IN (SELECT value FROM json_each(?))"
+            f" RETURNING seq, attempt, {COLUMNS_SQL}",
+            (consumer, until, json.dumps(chosen)),
+        ).fetchall()
+        found.sort(key=lambda row: row[0])
+        claimed = [Claimed(row[0], row[1], row[2:]) for row in found]
+        more = len(candidates) > len(chosen)
+        return claimed, now if more else self._next_due(qid)
+
+    def _next_due(self, qid: int) -> float:
         (due,) = self.conn.execute(
-            "SELECT min(due) FROM herald_deliveries WHERE queue = ? AND consumer IS NULL",
+            "SELECT min(due) FROM herald_deliveries WHERE queue = ? AND consumer IS NULL"
+            f" AND {_NUMBER.format('due')}",
             (qid,),
         ).fetchone()
-        return rows, float("inf") if due is None else float(due)
+        return float("inf") if due is None else float(due)
 
-    def ack(self, seq: int, consumer: int) -> None:
+    def ack(self, seq: int, consumer: int, attempt: object) -> None:
         self.conn.execute(
-            "DELETE FROM herald_deliveries WHERE seq = ? AND consumer = ?", (seq, consumer)
+            "DELETE FROM herald_deliveries WHERE seq = ? AND consumer = ? AND attempt = ?",
+            (seq, consumer, attempt),
         )
 
-    def retry(self, seq: int, consumer: int, due: float, headers: str) -> None:
+    def retry(
+        self, seq: int, consumer: int, attempt: object, due: float, headers: dict[str, str]
+    ) -> None:
+        patch = json.dumps(headers, separators=(",", ":"))
         found = self.conn.execute(
-            "UPDATE herald_deliveries SET consumer = NULL, due = ?,"
-            " headers = json_patch(headers, ?) WHERE seq = ? AND consumer = ? RETURNING queue",
-            (due, headers, seq, consumer),
+            "UPDATE herald_deliveries SET consumer = NULL, due = ?1, since = ?1, headers ="
+            " CASE WHEN json_valid(headers) THEN json_patch(headers, ?2) ELSE ?2 END"
+            " WHERE seq = ?3 AND consumer = ?4 AND attempt = ?5 RETURNING queue",
+            (due, patch, seq, consumer, attempt),
         )
-        self._made_ready(qid for (qid,) in found)
+        self.made_ready(qid for (qid,) in found)
 
-    def release(self, seqs: Iterable[int], consumer: int) -> None:
+    def release(self, leases: Iterable[tuple[int, object]], consumer: int, now: float) -> None:
+        """Give back leased rows (``(seq, attempt)``) uncounted."""
         qids: set[int] = set()
-        for seq in seqs:
+        for seq, attempt in leases:
             qids.update(qid for (qid,) in self.conn.execute(
-                "UPDATE herald_deliveries SET consumer = NULL, attempt = attempt - 1"
-                " WHERE seq = ? AND consumer = ? RETURNING queue",
-                (seq, consumer),
+                "UPDATE herald_deliveries SET consumer = NULL, attempt = attempt - 1, since = ?"
+                " WHERE seq = ? AND consumer = ? AND attempt = ? RETURNING queue",
+                (now, seq, consumer, attempt),
             ))  # fmt: skip
-        self._made_ready(qids)
+        self.made_ready(qids)
 
-    def dead_letter(self, seq: int, consumer: int, service: str, stored: Message) -> None:
+    def dead_letter(
+        self, seq: int, consumer: int, attempt: object, service: str, stored: Message, now: float
+    ) -> None:
         cur = self.conn.execute(
-            "DELETE FROM herald_deliveries WHERE seq = ? AND consumer = ?", (seq, consumer)
+            "DELETE FROM herald_deliveries WHERE seq = ? AND consumer = ? AND attempt = ?",
+            (seq, consumer, attempt),
         )
         if cur.rowcount == 1:
             self.conn.execute(
-                f"INSERT INTO herald_dead_letters (service, {_COLUMNS}) VALUES (?, {_MARKS})",
-                (service, *encode_message(stored)),
+                f"INSERT INTO herald_dead_letters (service, stored, {COLUMNS_SQL})"
+                f" VALUES (?, ?, {_MARKS})",
+                (service, now, *encode_message(stored)),
             )
+
+    def renew(self, consumer: int, seqs: Sequence[int], until: float) -> None:
+        """Extend the leases of the rows this consumer still holds unsettled."""
+        if seqs:
+            self.conn.execute(
+                "UPDATE herald_deliveries SET lease_until = ? WHERE consumer = ?"
+                " AND seq IN (SELECT value FROM json_each(?))",
+                (until, consumer, json.dumps(list(seqs))),
+            )
+
+    def sweep_expired(self, now: float) -> int:
+        """Make ready again the rows whose lease ran out, or whose holder is unknown."""
+        qids = [qid for (qid,) in self.conn.execute(
+            "UPDATE herald_deliveries SET consumer = NULL, since = ?1 WHERE consumer IS NOT NULL"
+            f" AND (lease_until < ?1 OR NOT {_NUMBER.format('lease_until')}"
+            " OR consumer NOT IN (SELECT id FROM herald_consumers)) RETURNING queue",
+            (now,),
+        )]  # fmt: skip
+        if qids:
+            self.made_ready(qids)
+        return len(qids)
 
     # -- consumers ----------------------------------------------------------------
 
@@ -258,7 +224,7 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (cid, pid, self.host, wake, " ".join(map(str, queues)), now),
         )
-        self._bump()
+        bump(self.conn)
         assert cur.lastrowid is not None
         self.me = cur.lastrowid
         return cur.lastrowid
@@ -266,10 +232,9 @@ class Store:
     def set_queues(self, cid: int, qids: Iterable[int]) -> None:
         """Record which queues a consumer takes from, so publishers wake only it."""
         self.conn.execute(
-            "UPDATE herald_consumers SET queues = ? WHERE id = ?",
-            (" ".join(map(str, qids)), cid),
+            "UPDATE herald_consumers SET queues = ? WHERE id = ?", (" ".join(map(str, qids)), cid)
         )
-        self._bump()
+        bump(self.conn)
 
     def heartbeat(self, cid: int, now: float) -> bool:
         cur = self.conn.execute(
@@ -279,93 +244,30 @@ class Store:
 
     def consumers(self) -> list[ConsumerRow]:
         return [
-            ConsumerRow(*row)
+            ConsumerRow.read(row)
             for row in self.conn.execute(
-                "SELECT id, pid, host, wake, heartbeat FROM herald_consumers"
+                "SELECT id, pid, host, queues, heartbeat FROM herald_consumers"
             )
         ]
 
-    def forget_consumer(self, cid: int, *, crashed: bool) -> int:
+    def forget_consumer(self, cid: int, now: float, *, crashed: bool) -> int:
         """Return a consumer's leases to their queues (counting the attempt if it
         crashed), drop its transient queues and its row; return rows reclaimed."""
         owned = [q for (q,) in self.conn.execute(
             "SELECT id FROM herald_queues WHERE owner = ?", (cid,)
         )]  # fmt: skip
-        self.drop_queues(owned)
+        drop_queues(self.conn, owned)
         qids = [qid for (qid,) in self.conn.execute(
-            "UPDATE herald_deliveries SET consumer = NULL, attempt = attempt - ?"
+            "UPDATE herald_deliveries SET consumer = NULL, attempt = attempt - ?, since = ?"
             " WHERE consumer = ? RETURNING queue",
-            (0 if crashed else 1, cid),
+            (0 if crashed else 1, now, cid),
         )]  # fmt: skip
         self.conn.execute("DELETE FROM herald_consumers WHERE id = ?", (cid,))
-        self._bump()
-        self._made_ready(qids)
+        bump(self.conn)
+        self.made_ready(qids)
         return len(qids)
-
-    def sweep_orphans(self) -> int:
-        """Return leases held by consumer ids that are no longer registered."""
-        qids = [qid for (qid,) in self.conn.execute(
-            "UPDATE herald_deliveries SET consumer = NULL WHERE consumer IS NOT NULL"
-            " AND consumer NOT IN (SELECT id FROM herald_consumers) RETURNING queue"
-        )]  # fmt: skip
-        if qids:
-            self._made_ready(qids)
-        return len(qids)
-
-    # -- dead letters -------------------------------------------------------------
-
-    def dead_letters(self, service: str, limit: int | None) -> list[DeadLetter]:
-        found = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM herald_dead_letters WHERE service = ? ORDER BY seq LIMIT ?",
-            (service, -1 if limit is None else limit),
-        )
-        return [DeadLetter.from_stored(decode_message(row)) for row in found]
-
-    def dead_letter_seqs(self, service: str, ids: Sequence[str] | None) -> list[int]:
-        if ids is None:
-            return [s for (s,) in self.conn.execute(
-                "SELECT seq FROM herald_dead_letters WHERE service = ? ORDER BY seq", (service,)
-            )]  # fmt: skip
-        seqs: list[int] = []
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            seqs.extend(s for (s,) in self.conn.execute(
-                "SELECT seq FROM herald_dead_letters WHERE service = ?"
-                f" AND id IN ({marks})", (service, *chunk),
-            ))  # fmt: skip
-        return sorted(seqs)
-
-    def replay(self, seqs: Sequence[int]) -> int:
-        """Put these dead letters back on their queues as first attempts."""
-        marks = ",".join("?" * len(seqs))
-        found = self.conn.execute(
-            f"SELECT seq, {_COLUMNS} FROM herald_dead_letters WHERE seq IN ({marks}) ORDER BY seq",
-            tuple(seqs),
-        ).fetchall()
-        queues: dict[str, int] = {}
-        for row in found:
-            letter = DeadLetter.from_stored(decode_message(row[1:]))
-            name = letter.reason.queue
-            if name not in queues:
-                hit = self.conn.execute(
-                    "SELECT id FROM herald_queues WHERE name = ?", (name,)
-                ).fetchone()
-                if hit is None:
-                    raise BrokerError(f"queue {name!r} no longer exists; cannot replay")
-                queues[name] = hit[0]
-            self.conn.execute(_INSERT, (queues[name], *encode_message(letter.for_replay())))
-        self.conn.executemany(
-            "DELETE FROM herald_dead_letters WHERE seq = ?", [(row[0],) for row in found]
-        )
-        self._made_ready(queues.values())
-        return len(found)
-
-    def purge(self, seqs: Sequence[int]) -> int:
-        self.conn.executemany("DELETE FROM herald_dead_letters WHERE seq = ?", [(s,) for s in seqs])
-        return len(seqs)
 
     def destroy(self) -> None:
         for table in ("herald_deliveries", "herald_dead_letters", "herald_queues"):
             self.conn.execute(f"DELETE FROM {table}")
-        self._bump()
+        bump(self.conn)

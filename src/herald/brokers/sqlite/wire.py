@@ -1,15 +1,35 @@
 """A message as a row: one column per CloudEvents attribute, extension headers as
-JSON, the body as a blob — readable with any SQLite client, and cheap to decode."""
+JSON, the body as a blob — readable with any SQLite client, and cheap to decode.
+
+The file is shared by every process that can open it, so a row is input like any
+other: :func:`decode_row` never raises. A row it cannot rebuild comes back with
+``error`` set (a :class:`herald.DecodeError` or :class:`herald.HeaderError`) and a
+best-effort message, which the runtime dead-letters.
+
+>>> from herald.message import Message
+>>> row = decode_row(7, 1, encode_message(Message(type="invoice.created", body=b"{}")))
+>>> row.message.type, row.attempt, row.error
+('invoice.created', 1, None)
+>>> bad = list(encode_message(Message(type="invoice.created", body=b"{}")))
+>>> bad[4] = "yesterday"
+>>> decode_row(7, 1, bad).error
+DecodeError("invalid CloudEvents attributes: Invalid isoformat string: 'yesterday'")
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ..message import Message, parse_time
+from ...errors import DecodeError, HeaderError, MessageError
+from ...headers import MAX_ATTEMPT
+from ...message import Message
+from ...topic import is_pattern, validate_pattern
+from ...wire import CE_PREFIX, MAX_ATTRIBUTE, content_id, decode_message
 
-__all__ = ["COLUMNS", "MESSAGE_COLUMNS_SQL", "Encoded", "decode_message", "encode_message"]
+__all__ = ["COLUMNS", "MESSAGE_COLUMNS_SQL", "UNDECODABLE", "Encoded", "Row", "decode_row"]
 
 COLUMNS = (
     "type", "id", "source", "subject", "time", "datacontenttype", "specversion", "headers", "body",
@@ -26,6 +46,22 @@ MESSAGE_COLUMNS_SQL = """
     body BLOB NOT NULL"""
 Encoded = tuple[str, str, str, str | None, str, str, str, str, bytes]
 """The values of :data:`COLUMNS` for one message; ``[0]`` is its type."""
+UNDECODABLE = "herald.undecodable"
+_ATTRIBUTES = COLUMNS[:7]
+_HEADERS = tuple(f"{CE_PREFIX}{name}" for name in _ATTRIBUTES)
+_MAX_HEADERS_JSON = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A claimed delivery: its row id, the attempt it was leased as (``token``, as
+    stored), the attempt number, the message and what was wrong with the row."""
+
+    seq: int
+    token: object
+    attempt: int
+    message: Message
+    error: MessageError | None = None
 
 
 def encode_message(message: Message) -> Encoded:
@@ -43,21 +79,73 @@ def encode_message(message: Message) -> Encoded:
     )
 
 
-def decode_message(values: tuple[Any, ...] | list[Any]) -> Message:
-    """The message from the values of :data:`COLUMNS`, in that order."""
-    event_type, id_, source, subject, time, content_type, version, headers, body = values
+def decode_row(seq: int, token: object, values: Sequence[Any]) -> Row:
+    """The delivery a row holds; whatever is wrong with the row is in ``error``."""
     try:
-        when = datetime.fromisoformat(time)
+        message = decode(values)
+    except DecodeError as exc:
+        return Row(seq, token, 1, best_effort(values), exc)
+    if type(token) is not int or not 1 <= token <= MAX_ATTEMPT:
+        error = HeaderError(f"attempt column: {str(token)[:64]!r} is not an attempt number")
+        return Row(seq, token, 1, message, error)
+    return Row(seq, token, token, message)
+
+
+def decode(values: Sequence[Any]) -> Message:
+    """The message from the values of :data:`COLUMNS`; raises only :class:`DecodeError`."""
+    attributes: dict[str, str] = {}
+    for name, header, value in zip(_ATTRIBUTES, _HEADERS, values, strict=False):
+        if type(value) is str:
+            if value:
+                attributes[header] = value
+        elif value is not None:
+            raise DecodeError(f"{name} column holds {_kind(value)}, not text")
+    body = values[8]
+    if type(body) is not bytes:
+        raise DecodeError(f"body column holds {_kind(body)}, not a blob")
+    message = decode_message(attributes, body)
+    extra = _headers(values[7])
+    return message.with_headers(extra) if extra else message
+
+
+def best_effort(values: Sequence[Any]) -> Message:
+    """What can be salvaged from a row :func:`decode` refused: its body and type."""
+    event_type, body = values[0], values[8]
+    if not (isinstance(event_type, str) and _is_event_type(event_type)):
+        event_type = UNDECODABLE
+    if isinstance(body, str):
+        body = body.encode("utf-8", "replace")
+    elif not isinstance(body, bytes):
+        body = b"" if body is None else str(body).encode()
+    message_id = values[1]
+    if not (isinstance(message_id, str) and 0 < len(message_id) <= MAX_ATTRIBUTE):
+        message_id = content_id(event_type, {}, body)
+    return Message(type=event_type, body=body, id=message_id)
+
+
+def _headers(raw: object) -> dict[str, str]:
+    if raw == "{}":
+        return {}
+    if type(raw) is not str or len(raw) > _MAX_HEADERS_JSON:
+        raise DecodeError(f"headers column holds {_kind(raw)}, not a JSON object")
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise DecodeError(f"headers column is not JSON: {raw[:64]!r}") from None
+    if not isinstance(parsed, dict) or not all(type(v) is str for v in parsed.values()):
+        raise DecodeError(f"headers column is not a JSON object of strings: {raw[:64]!r}")
+    return parsed
+
+
+def _is_event_type(text: str) -> bool:
+    try:
+        validate_pattern(text)
     except ValueError:
-        when = parse_time(time)
-    return Message(
-        type=event_type,
-        body=bytes(body),
-        id=id_,
-        source=source,
-        subject=subject,
-        time=when,
-        datacontenttype=content_type,
-        specversion=version,
-        headers=json.loads(headers) if headers != "{}" else {},
-    )
+        return False
+    return not is_pattern(text) and len(text) <= MAX_ATTRIBUTE
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, str | bytes):
+        return f"{type(value).__name__} of length {len(value)}"
+    return type(value).__name__
