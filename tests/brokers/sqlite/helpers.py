@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 from herald.broker import Delivery, Prefetch, Subscription
 from herald.brokers import broker_from_url
@@ -35,7 +34,6 @@ __all__ = [
     "url_for",
 ]
 
-T = TypeVar("T")
 SUB = Subscription("billing", "invoice.created", ("invoice.*",))
 
 
@@ -85,7 +83,9 @@ async def take(
     return taken
 
 
-async def settles_on(read: Callable[[], Awaitable[T]], expected: T, timeout: float = 10.0) -> None:
+async def settles_on(
+    read: Callable[[], Awaitable[object]], expected: object, timeout: float = 10.0
+) -> None:
     """Poll an async reading until it equals ``expected``."""
     deadline = time.monotonic() + timeout
     while (value := await read()) != expected:

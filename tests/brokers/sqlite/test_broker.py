@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sqlite3
 import subprocess
@@ -307,7 +308,7 @@ async def test_cancelling_a_consumer_as_it_is_woken_cancels_and_loses_nothing(
             queue = Subscription("billing", f"round{n}", ("invoice.*",))
             stream = broker.consume(queue, Prefetch(messages=8))
             task = asyncio.ensure_future(anext(stream))
-            await settles_on(lambda q=queue: _consumers(broker, q.queue), 1)
+            await settles_on(functools.partial(_consumers, broker, queue.queue), 1)
             # the commit wakes the idle loop just before the publish returns: the
             # cancellation lands while it wakes up or while its claim is under way
             await broker.publish(messages(1))

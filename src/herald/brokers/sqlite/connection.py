@@ -153,7 +153,10 @@ class Committer:
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            outcomes = await self._thread.call(self._execute, batch)
+            try:
+                outcomes = await self._thread.call(self._execute, batch)
+            except Exception as exc:  # a bug or a dying thread: fail the batch, not the loop
+                outcomes = [(False, exc)] * len(batch)
             if self._maintenance is not None:
                 self._maintenance.wrote()
             for item, (ok, value) in zip(batch, outcomes, strict=True):

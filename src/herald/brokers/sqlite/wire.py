@@ -13,21 +13,23 @@ best-effort message, which the runtime dead-letters.
 >>> bad = list(encode_message(Message(type="invoice.created", body=b"{}")))
 >>> bad[4] = "yesterday"
 >>> decode_row(7, 1, bad).error
-DecodeError("invalid CloudEvents attributes: Invalid isoformat string: 'yesterday'")
+DecodeError("time column 'yesterday' is not an RFC 3339 timestamp")
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from ...errors import DecodeError, HeaderError, MessageError
 from ...headers import MAX_ATTEMPT
 from ...message import Message
 from ...topic import is_pattern, validate_pattern
-from ...wire import CE_PREFIX, MAX_ATTRIBUTE, content_id, decode_message
+from ...wire import MAX_ATTRIBUTE, content_id
 
 __all__ = ["COLUMNS", "MESSAGE_COLUMNS_SQL", "UNDECODABLE", "Encoded", "Row", "decode_row"]
 
@@ -48,11 +50,10 @@ Encoded = tuple[str, str, str, str | None, str, str, str, str, bytes]
 """The values of :data:`COLUMNS` for one message; ``[0]`` is its type."""
 UNDECODABLE = "herald.undecodable"
 _ATTRIBUTES = COLUMNS[:7]
-_HEADERS = tuple(f"{CE_PREFIX}{name}" for name in _ATTRIBUTES)
 _MAX_HEADERS_JSON = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Row:
     """A claimed delivery: its row id, the attempt it was leased as (``token``, as
     stored), the attempt number, the message and what was wrong with the row."""
@@ -92,20 +93,41 @@ def decode_row(seq: int, token: object, values: Sequence[Any]) -> Row:
 
 
 def decode(values: Sequence[Any]) -> Message:
-    """The message from the values of :data:`COLUMNS`; raises only :class:`DecodeError`."""
-    attributes: dict[str, str] = {}
-    for name, header, value in zip(_ATTRIBUTES, _HEADERS, values, strict=False):
-        if type(value) is str:
-            if value:
-                attributes[header] = value
-        elif value is not None:
-            raise DecodeError(f"{name} column holds {_kind(value)}, not text")
-    body = values[8]
+    """The message from the values of :data:`COLUMNS`; raises only :class:`DecodeError`.
+
+    The checks are those of :func:`herald.wire.decode_message`, on columns."""
+    event_type, message_id, source, subject, when, content_type, version, headers, body = values
+    texts = (event_type, message_id, source, when, content_type, version, subject or "")
+    if not all(type(text) is str for text in texts):
+        _refuse_types(values)
+    if max(map(len, texts)) > MAX_ATTRIBUTE:
+        raise DecodeError(f"a column of the row is over {MAX_ATTRIBUTE} characters long")
+    if not _is_event_type(event_type):
+        raise DecodeError(f"type column {event_type[:200]!r} is not an event type")
     if type(body) is not bytes:
         raise DecodeError(f"body column holds {_kind(body)}, not a blob")
-    message = decode_message(attributes, body)
-    extra = _headers(values[7])
-    return message.with_headers(extra) if extra else message
+    try:
+        parsed = datetime.fromisoformat(when)
+    except ValueError:
+        raise DecodeError(f"time column {when[:64]!r} is not an RFC 3339 timestamp") from None
+    extra = _headers(headers)
+    return Message(
+        type=event_type,
+        body=body,
+        id=message_id or content_id(event_type, extra, body),
+        source=source or "herald",
+        subject=subject or None,
+        time=parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC),
+        datacontenttype=content_type or "application/json",
+        specversion=version or "1.0",
+        headers=extra,
+    )
+
+
+def _refuse_types(values: Sequence[Any]) -> None:
+    for name, value in zip(_ATTRIBUTES, values, strict=False):
+        if type(value) is not str and (value is not None or name != "subject"):
+            raise DecodeError(f"{name} column holds {_kind(value)}, not text")
 
 
 def best_effort(values: Sequence[Any]) -> Message:
@@ -137,6 +159,7 @@ def _headers(raw: object) -> dict[str, str]:
     return parsed
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_event_type(text: str) -> bool:
     try:
         validate_pattern(text)
