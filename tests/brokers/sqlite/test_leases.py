@@ -133,6 +133,25 @@ async def test_a_hung_consumer_loses_its_leases(tmp_path: Path) -> None:
             child.kill()
 
 
+async def test_a_write_waits_for_the_writer_lock_within_its_deadline(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    async with connected(path, timeout=10) as broker:
+        await broker.declare(SUB)
+        inside = threading.Event()
+
+        def hold_for_a_moment() -> None:
+            with lock_holder(path):
+                inside.set()
+                threading.Event().wait(0.3)
+
+        holder = threading.Thread(target=hold_for_a_moment)
+        holder.start()
+        await asyncio.to_thread(inside.wait, 10)
+        await asyncio.gather(*(broker.publish(messages(1)) for _ in range(5)))
+        await asyncio.to_thread(holder.join)
+        assert (await stats(broker)).depth == 5
+
+
 async def test_the_writer_lock_has_a_deadline_and_the_loop_stays_free(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     async with connected(path, timeout=0.5) as broker:

@@ -27,7 +27,7 @@ __all__ = ["WriterLock"]
 class _Wait:
     """One contended acquisition, shared by the caller and the helper thread."""
 
-    __slots__ = ("abandoned", "acquired", "done", "fd", "guard")
+    __slots__ = ("abandoned", "acquired", "done", "error", "fd", "guard")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -35,6 +35,7 @@ class _Wait:
         self.done = threading.Event()
         self.acquired = False
         self.abandoned = False
+        self.error: OSError | None = None
 
 
 class WriterLock:
@@ -67,6 +68,8 @@ class WriterLock:
                 self._held = wait.fd
                 return
             wait.abandoned = True
+        if wait.error is not None:
+            raise wait.error
         raise LockTimeout(self.path, round(time.monotonic() - started, 3))
 
     def try_acquire(self) -> bool:
@@ -101,7 +104,13 @@ def _open(path: Path) -> int:
 
 def _serve(waits: queue.SimpleQueue[_Wait | None]) -> None:
     while (wait := waits.get()) is not None:
-        fcntl.flock(wait.fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(wait.fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            wait.error = exc
+            wait.done.set()
+            os.close(wait.fd)
+            continue
         with wait.guard:
             if not wait.abandoned:
                 wait.acquired = True

@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...message import Message
 from .topology import Routes, bump, declare_queue, drop_queues
@@ -33,7 +34,11 @@ _NUMBER = "typeof({0}) IN ('integer', 'real')"
 _IS_DUE = f"(due <= ? OR NOT {_NUMBER.format('due')})"
 
 
-@dataclass(frozen=True, slots=True)
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
+
+
+@dataclass(slots=True)
 class Claimed:
     """A leased row, not yet decoded: its id, the attempt it was leased as, its columns."""
 
@@ -111,31 +116,30 @@ class Store:
     ) -> tuple[list[Claimed], float]:
         """Lease due deliveries in publish order: up to ``limit`` of them, and more
         only while the bodies taken so far are under ``budget`` bytes. Also return
-        when the next one is due: ``now`` if more are ready, ``inf`` if none waits."""
-        candidates = self.conn.execute(
-            "SELECT seq, length(body) FROM herald_deliveries WHERE queue = ?"
-            f" AND consumer IS NULL AND {_IS_DUE} ORDER BY seq LIMIT ?",
-            (qid, now, limit + 1),
-        ).fetchall()
-        chosen: list[int] = []
-        taken = 0
-        for seq, size in candidates[:limit]:
-            if taken >= budget:
-                break
-            chosen.append(seq)
-            taken += size if isinstance(size, int) else 0
-        if not chosen:
-            return [], self._next_due(qid)
+        when the next one is due: ``now`` if more may be ready, ``inf`` if none waits."""
         found = self.conn.execute(
             "UPDATE herald_deliveries SET consumer = ?, attempt = attempt + 1, lease_until = ?"
-            " WHERE seq IN (SELECT value FROM json_each(?))"
+            " WHERE seq IN (SELECT seq FROM herald_deliveries WHERE queue = ?"
+            f" AND consumer IS NULL AND {_IS_DUE} ORDER BY seq LIMIT ?)"
             f" RETURNING seq, attempt, {COLUMNS_SQL}",
-            (consumer, until, json.dumps(chosen)),
+            (consumer, until, qid, now, limit),
         ).fetchall()
-        found.sort(key=lambda row: row[0])
+        found.sort(key=_first)
         claimed = [Claimed(row[0], row[1], row[2:]) for row in found]
-        more = len(candidates) > len(chosen)
-        return claimed, now if more else self._next_due(qid)
+        taken, cut = 0, len(claimed)
+        for index, row in enumerate(claimed):
+            if taken >= budget:
+                cut = index
+                break
+            taken += row.size
+        if cut < len(claimed):  # over the byte budget: the rest stays in the queue
+            self.conn.execute(
+                "UPDATE herald_deliveries SET consumer = NULL, attempt = attempt - 1"
+                " WHERE seq IN (SELECT value FROM json_each(?))",
+                (json.dumps([row.seq for row in claimed[cut:]]),),
+            )
+            return claimed[:cut], now
+        return claimed, now if len(claimed) == limit else self._next_due(qid)
 
     def _next_due(self, qid: int) -> float:
         (due,) = self.conn.execute(
