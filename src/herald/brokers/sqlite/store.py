@@ -18,8 +18,8 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
 
 from ...message import Message
 from .topology import Routes, bump, declare_queue, drop_queues
@@ -32,10 +32,6 @@ _MARKS = ", ".join("?" * len(COLUMNS))
 INSERT = f"INSERT INTO herald_deliveries (queue, since, {COLUMNS_SQL}) VALUES (?, ?, {_MARKS})"
 _NUMBER = "typeof({0}) IN ('integer', 'real')"
 _IS_DUE = f"(due <= ? OR NOT {_NUMBER.format('due')})"
-
-
-def _first(row: tuple[Any, ...]) -> Any:
-    return row[0]
 
 
 @dataclass(slots=True)
@@ -124,7 +120,7 @@ class Store:
             f" RETURNING seq, attempt, {COLUMNS_SQL}",
             (consumer, until, qid, now, limit),
         ).fetchall()
-        found.sort(key=_first)
+        found.sort(key=itemgetter(0))
         claimed = [Claimed(row[0], row[1], row[2:]) for row in found]
         taken, cut = 0, len(claimed)
         for index, row in enumerate(claimed):
