@@ -58,11 +58,16 @@ class Membership:
         async with self._joining:
             if self._id is not None:
                 return self._id
-            self._socket = WakeSocket(self._path, self._on_wake)
-            wake, pid = self._socket.address, os.getpid()
-            self._id = await self._committer.run(
-                lambda s: s.register(pid, wake, time.time()), "registering a consumer"
-            )
+            sock = WakeSocket(self._path, self._on_wake)
+            wake, pid = sock.address, os.getpid()
+            try:
+                self._id = await self._committer.run(
+                    lambda s: s.register(pid, wake, time.time()), "registering a consumer"
+                )
+            except BaseException:
+                sock.close()
+                raise
+            self._socket = sock
             self._last_beat = time.time()
             self._watcher = ExitWatcher(self._check_now.set)
             with contextlib.suppress(BrokerError):
@@ -105,6 +110,8 @@ class Membership:
                 await self.check()
             except BrokerError as exc:  # the file is busy or gone; the next round tries again
                 log.debug("membership check of %s failed: %s", self._path, exc)
+            except Exception:  # never stop heartbeating: leases would run out
+                log.exception("membership check of %s failed", self._path)
 
     async def check(self) -> None:
         """Heartbeat and renew if due, forget the consumers that died, and make rows
