@@ -1,11 +1,15 @@
-"""Consumer membership: who holds leases, and reclaiming them from the dead.
+"""Consumer membership: who holds leases, renewing them, reclaiming them from the dead.
 
 A broker that consumes registers once (pid, host, wake-up socket) and heartbeats
-every ``lease / 3`` seconds. As often (at most every ``poll`` seconds), and at once
-when a watched process exits, it checks the other consumers: one whose pid is gone from this host,
-or whose heartbeat is older than ``lease`` (another host, or a hung process), is
-forgotten — its leased deliveries go back to their queues (the attempt counts) and
-its transient queues are dropped.
+every ``lease / 3`` seconds; with each heartbeat it renews the lease of every row it
+still holds unsettled (:meth:`Membership.hold`, :meth:`Membership.let_go`), so a
+delivery stays with a live consumer for as long as its handler takes. As often (at
+most every ``poll`` seconds), and at once when a watched process exits, it checks the
+others: a consumer whose pid is gone from this host, or whose heartbeat is older than
+``lease`` (another host, or a hung process), is forgotten — its leased deliveries go
+back to their queues (the attempt counts) and its transient queues are dropped. Rows
+whose own lease ran out go back too: those whose settlement failed, whose holder
+hangs, or whose holder is unknown.
 """
 
 from __future__ import annotations
@@ -17,12 +21,11 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
-from ..errors import BrokerError
-from .sqlite_committer import Committer
-from .sqlite_store import Store
-from .sqlite_wakeup import ExitWatcher, WakeSocket, process_alive
+from ...errors import BrokerError
+from .connection import Committer
+from .store import Store
+from .wakeup import ExitWatcher, WakeSocket, process_alive
 
 __all__ = ["Membership"]
 
@@ -30,21 +33,15 @@ log = logging.getLogger("herald.brokers.sqlite")
 
 
 class Membership:
-    """This broker's consumer row, its wake-up socket and the watch on the others."""
+    """This broker's consumer row, its wake-up socket, its leases and the watch on
+    the others."""
 
-    def __init__(
-        self,
-        committer: Committer,
-        path: Path,
-        *,
-        lease: float,
-        poll: float,
-        on_wake: Callable[[set[int] | None], None],
-    ) -> None:
+    def __init__(self, committer: Committer, *, on_wake: Callable[[set[int] | None], None]) -> None:
         self._committer = committer
-        self._path = path
-        self._lease = lease
-        self._interval = min(poll, lease / 3)
+        settings = committer.settings
+        self._path = settings.path
+        self.lease = settings.lease
+        self._interval = min(settings.poll, settings.lease / 3)
         self._on_wake = on_wake
         self._joining: asyncio.Lock = asyncio.Lock()
         self._id: int | None = None
@@ -54,20 +51,37 @@ class Membership:
         self._last_beat = 0.0
         self._check_now = asyncio.Event()
         self._queues: Counter[int] = Counter()
+        self._held: set[int] = set()
 
     async def join(self) -> int:
         """Register (once) and start watching; return this broker's consumer id."""
         async with self._joining:
             if self._id is not None:
                 return self._id
-            self._socket = WakeSocket(self._path, self._on_wake)
-            wake, pid = self._socket.address, os.getpid()
-            self._id = await self._committer.run(lambda s: s.register(pid, wake, time.time()))
+            sock = WakeSocket(self._path, self._on_wake)
+            wake, pid = sock.address, os.getpid()
+            try:
+                self._id = await self._committer.run(
+                    lambda s: s.register(pid, wake, time.time()), "registering a consumer"
+                )
+            except BaseException:
+                sock.close()
+                raise
+            self._socket = sock
             self._last_beat = time.time()
             self._watcher = ExitWatcher(self._check_now.set)
-            await self.check()
+            with contextlib.suppress(BrokerError):
+                await self.check()
             self._task = asyncio.create_task(self._run(), name="herald-sqlite-membership")
             return self._id
+
+    def hold(self, seq: int) -> None:
+        """A row was leased to this consumer: renew its lease until :meth:`let_go`."""
+        self._held.add(seq)
+
+    def let_go(self, seq: int) -> None:
+        """The row was settled, or its settlement failed: stop renewing its lease."""
+        self._held.discard(seq)
 
     async def consuming(self, qid: int) -> None:
         """Note that a consume loop takes from queue ``qid`` (wake me for it)."""
@@ -84,7 +98,7 @@ class Membership:
     async def _publish_queues(self) -> None:
         me, qids = self._id, sorted(self._queues)
         if me is not None:
-            await self._committer.run(lambda s: s.set_queues(me, qids))
+            await self._committer.run(lambda s: s.set_queues(me, qids), "recording queues")
 
     async def _run(self) -> None:
         while True:
@@ -94,14 +108,18 @@ class Membership:
             self._check_now.clear()
             try:
                 await self.check()
-            except BrokerError:
-                continue  # the file is busy or gone; the next round tries again
+            except BrokerError as exc:  # the file is busy or gone; the next round tries again
+                log.debug("membership check of %s failed: %s", self._path, exc)
+            except Exception:  # never stop heartbeating: leases would run out
+                log.exception("membership check of %s failed", self._path)
 
     async def check(self) -> None:
-        """Heartbeat if due, and forget the consumers that died."""
+        """Heartbeat and renew if due, forget the consumers that died, and make rows
+        with expired leases ready again."""
         me = self._id
         assert me is not None and self._socket is not None
-        wake, pid, lease = self._socket.address, os.getpid(), self._lease
+        wake, pid, lease = self._socket.address, os.getpid(), self.lease
+        held = sorted(self._held)
 
         def operation(store: Store) -> list[int]:
             now = time.time()
@@ -115,6 +133,7 @@ class Membership:
                         lease,
                     )
                     store.register(pid, wake, now, cid=me, queues=sorted(self._queues))
+                store.renew(me, held, now + lease)
                 self._last_beat = now
             local: list[int] = []
             for other in store.consumers():
@@ -122,13 +141,13 @@ class Membership:
                     continue
                 here = other.host == store.host
                 if other.heartbeat < now - lease or (here and not process_alive(other.pid)):
-                    store.forget_consumer(other.id, crashed=True)
+                    store.forget_consumer(other.id, now, crashed=True)
                 elif here and other.pid != pid:
                     local.append(other.pid)
-            store.sweep_orphans()
+            store.sweep_expired(now)
             return local
 
-        pids = await self._committer.run(operation)
+        pids = await self._committer.run(operation, "checking consumers")
         if self._watcher is not None:
             self._watcher.watch(pids)
 
@@ -143,9 +162,12 @@ class Membership:
             self._watcher.close()
             self._watcher = None
         me, self._id = self._id, None
+        self._held.clear()
         try:
             if me is not None:
-                await self._committer.run(lambda s: s.forget_consumer(me, crashed=False))
+                await self._committer.run(
+                    lambda s: s.forget_consumer(me, time.time(), crashed=False), "unregistering"
+                )
         finally:
             if self._socket is not None:
                 self._socket.close()

@@ -8,6 +8,12 @@ datagram naming the queue ids; the consumer's event loop watches its socket with
 abstract namespace (no files, gone with their process); elsewhere in a directory
 next to the database file (``<db>.wake/``), where stale ones are removed on sight.
 
+Anyone who can write the database can write an address into it, so an address is
+used only if it has exactly the form this broker gives its own sockets
+(:func:`is_wake_address`): ``@herald-<16 hex digits>`` on Linux, else
+``<db>.wake/<16 hex digits>``; and a stale one is removed only if it is a socket.
+Nothing read from the database can make a publisher send elsewhere or delete a file.
+
 :class:`ExitWatcher` gets an event as soon as another consumer process on this host
 exits (``pidfd_open``), so its leases are reclaimed immediately.
 """
@@ -17,16 +23,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import socket
+import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["ExitWatcher", "WakeSender", "WakeSocket", "host_identity", "process_alive"]
+__all__ = [
+    "ExitWatcher",
+    "WakeSender",
+    "WakeSocket",
+    "host_identity",
+    "is_wake_address",
+    "process_alive",
+]
 
 _ABSTRACT = sys.platform.startswith("linux")
 _MAX_PATH = 100
+_TOKEN = re.compile(r"[0-9a-f]{16}")
+_PREFIX = "@herald-"
+
+
+def wake_directory(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".wake")
+
+
+def is_wake_address(address: object, db_path: Path) -> bool:
+    """Whether ``address`` has the form this broker gives its own wake-up sockets."""
+    if not isinstance(address, str):
+        return False
+    if _ABSTRACT:
+        return address.startswith(_PREFIX) and bool(_TOKEN.fullmatch(address[len(_PREFIX) :]))
+    directory, _, name = address.rpartition("/")
+    return directory == str(wake_directory(db_path)) and bool(_TOKEN.fullmatch(name))
 
 
 def _address(wake: str) -> str | bytes:
@@ -44,10 +75,10 @@ class WakeSocket:
         self._file: Path | None = None
         token = secrets.token_hex(8)
         if _ABSTRACT:
-            self.address: str | None = f"@herald-{token}"
+            self.address: str | None = f"{_PREFIX}{token}"
             self._sock.bind(_address(self.address))
         else:
-            directory = db_path.with_name(db_path.name + ".wake")
+            directory = wake_directory(db_path)
             directory.mkdir(exist_ok=True)
             self._file = directory / token
             if len(str(self._file)) > _MAX_PATH:
@@ -88,21 +119,28 @@ class WakeSender:
         self._sock.setblocking(False)
 
     def send(self, targets: Mapping[str, Iterable[int]]) -> None:
-        """Send each wake-up address the ids of its queues that have news."""
+        """Send each wake-up address the ids of its queues that have news. Addresses
+        must have passed :func:`is_wake_address`."""
         for wake, qids in targets.items():
             try:
                 self._sock.sendto(",".join(map(str, qids)).encode(), _address(wake))
             except (BlockingIOError, InterruptedError):
                 pass  # its buffer is full of wake-ups already
-            except (ConnectionRefusedError, FileNotFoundError):
+            except ConnectionRefusedError:
                 if not wake.startswith("@"):
-                    with contextlib.suppress(OSError):
-                        os.unlink(wake)
+                    _remove_stale_socket(wake)
             except OSError:
                 pass
 
     def close(self) -> None:
         self._sock.close()
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket file nobody listens on any more (never anything else)."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
 
 
 class ExitWatcher:
@@ -158,6 +196,8 @@ def host_identity() -> str:
 
 def process_alive(pid: int) -> bool:
     """Whether ``pid`` runs on this host (a zombie counts as dead)."""
+    if not 0 < pid < 2**31:
+        return False  # kill(0 or -1) would signal groups of processes, not one
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
