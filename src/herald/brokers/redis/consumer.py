@@ -1,247 +1,199 @@
-"""Reading queue streams as one consumer, claiming abandoned entries, and housekeeping.
+"""The consume loop: reading and claiming a queue stream's entries within the window.
 
-:class:`QueueReader` turns ``XREADGROUP`` replies and claims into deliveries.
-:class:`Housekeeper` runs a broker's two background loops: moving due retries from
-the delayed set back to their queues, and renewing the lease of every delivery this
-process still holds so that no other consumer claims it while a handler runs.
+Each ``consume()`` call is one consumer of the queue's group, named
+``host:pid:broker:serial``. It hands out entries only while its prefetch window
+(:class:`herald.window.Window`) has room, counting messages and bytes of body: the
+read and claim scripts take entries one at a time while the window has room, so a
+consumer never holds more than its window allows (one body larger than the byte
+bound still flows, alone). When no entry is ready it blocks in ``XREADGROUP`` for
+one.
+
+Every ``lease/2`` (and when it starts, or after a release) it sweeps the group's
+pending entries with ``XAUTOCLAIM`` for those idle for a whole lease: entries of
+consumers that died (live ones renew theirs, see :mod:`.housekeeper`) and released
+ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from ..broker import Subscription
-from ..deadletter import DeadLetterReason
-from ..errors import DecodeError
-from .redis_delivery import Inflight, RedisDelivery, Settler, Window, broker_error
-from .redis_fields import decode_fields
-from .redis_scripts import MOVE_DUE, RENEW
+from ...broker import Delivery, Prefetch, Subscription
+from ...errors import BrokerError, ErrorTable
+from ...window import Window
+from . import scripts
+from .delivery import Holder, RedisDelivery, Settler
+from .housekeeper import Housekeeper
+from .settings import RedisSettings
+from .topology import Keys
+from .wire import BODY_FIELD, decode_entry
 
-__all__ = ["Housekeeper", "QueueReader"]
+__all__ = ["QueueConsumer"]
 
 log = logging.getLogger("herald.brokers.redis")
-MOVER_POLL = 1.0
-"""Longest wait before looking for due retries scheduled by other processes."""
-MOVE_BATCH = 200
 START = b"0-0"
+_BODY = BODY_FIELD.encode()
 
-Entry = tuple[bytes, dict[bytes, bytes]]
+Entry = tuple[bytes, dict[bytes, bytes], int]
+"""A stream entry id, its fields and how often the group delivered it."""
 
 
-class QueueReader:
-    """Reads, claims and wraps the entries of queue streams for one consumer name."""
+class _QueueGone(Exception):
+    """The queue's stream or group vanished (a server restarted without persistence)."""
+
+
+class QueueConsumer:
+    """Consumes queues for one broker: reads, claims and wraps entries as deliveries."""
 
     def __init__(
         self,
         client: Redis,
-        consumer: str,
-        lease: float,
+        keys: Keys,
+        settings: RedisSettings,
+        table: ErrorTable,
+        name: str,
         settler: Settler,
-        redeclare: Callable[[Subscription], Awaitable[None]],
+        housekeeper: Housekeeper,
+        declare: Callable[[Subscription], Awaitable[None]],
+        undeclare: Callable[[Subscription], Awaitable[None]],
     ) -> None:
         self._client = client
-        self._consumer = consumer
-        self._lease_ms = round(lease * 1000)
+        self._keys = keys
+        self._settings = settings
+        self._table = table
+        self._name = name
+        self._serial = itertools.count(1)
         self._settler = settler
-        self._redeclare = redeclare
+        self._housekeeper = housekeeper
+        self._declare = declare
+        self._undeclare = undeclare
+        self._read = client.register_script(scripts.READ)
+        self._claim = client.register_script(scripts.CLAIM)
 
-    async def read(
-        self, subscription: Subscription, inflight: Inflight, count: int, wait: float
-    ) -> list[Entry]:
-        """New entries (``>``), waiting up to ``wait`` seconds for some."""
+    async def consume(
+        self, subscription: Subscription, prefetch: Prefetch
+    ) -> AsyncGenerator[Delivery, None]:
+        await self._declare(subscription)
+        queue = subscription.queue
+        holder = Holder(queue, self._keys.queue(queue), f"{self._name}:{next(self._serial)}")
+        window = Window(prefetch)
+        unyielded: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        cursor, next_sweep = START, 0.0
+        await self._housekeeper.attach(holder)
         try:
-            read = self._client.xreadgroup(
-                inflight.group,
-                self._consumer,
-                {inflight.stream: ">"},
-                count=count,
-                block=max(1, round(wait * 1000)),
-            )
-            async with asyncio.timeout(wait + 10.0):
-                reply: list[tuple[bytes, list[Entry]]] = await cast(Awaitable[Any], read)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise broker_error(exc, f"reading {inflight.group}") from exc
-            log.warning(
-                "queue %s vanished from redis (restarted without persistence?); "
-                "declaring it again — what it held is lost",
-                inflight.group,
-            )
-            await self._redeclare(subscription)
-            return []
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise broker_error(exc, f"reading {inflight.group}") from exc
-        return [entry for _, entries in reply for entry in entries]
+            while True:
+                await window.room()
+                try:
+                    if holder.claim_soon or cursor != START or loop.time() >= next_sweep:
+                        if cursor == START:
+                            next_sweep = loop.time() + self._settings.lease / 2
+                        holder.claim_soon = False
+                        cursor, entries = await self._claim_entries(holder, cursor, window)
+                    else:
+                        entries = await self._read_entries(holder, window)
+                        if not entries:
+                            wait = min(self._settings.block, next_sweep - loop.time())
+                            entries = await self._wait_entry(holder, max(0.01, wait))
+                except _QueueGone:
+                    log.warning(
+                        "queue %s vanished from redis (restarted without persistence?); "
+                        "declaring it again: what it held is lost",
+                        queue,
+                    )
+                    await self._declare(subscription)
+                    cursor = START
+                    continue
+                unyielded = [entry_id for entry_id, _, _ in entries]
+                holder.held.update(unyielded)
+                for entry in entries:
+                    delivery = self._delivery(subscription, holder, window, entry)
+                    unyielded.remove(entry[0])
+                    yield delivery
+        finally:
+            holder.held.difference_update(unyielded)
+            await self._housekeeper.detach(holder)
+            if not subscription.durable:
+                await self._undeclare(subscription)
 
-    async def claim(
-        self, inflight: Inflight, cursor: bytes, count: int
-    ) -> tuple[bytes, list[tuple[bytes, dict[bytes, bytes], int]]]:
-        """Take over entries idle longer than the lease, and entries this consumer owns
-        but no live delivery holds (a read cut short), with their delivery counts.
-        Returns the ``XAUTOCLAIM`` cursor to continue from (``0-0``: sweep done)."""
-        try:
-            entries: list[Entry] = []
-            if cursor == START:
-                entries = await self._claim_orphans(inflight, count)
-            if len(entries) < count:
-                reply = await self._client.xautoclaim(
-                    inflight.stream,
-                    inflight.group,
-                    self._consumer,
-                    self._lease_ms,
-                    cursor,
-                    count=count - len(entries),
-                )
-                cursor = reply[0]
-                entries += [(i, f) for i, f in reply[1] if f is not None]
-            if not entries:
-                return cursor, []
-            async with self._client.pipeline(transaction=False) as pipe:
-                for entry_id, _ in entries:
-                    pipe.xpending_range(inflight.stream, inflight.group, entry_id, entry_id, 1)
-                counts = await pipe.execute()
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                return START, []
-            raise broker_error(exc, f"claiming from {inflight.group}") from exc
-        except (RedisError, OSError) as exc:
-            raise broker_error(exc, f"claiming from {inflight.group}") from exc
-        log.info("claimed %d abandoned deliveries of %s", len(entries), inflight.group)
-        return cursor, [
-            (entry_id, fields, int(pending[0]["times_delivered"]) if pending else 1)
-            for (entry_id, fields), pending in zip(entries, counts, strict=True)
-        ]
-
-    async def _claim_orphans(self, inflight: Inflight, count: int) -> list[Entry]:
-        pending: list[dict[str, Any]] = await self._client.xpending_range(
-            inflight.stream,
-            inflight.group,
-            "-",
-            "+",
-            count + len(inflight.ids),
-            consumername=self._consumer,
-        )
-        orphans = [p["message_id"] for p in pending if p["message_id"] not in inflight.ids]
-        if not orphans:
-            return []
-        claimed: list[tuple[bytes, dict[bytes, bytes] | None]] = cast(
-            Any,
-            await self._client.xclaim(
-                inflight.stream, inflight.group, self._consumer, 0, orphans[:count]
-            ),
-        )
-        return [(i, f) for i, f in claimed if f is not None]
-
-    async def delivery(
-        self,
-        subscription: Subscription,
-        inflight: Inflight,
-        window: Window,
-        entry: Entry,
-        delivered: int,
-    ) -> RedisDelivery | None:
-        """The entry as a delivery; an undecodable one is dead-lettered instead (None)."""
-        entry_id, fields = entry
-        try:
-            message, previous = decode_fields(fields)
-        except DecodeError as exc:
-            log.error(
-                "dead-lettering undecodable entry %r of %s: %s", entry_id, inflight.group, exc
-            )
-            reason = DeadLetterReason(subscription.queue, "DecodeError", str(exc), delivered)
-            await self._settler.dead_letter(inflight, entry_id, subscription.service, reason)
-            return None
+    def _delivery(
+        self, subscription: Subscription, holder: Holder, window: Window, entry: Entry
+    ) -> RedisDelivery:
+        entry_id, fields, delivered = entry
+        message, previous, error = decode_entry(entry_id, fields)
         return RedisDelivery(
             message,
             subscription,
             previous + delivered,
+            error=error,
             settler=self._settler,
-            inflight=inflight,
+            holder=holder,
             window=window,
             entry_id=entry_id,
-            delivered=delivered,
+            size=len(fields.get(_BODY, b"")),
         )
 
+    def _window_args(self, window: Window) -> list[int]:
+        return [window.used, window.bytes, window.limit.messages, window.limit.bytes]
 
-class Housekeeper:
-    """Moves due retries back to their queues and renews held deliveries' leases."""
+    async def _read_entries(self, holder: Holder, window: Window) -> list[Entry]:
+        """New entries, as many as the window has room for; none waited for."""
+        args: list[Any] = [holder.group, holder.name, *self._window_args(window)]
+        with self._converting(f"reading {holder.queue}"):
+            reply: list[Any] = await self._read(keys=[holder.stream], args=args)
+        return [(entry_id, _fields(flat), 1) for entry_id, flat in reply]
 
-    def __init__(
-        self,
-        client: Redis,
-        delayed_key: str,
-        consumer: str,
-        lease: float,
-        inflight: dict[str, Inflight],
-    ) -> None:
-        self._delayed_key = delayed_key
-        self._consumer = consumer
-        self._lease = lease
-        self._inflight = inflight
-        self._move = client.register_script(MOVE_DUE)
-        self._renew = client.register_script(RENEW)
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._running = False
+    async def _wait_entry(self, holder: Holder, seconds: float) -> list[Entry]:
+        """One new entry, waiting up to ``seconds`` for it (the window has room for one)."""
+        read = self._client.xreadgroup(
+            holder.group,
+            holder.name,
+            {holder.stream: ">"},
+            count=1,
+            block=max(1, round(seconds * 1000)),
+        )
+        with self._converting(f"reading {holder.queue}"):
+            async with asyncio.timeout(seconds + 10.0):
+                reply: list[Any] = await cast(Awaitable[Any], read)
+        return [(entry_id, fields, 1) for _, entries in reply or () for entry_id, fields in entries]
 
-    def wake(self) -> None:
-        """Look for due retries now (one was just scheduled)."""
-        self._wake.set()
+    async def _claim_entries(
+        self, holder: Holder, cursor: bytes, window: Window
+    ) -> tuple[bytes, list[Entry]]:
+        """Entries idle for a lease, with their delivery counts, and where the sweep
+        goes on (``0-0``: done)."""
+        keys = [holder.stream, self._keys.consumers(holder.queue)]
+        args: list[Any] = [holder.group, holder.name, self._settings.lease_ms, cursor]
+        with self._converting(f"claiming from {holder.queue}"):
+            next_cursor, claimed = await self._claim(
+                keys=keys, args=[*args, *self._window_args(window)]
+            )
+        if claimed:
+            log.info("claimed %d abandoned deliveries of %s", len(claimed), holder.queue)
+        return next_cursor, [(i, _fields(flat), int(count)) for i, flat, count in claimed]
 
-    def start(self) -> None:
-        if not self._tasks:
-            self._running = True
-            self._tasks = [
-                asyncio.create_task(self._move_due(), name="herald:redis:delayed"),
-                asyncio.create_task(self._renew_leases(), name="herald:redis:renew"),
-            ]
+    @contextlib.contextmanager
+    def _converting(self, doing: str) -> Iterator[None]:
+        """``table.converting(doing)``; a vanished queue raises :class:`_QueueGone`."""
+        try:
+            with self._table.converting(doing):
+                yield
+        except BrokerError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ResponseError) and (
+                "NOGROUP" in str(cause) or "no such key" in str(cause)
+            ):
+                raise _QueueGone(str(exc)) from exc
+            raise
 
-    async def stop(self) -> None:
-        self._running = False
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        self._wake.set()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
 
-    async def _move_due(self) -> None:
-        while self._running:
-            self._wake.clear()
-            wait = MOVER_POLL
-            try:
-                moved, dropped, wait_ms = await self._move(
-                    keys=[self._delayed_key], args=[MOVE_BATCH]
-                )
-                if dropped:
-                    log.warning("%d due retries dropped: their queue no longer exists", dropped)
-                if moved + dropped >= MOVE_BATCH:
-                    continue
-                if wait_ms >= 0:
-                    wait = min(MOVER_POLL, wait_ms / 1000)
-            except (RedisError, OSError) as exc:
-                log.debug("moving due retries failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
-
-    async def _renew_leases(self) -> None:
-        while self._running:
-            await asyncio.sleep(self._lease / 3)
-            for inflight in list(self._inflight.values()):
-                if not inflight.ids:
-                    continue
-                try:
-                    await self._renew(
-                        keys=[inflight.stream],
-                        args=[inflight.group, self._consumer, *inflight.ids],
-                    )
-                except (RedisError, OSError) as exc:
-                    log.debug("renewing leases on %s failed: %s", inflight.group, exc)
+def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=False))

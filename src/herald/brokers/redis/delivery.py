@@ -1,9 +1,13 @@
 """Deliveries from a Redis stream and the operations that settle them.
 
-An ack is ``XACK`` + ``XDEL`` in one ``MULTI``: the stream keeps only unsettled
-entries. Acks of deliveries that finish together are sent as one transaction. Retry
-and dead-lettering are Lua scripts (see :mod:`.redis_scripts`), so the copy and the
+An ack is ``XACK`` + ``XDEL`` (a script per stream): the stream keeps only unsettled
+entries. Acks of deliveries that finish together go in one pipeline. Retry, release
+and dead-lettering are scripts too (see :mod:`.scripts`), so that the copy and the
 removal of the original happen together or not at all.
+
+A delivery gives its prefetch slot back as soon as it is settled, and stops being
+held (renewed by the heartbeat) once the settlement is done or has failed: an entry
+whose settlement failed is no longer renewed, so it is claimed again after the lease.
 """
 
 from __future__ import annotations
@@ -14,58 +18,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..broker import Delivery, Subscription
-from ..deadletter import DeadLetterReason
-from ..errors import BrokerError, ConnectionLostError
-from ..message import Message
-from .redis_fields import ATTEMPT_FIELD
-from .redis_scripts import DEAD_LETTER, RETRY
+from ...broker import Delivery, Subscription
+from ...deadletter import DeadLetterReason
+from ...errors import ErrorTable, MessageError
+from ...message import Message
+from ...window import Window
+from . import scripts
+from .settings import RedisSettings
+from .topology import Keys
+from .wire import ATTEMPT_FIELD, ID_FIELD
 
-__all__ = ["Inflight", "RedisDelivery", "Settler", "Window", "broker_error"]
+__all__ = ["Holder", "RedisDelivery", "Settler"]
 
-RELEASED_IDLE_MS = 10**9
-"""Idle time given to a released entry: far past any lease, so it is claimed at once."""
-
-
-def broker_error(exc: BaseException, doing: str) -> BrokerError:
-    """Herald's error for a driver error raised while ``doing`` something."""
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-        return ConnectionLostError(f"redis connection lost while {doing}: {exc}")
-    return BrokerError(f"redis failed while {doing}: {exc}")
+_ACK_CHUNK = 1000
 
 
-class Window:
-    """How many more deliveries a consumer may hand out (its prefetch window)."""
+@dataclass(eq=False, slots=True)
+class Holder:
+    """One ``consume()`` call: its name in the queue's consumer group and the entries
+    it holds unsettled (renewed by the heartbeat until settled)."""
 
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self._changed = asyncio.Event()
-
-    def take(self) -> None:
-        self.free -= 1
-
-    def give(self) -> None:
-        self.free += 1
-        self._changed.set()
-
-    async def wait(self) -> None:
-        while self.free <= 0:
-            self._changed.clear()
-            await self._changed.wait()
-
-
-@dataclass(slots=True)
-class Inflight:
-    """The entries of one queue stream this process holds unsettled (renewed by lease)."""
-
+    queue: str
     stream: str
-    group: str
-    ids: set[bytes] = field(default_factory=set)
+    name: str
+    held: set[bytes] = field(default_factory=set)
+    open: bool = True
     claim_soon: bool = False
+
+    @property
+    def group(self) -> str:
+        return self.queue
 
 
 class Settler:
@@ -74,30 +57,32 @@ class Settler:
     def __init__(
         self,
         client: Redis,
-        consumer: str,
-        delayed_key: str,
-        dead_letter_key: Callable[[str], str],
-        on_retry: Callable[[], None],
+        keys: Keys,
+        settings: RedisSettings,
+        table: ErrorTable,
+        on_retry: Callable[[str], None],
     ) -> None:
         self._client = client
-        self._consumer = consumer
-        self._delayed_key = delayed_key
-        self._dead_letter_key = dead_letter_key
+        self._keys = keys
+        self._settings = settings
+        self._table = table
         self._on_retry = on_retry
-        self._retry = client.register_script(RETRY)
-        self._dead_letter = client.register_script(DEAD_LETTER)
-        self._acks: list[tuple[Inflight, bytes, asyncio.Future[None]]] = []
+        self._ack = client.register_script(scripts.ACK)
+        self._retry = client.register_script(scripts.RETRY)
+        self._release = client.register_script(scripts.RELEASE)
+        self._dead_letter = client.register_script(scripts.DEAD_LETTER)
+        self._acks: list[tuple[Holder, bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def ack(self, inflight: Inflight, entry_id: bytes) -> None:
+    async def ack(self, holder: Holder, entry_id: bytes) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks.append((inflight, entry_id, future))
+        self._acks.append((holder, entry_id, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_acks())
         await asyncio.shield(future)
 
     async def drain(self) -> None:
-        """Wait for acks already requested to be sent."""
+        """Wait for the acks already requested to be sent."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
 
@@ -106,77 +91,79 @@ class Settler:
             await asyncio.sleep(0)
             batch, self._acks = self._acks, []
             by_stream: dict[tuple[str, str], list[bytes]] = {}
-            for inflight, entry_id, _ in batch:
-                by_stream.setdefault((inflight.stream, inflight.group), []).append(entry_id)
+            for holder, entry_id, _ in batch:
+                by_stream.setdefault((holder.stream, holder.group), []).append(entry_id)
+            failed: dict[str, BaseException] = {}
             try:
-                async with self._client.pipeline(transaction=True) as pipe:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    calls: list[str] = []
                     for (stream, group), ids in by_stream.items():
-                        pipe.xack(stream, group, *ids)
-                        pipe.xdel(stream, *ids)
-                    await pipe.execute()
-            except (RedisError, OSError) as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        error = broker_error(exc, "acknowledging")
-                        error.__cause__ = exc
-                        future.set_exception(error)
-            else:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                        for start in range(0, len(ids), _ACK_CHUNK):
+                            chunk = ids[start : start + _ACK_CHUNK]
+                            await self._ack(keys=[stream], args=[group, *chunk], client=pipe)
+                            calls.append(stream)
+                    results = await pipe.execute(raise_on_error=False)
+                for stream, result in zip(calls, results, strict=True):
+                    if isinstance(result, BaseException):
+                        failed[stream] = result
+            except Exception as exc:
+                failed = {holder.stream: exc for holder, _, _ in batch}
+            for holder, _, future in batch:
+                if future.done():
+                    continue
+                problem = failed.get(holder.stream)
+                if problem is None:
+                    future.set_result(None)
+                else:
+                    error = self._table.convert(problem, f"acknowledging on {holder.queue}")
+                    error.__cause__ = problem
+                    future.set_exception(error)
 
     async def retry(
         self,
-        inflight: Inflight,
+        holder: Holder,
         entry_id: bytes,
         delay: float,
         attempts: int,
         headers: Mapping[str, str],
     ) -> None:
-        args: list[Any] = [inflight.group, entry_id, max(0, round(delay * 1000))]
+        args: list[Any] = [holder.group, entry_id, max(0, round(delay * 1000))]
         args += [ATTEMPT_FIELD, attempts]
         for name, value in headers.items():
             args += (name, value)
-        try:
-            await self._retry(keys=[inflight.stream, self._delayed_key], args=args)
-        except (RedisError, OSError) as exc:
-            raise broker_error(exc, "scheduling a retry") from exc
-        self._on_retry()
+        keys = [holder.stream, self._keys.delayed(holder.queue)]
+        with self._table.converting(f"scheduling a retry on {holder.queue}"):
+            await self._retry(keys=keys, args=args)
+        self._on_retry(holder.queue)
 
-    async def release(self, inflight: Inflight, entry_id: bytes, delivered: int) -> None:
-        try:
-            await self._client.xclaim(
-                inflight.stream,
-                inflight.group,
-                self._consumer,
-                0,
-                [entry_id],
-                idle=RELEASED_IDLE_MS,
-                retrycount=max(0, delivered - 1),
-                justid=True,
-            )
-        except (RedisError, OSError) as exc:
-            raise broker_error(exc, "releasing a delivery") from exc
-        inflight.claim_soon = True
+    async def release(self, holder: Holder, entry_id: bytes) -> None:
+        args: list[Any] = [holder.group, holder.name, self._settings.lease_ms, entry_id]
+        with self._table.converting(f"releasing a delivery on {holder.queue}"):
+            await self._release(keys=[holder.stream], args=args)
+        holder.claim_soon = True
 
     async def dead_letter(
-        self, inflight: Inflight, entry_id: bytes, service: str, reason: DeadLetterReason
+        self,
+        holder: Holder,
+        entry_id: bytes,
+        message_id: str,
+        service: str,
+        reason: DeadLetterReason,
     ) -> None:
-        args: list[Any] = [inflight.group, entry_id, ATTEMPT_FIELD]
+        args: list[Any] = [holder.group, entry_id, ATTEMPT_FIELD]
+        args += [self._settings.dlq_retention_ms, ID_FIELD, message_id]
         for name, value in reason.to_headers().items():
             args += (name, value)
-        keys = [inflight.stream, self._dead_letter_key(service)]
-        try:
+        keys = [holder.stream, self._keys.dead_letters(service)]
+        with self._table.converting(f"dead-lettering from {holder.queue}"):
             await self._dead_letter(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise broker_error(exc, "dead-lettering") from exc
 
 
 class RedisDelivery(Delivery):
-    """One stream entry handed to this process; ``attempt`` = earlier attempts carried
-    by the entry (``herald-attempt``) + the group's delivery count for it."""
+    """One stream entry handed to this process. ``attempt`` = the attempts recorded in
+    the entry (``herald-attempt``, on a retried copy) + the group's delivery count."""
 
-    __slots__ = ("_delivered", "_entry_id", "_inflight", "_settled", "_settler", "_window")
+    __slots__ = ("_entry_id", "_holder", "_previous", "_settler", "_size", "_window")
 
     def __init__(
         self,
@@ -184,44 +171,58 @@ class RedisDelivery(Delivery):
         subscription: Subscription,
         attempt: int,
         *,
+        error: MessageError | None,
         settler: Settler,
-        inflight: Inflight,
+        holder: Holder,
         window: Window,
         entry_id: bytes,
-        delivered: int,
+        size: int,
     ) -> None:
-        super().__init__(message, subscription, attempt)
+        super().__init__(message, subscription, attempt, error=error)
         self._settler = settler
-        self._inflight = inflight
+        self._holder = holder
         self._window = window
         self._entry_id = entry_id
-        self._delivered = delivered
-        self._settled = False
-        inflight.ids.add(entry_id)
-        window.take()
+        self._size = size
+        window.take(size)
 
-    def _settle(self) -> bool:
-        if self._settled:
-            return False
-        self._settled = True
-        self._inflight.ids.discard(self._entry_id)
-        self._window.give()
-        return True
+    @property
+    def size(self) -> int:
+        return self._size
 
-    async def ack(self) -> None:
-        if self._settle():
-            await self._settler.ack(self._inflight, self._entry_id)
+    def _settling(self) -> None:
+        self._window.give(self._size)
 
-    async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
-        if self._settle():
-            await self._settler.retry(self._inflight, self._entry_id, delay, self.attempt, headers)
+    def _settled(self) -> None:
+        self._holder.held.discard(self._entry_id)
 
-    async def release(self) -> None:
-        if self._settle():
-            await self._settler.release(self._inflight, self._entry_id, self._delivered)
+    async def _ack(self) -> None:
+        self._settling()
+        try:
+            await self._settler.ack(self._holder, self._entry_id)
+        finally:
+            self._settled()
 
-    async def dead_letter(self, reason: DeadLetterReason) -> None:
-        if self._settle():
+    async def _retry(self, delay: float, headers: Mapping[str, str]) -> None:
+        self._settling()
+        merged = {**headers, ID_FIELD: self.message.id}
+        try:
+            await self._settler.retry(self._holder, self._entry_id, delay, self.attempt, merged)
+        finally:
+            self._settled()
+
+    async def _release(self) -> None:
+        self._settling()
+        try:
+            await self._settler.release(self._holder, self._entry_id)
+        finally:
+            self._settled()
+
+    async def _dead_letter(self, reason: DeadLetterReason) -> None:
+        self._settling()
+        try:
             await self._settler.dead_letter(
-                self._inflight, self._entry_id, self.subscription.service, reason
+                self._holder, self._entry_id, self.message.id, self.subscription.service, reason
             )
+        finally:
+            self._settled()
