@@ -112,6 +112,9 @@ class QueueConsumer:
                     await self._declare(subscription)
                     cursor = START
                     continue
+                # a claim can return what this consumer still holds, had its heartbeat
+                # been late: it is being handled here already
+                entries = [entry for entry in entries if entry[0] not in holder.held]
                 unyielded = [entry_id for entry_id, _, _ in entries]
                 holder.held.update(unyielded)
                 for entry in entries:

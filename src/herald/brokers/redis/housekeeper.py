@@ -50,6 +50,7 @@ class Housekeeper:
         self._move = client.register_script(scripts.MOVE_DUE)
         self._holders: set[Holder] = set()
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def attach(self, holder: Holder) -> None:
@@ -82,10 +83,14 @@ class Housekeeper:
     async def close(self) -> None:
         """Stop both loops and let go of every consumer (the broker closes)."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
+        # The loops see the flag at once; a cancellation alone can be swallowed by a
+        # driver call it lands in (the task then loops on, "cancelling" for ever).
+        self._closing.set()
+        self._wake.set()
         if tasks:
-            await asyncio.wait(tasks, timeout=5)
+            _, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                task.cancel()
         for holder in list(self._holders):
             await self.detach(holder, everything=True)
 
@@ -99,8 +104,7 @@ class Housekeeper:
         return await self._renew(keys=keys, args=[*args, *holder.held], client=client)
 
     async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.lease / 3)
+        while not await _waited(self._closing, self._settings.lease / 3):
             holders = [h for h in self._holders if h.open or h.held]
             self._holders.intersection_update(holders)
             if not holders:
@@ -115,7 +119,7 @@ class Housekeeper:
                 log.warning("renewing the leases of %d consumers failed: %s", len(holders), exc)
 
     async def _move_due(self) -> None:
-        while True:
+        while not self._closing.is_set():
             self._wake.clear()
             wait = MOVER_POLL
             queues = sorted({h.queue for h in self._holders})
@@ -137,6 +141,12 @@ class Housekeeper:
                     continue
             except Exception as exc:
                 log.debug("moving due retries failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
+            await _waited(self._wake, wait)
+
+
+async def _waited(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; whether it is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()

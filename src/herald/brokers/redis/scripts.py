@@ -53,12 +53,18 @@ end
 """
 
 _TRIM = """
+-- Letters older than the retention go; the stream expires a retention after its newest.
 local function trim_dead_letters(key, retention)
-  if retention > 0 then
-    redis.call('XTRIM', key, 'MINID', now_ms() - retention)
-    if redis.call('EXISTS', key) == 1 then redis.call('PEXPIRE', key, retention) end
-  else
+  if retention <= 0 then
     redis.call('PERSIST', key)
+    return
+  end
+  redis.call('XTRIM', key, 'MINID', now_ms() - retention)
+  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #newest == 0 then
+    redis.call('DEL', key)
+  else
+    redis.call('PEXPIREAT', key, tonumber(string.match(newest[1][1], '^(%d+)')) + retention)
   end
 end
 """
@@ -200,17 +206,19 @@ local now = now_ms()
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local mine = {}
+local claim, renewed = {KEYS[1], ARGV[1], ARGV[2], 0}, 0
 for j = 5, #ARGV do
   if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[j], ARGV[j], 1, ARGV[2]) > 0 then
-    mine[#mine + 1] = ARGV[j]
+    claim[#claim + 1] = ARGV[j]
+    renewed = renewed + 1
+  end
+  if #claim == 1004 or (j == #ARGV and #claim > 4) then
+    claim[#claim + 1] = 'JUSTID'
+    redis.call('XCLAIM', unpack(claim))
+    claim = {KEYS[1], ARGV[1], ARGV[2], 0}
   end
 end
-for i = 1, #mine, 1000 do
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0,
-    unpack(mine, i, math.min(i + 999, #mine)), 'JUSTID')
-end
-return #mine
+return renewed
 """
 )
 
