@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from herald.broker import Subscription
+from herald.broker import Prefetch, Subscription
 from herald.brokers.redis import RedisBroker
 from herald.capabilities import DeadLetterAdmin
 from herald.deadletter import DeadLetterReason
@@ -54,14 +54,18 @@ async def test_dead_letter_replay_and_purge(broker: RedisBroker) -> None:
 
 
 async def test_replay_to_a_queue_that_is_gone_moves_nothing(broker: RedisBroker) -> None:
-    sub = Subscription("gone", "demo.tick")
+    """A transient queue is removed when its consumer stops; its dead letters stay."""
+    sub = Subscription("gone", "demo.tick", durable=False)
     await broker.declare(sub)
-    (letter_id,) = await _dead_letter(broker, sub, 1)
-    async with raw_client() as client:
-        await client.hdel(broker.keys.bindings, sub.queue)
+    await broker.publish([tick(1)])
+    stream = broker.consume(sub, Prefetch(1))
+    delivery = await anext(stream)
+    await delivery.dead_letter(DeadLetterReason(sub.queue, "ValueError", "bad", 1))
+    await stream.aclose()
+    assert await broker.inspect_queues([sub.queue]) == []
     with pytest.raises(BrokerError, match="no longer exists"):
         await broker.replay_dead_letters("gone")
-    assert [dl.message.id for dl in await broker.dead_letters("gone")] == [letter_id]
+    assert [dl.message.id for dl in await broker.dead_letters("gone")] == [delivery.message.id]
 
 
 async def test_dead_letters_expire_after_the_retention(namespace: str) -> None:

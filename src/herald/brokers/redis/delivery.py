@@ -1,7 +1,7 @@
 """Deliveries from a Redis stream and the operations that settle them.
 
 An ack is ``XACK`` + ``XDEL`` (a script per stream): the stream keeps only unsettled
-entries. Acks of deliveries that finish together go in one pipeline. Retry, release
+entries. Acks of deliveries that finish together go in one script call per stream. Retry, release
 and dead-lettering are scripts too (see :mod:`.scripts`), so that the copy and the
 removal of the original happen together or not at all.
 
@@ -93,21 +93,27 @@ class Settler:
             by_stream: dict[tuple[str, str], list[bytes]] = {}
             for holder, entry_id, _ in batch:
                 by_stream.setdefault((holder.stream, holder.group), []).append(entry_id)
-            failed: dict[str, BaseException] = {}
+            calls = [
+                (stream, group, ids[start : start + _ACK_CHUNK])
+                for (stream, group), ids in by_stream.items()
+                for start in range(0, len(ids), _ACK_CHUNK)
+            ]
+            # one script call per stream, not a pipeline: a pipeline with scripts costs a
+            # SCRIPT EXISTS round trip each time
             try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    calls: list[str] = []
-                    for (stream, group), ids in by_stream.items():
-                        for start in range(0, len(ids), _ACK_CHUNK):
-                            chunk = ids[start : start + _ACK_CHUNK]
-                            await self._ack(keys=[stream], args=[group, *chunk], client=pipe)
-                            calls.append(stream)
-                    results = await pipe.execute(raise_on_error=False)
-                for stream, result in zip(calls, results, strict=True):
-                    if isinstance(result, BaseException):
-                        failed[stream] = result
-            except Exception as exc:
-                failed = {holder.stream: exc for holder, _, _ in batch}
+                results = await asyncio.gather(
+                    *(self._ack(keys=[s], args=[g, *chunk]) for s, g, chunk in calls),
+                    return_exceptions=True,
+                )
+            except BaseException:
+                for _, _, future in batch:
+                    future.cancel()
+                raise
+            failed = {
+                stream: result
+                for (stream, _, _), result in zip(calls, results, strict=True)
+                if isinstance(result, BaseException)
+            }
             for holder, _, future in batch:
                 if future.done():
                     continue

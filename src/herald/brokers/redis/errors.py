@@ -16,7 +16,7 @@ from redis import exceptions as rx
 from ...errors import BrokerError, ConnectionLostError, ErrorTable
 from ...url import redact_url
 
-__all__ = ["TABLE", "error_table"]
+__all__ = ["error_table"]
 
 
 def error_table(password: str | None = None) -> ErrorTable:
@@ -24,9 +24,10 @@ def error_table(password: str | None = None) -> ErrorTable:
 
     def describe(exc: BaseException) -> str:
         lines = str(exc).strip().splitlines()
-        text = redact_url(lines[0]) if lines else ""
+        text = lines[0] if lines else ""
         if password:
             text = text.replace(password, "***")
+        text = redact_url(text)
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
     return ErrorTable(
@@ -42,7 +43,3 @@ def error_table(password: str | None = None) -> ErrorTable:
         fallback=BrokerError,
         describe=describe,
     )
-
-
-TABLE = error_table()
-"""For errors raised where no broker's password is known."""

@@ -51,6 +51,9 @@ class Housekeeper:
         self._holders: set[Holder] = set()
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
+        self._beating = asyncio.Lock()
+        """Held by a heartbeat in flight: a consumer that stops waits for it, so that
+        no renewal sent before it stopped lands after it left (and revives it)."""
         self._tasks: list[asyncio.Task[None]] = []
 
     async def attach(self, holder: Holder) -> None:
@@ -72,11 +75,12 @@ class Housekeeper:
         if everything or not holder.held:
             self._holders.discard(holder)
         keys = [holder.stream, self._keys.consumers(holder.queue)]
-        args: list[Any] = [holder.group, holder.name, self._settings.lease_ms]
-        args += ["all" if everything else "unheld", *holder.held]
         try:
-            with self._table.converting(f"leaving {holder.queue}"):
-                await self._close(keys=keys, args=args)
+            async with self._beating:
+                args: list[Any] = [holder.group, holder.name, self._settings.lease_ms]
+                args += ["all" if everything else "unheld", *holder.held]
+                with self._table.converting(f"leaving {holder.queue}"):
+                    await self._close(keys=keys, args=args)
         except Exception as exc:  # its entries come back after the lease anyway
             log.debug("leaving %s cleanly failed: %s", holder.queue, exc)
 
@@ -105,18 +109,19 @@ class Housekeeper:
 
     async def _heartbeat(self) -> None:
         while not await _waited(self._closing, self._settings.lease / 3):
-            holders = [h for h in self._holders if h.open or h.held]
-            self._holders.intersection_update(holders)
-            if not holders:
-                continue
-            try:
-                with self._table.converting("renewing leases"):
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for holder in holders:
-                            await self._renew_one(holder, pipe)
-                        await pipe.execute()
-            except Exception as exc:
-                log.warning("renewing the leases of %d consumers failed: %s", len(holders), exc)
+            async with self._beating:
+                holders = [h for h in self._holders if h.open or h.held]
+                self._holders.intersection_update(holders)
+                if not holders:
+                    continue
+                try:
+                    with self._table.converting("renewing leases"):
+                        async with self._client.pipeline(transaction=False) as pipe:
+                            for holder in holders:
+                                await self._renew_one(holder, pipe)
+                            await pipe.execute()
+                except Exception as exc:
+                    log.warning("renewing the leases of %d consumers failed: %s", len(holders), exc)
 
     async def _move_due(self) -> None:
         while not self._closing.is_set():

@@ -128,20 +128,34 @@ READ = (
 -- KEYS[1] queue stream
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] deliveries held, ARGV[4] bytes held,
 -- ARGV[5] message bound, ARGV[6] byte bound
--- New entries, read one at a time while the prefetch window has room.
+-- New entries, as many as the prefetch window has room for: the entries after the
+-- group's last delivered id are looked at (XRANGE) to count how many fit, and
+-- exactly those are read.
 local held, bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_held, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
-local out = {}
-while has_room(held, bytes, max_held, max_bytes) do
-  local reply = redis.call(
-    'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
-  if not reply then break end
-  local entry = reply[1][2][1]
-  out[#out + 1] = entry
+if not has_room(held, bytes, max_held, max_bytes) then return {} end
+local last
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, id
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then id = g[i + 1] end
+  end
+  if name == ARGV[1] then last = id end
+end
+if not last then return redis.error_reply('NOGROUP no consumer group ' .. ARGV[1]) end
+local ahead = redis.call(
+  'XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', math.max(1, max_held - held))
+local n = 0
+for _, entry in ipairs(ahead) do
+  if not has_room(held, bytes, max_held, max_bytes) then break end
+  n = n + 1
   held = held + 1
   bytes = bytes + body_size(entry[2])
 end
-return out
+if n == 0 then return {} end
+local reply = redis.call(
+  'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n, 'STREAMS', KEYS[1], '>')
+return reply[1][2]
 """
 )
 

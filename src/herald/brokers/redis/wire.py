@@ -20,6 +20,7 @@ HeaderError("header herald-attempt: '-3' is not an attempt number (1-1000000)")
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from ...errors import DecodeError, HeaderError, MessageError
 from ...headers import attempt_from
@@ -42,6 +43,7 @@ ATTEMPT_FIELD = "herald-attempt"
 ID_FIELD = f"{CE_PREFIX}id"
 UNDECODABLE_TYPE = "herald.undecodable"
 _BODY, _ATTEMPT = BODY_FIELD.encode(), ATTEMPT_FIELD.encode()
+_RESERVED = frozenset((_BODY, _ATTEMPT))
 _TYPE_FIELDS = tuple(f"{prefix}type" for prefix in CE_PREFIXES)
 _ID_FIELDS = tuple(f"{prefix}id" for prefix in CE_PREFIXES)
 
@@ -66,7 +68,11 @@ def decode_entry(
     however often the entry is redelivered (a retried copy keeps it as its id).
     """
     body = fields.get(_BODY, b"")
-    headers = {k: v for k, v in fields.items() if k not in (_BODY, _ATTEMPT)}
+    headers: dict[Any, Any]
+    try:
+        headers = {k.decode(): v.decode() for k, v in fields.items() if k not in _RESERVED}
+    except UnicodeDecodeError:  # decode_message names the field at fault
+        headers = {k: v for k, v in fields.items() if k not in _RESERVED}
     error: MessageError | None = None
     previous = 0
     raw_attempt = fields.get(_ATTEMPT)
@@ -78,7 +84,7 @@ def decode_entry(
     try:
         message = decode_message(headers, body, message_id=entry_id.decode())
     except DecodeError as exc:
-        return _salvage(entry_id, headers, body), 0, exc
+        return _salvage(entry_id, fields, body), 0, exc
     return message, previous, error
 
 
@@ -89,7 +95,11 @@ def stored_message(entry_id: bytes, fields: Mapping[bytes, bytes]) -> Message:
 
 
 def _salvage(entry_id: bytes, raw: Mapping[bytes, bytes], body: bytes) -> Message:
-    headers = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+    headers = {
+        k.decode(errors="replace"): v.decode(errors="replace")
+        for k, v in raw.items()
+        if k not in _RESERVED
+    }
     try:
         return decode_message(headers, body, message_id=entry_id.decode())
     except DecodeError:
