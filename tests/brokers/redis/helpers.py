@@ -11,7 +11,7 @@ from herald.brokers.redis import RedisBroker
 from herald.capabilities import QueueStats
 from herald.message import Message
 
-__all__ = ["counts", "number", "stats", "take", "tick"]
+__all__ = ["counts", "number", "stats", "take", "tick", "until"]
 
 
 def tick(n: int, size: int = 0, **headers: str) -> Message:
@@ -48,3 +48,14 @@ async def stats(broker: RedisBroker, queue: str) -> QueueStats:
 
 def counts(found: QueueStats) -> Mapping[str, int | None]:
     return {"depth": found.depth, "in_flight": found.in_flight, "consumers": found.consumers}
+
+
+async def until(broker: RedisBroker, queue: str, **expected: int) -> None:
+    """Wait until ``queue``'s counts (depth, in_flight, consumers) are ``expected``."""
+    seen: dict[str, int | None] = {}
+    for _ in range(400):
+        seen = {k: v for k, v in counts(await stats(broker, queue)).items() if k in expected}
+        if seen == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{queue}: {seen}, expected {expected}")

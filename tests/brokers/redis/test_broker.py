@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
 from herald import Context, Service
 from herald.broker import Prefetch, Subscription
@@ -21,7 +22,7 @@ from herald.message import Message
 from herald.testing.recorder import Recorder
 
 from .conftest import raw_client, redis_broker, shared_url
-from .helpers import counts, number, stats, take, tick
+from .helpers import counts, number, stats, take, tick, until
 
 pytestmark = pytest.mark.redis
 
@@ -272,6 +273,34 @@ async def test_prefetch_bounds_what_redis_hands_out_by_bytes(broker: RedisBroker
     await stream.aclose()
 
 
+async def test_a_waiting_consumer_takes_no_more_than_its_bytes_allow(
+    broker: RedisBroker,
+) -> None:
+    """The consumer waits in a blocking read when a burst arrives; what it read
+    beyond its byte bound goes back at once, and comes to it later, in order, as
+    first attempts."""
+    sub = Subscription("burst-bytes", "demo.tick")
+    await broker.declare(sub)
+    size = len(tick(0, size=100).body)
+    stream = broker.consume(sub, Prefetch(messages=100, bytes=2 * size + 1))
+    first = asyncio.ensure_future(anext(stream))
+    await until(broker, sub.queue, consumers=1)
+    await asyncio.sleep(0.2)  # into its blocking read
+    await broker.publish([tick(n, size=100) for n in range(10)])
+    held = [await first, await anext(stream), await anext(stream)]
+    found = await stats(broker, sub.queue)
+    assert (found.depth, found.in_flight) == (7, 3)
+    rest = []
+    for delivery in held:
+        await delivery.ack()
+        rest.append(await anext(stream))
+    assert [number(d) for d in held + rest] == list(range(6))
+    assert all(d.attempt == 1 for d in held + rest)
+    for delivery in rest:
+        await delivery.ack()
+    await stream.aclose()
+
+
 async def test_a_body_larger_than_the_byte_bound_flows_alone(broker: RedisBroker) -> None:
     sub = Subscription("big", "demo.tick")
     await broker.declare(sub)
@@ -368,3 +397,21 @@ async def _wait_letters(broker: RedisBroker, service: str, count: int) -> list[A
             return again
         await asyncio.sleep(0.05)
     raise AssertionError(f"{len(letters)} of {count} dead letters")
+
+
+@pytest.mark.parametrize("namespace", ["", "ns", "a{b", "x}y"])
+def test_a_services_keys_share_one_hash_slot(namespace: str) -> None:
+    """Every script that settles, claims, renews, retries, dead-letters or inspects
+    touches keys of one service only; those keys hash to one Cluster slot."""
+    keys = RedisBroker(RedisSettings(namespace=namespace)).keys
+    for service, queue in (("payroll", "payroll.employee.created"), ("hr", "hr.a.b.c")):
+        slots = {
+            key_slot(key.encode())
+            for key in (
+                keys.queue(queue),
+                keys.delayed(queue),
+                keys.consumers(queue),
+                keys.dead_letters(service),
+            )
+        }
+        assert len(slots) == 1, (namespace, queue)

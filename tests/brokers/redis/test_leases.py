@@ -21,7 +21,7 @@ from herald.testing.events import Tick
 from herald.testing.recorder import Recorder, eventually
 
 from .conftest import redis_broker, shared_url
-from .helpers import counts, number, stats, take, tick
+from .helpers import counts, number, stats, take, tick, until
 
 pytestmark = pytest.mark.redis
 
@@ -112,7 +112,7 @@ async def test_a_killed_consumers_deliveries_are_claimed_after_its_lease(
             stdin=asyncio.subprocess.DEVNULL,
         )
         try:
-            await _until(rival, sub.queue, depth=0, in_flight=3, consumers=1)
+            await until(rival, sub.queue, depth=0, in_flight=3, consumers=1)
             await _nothing_for(rival, sub, 4 * LEASE)
             assert child.returncode is None, "the child lived all along"
         finally:
@@ -123,23 +123,8 @@ async def test_a_killed_consumers_deliveries_are_claimed_after_its_lease(
         assert [d.attempt for d in again] == [2, 2, 2], "lost with its consumer: an attempt"
         for delivery in again:
             await delivery.ack()
-        await _until(rival, sub.queue, depth=0, in_flight=0, consumers=0)
+        await until(rival, sub.queue, depth=0, in_flight=0, consumers=0)
     assert not (tmp_path / "out").exists() or (tmp_path / "out").read_text() == ""
-
-
-async def _until(broker: RedisBroker, queue: str, **expected: int) -> None:
-    seen: dict[str, int | None] = {}
-
-    async def check() -> bool:
-        nonlocal seen
-        seen = dict(counts(await stats(broker, queue)))
-        return seen == expected
-
-    for _ in range(400):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{queue}: {seen}, expected {expected}")
 
 
 async def test_closing_a_broker_leaves_its_unsettled_deliveries_to_others_at_once(

@@ -1,12 +1,14 @@
 """The consume loop: reading and claiming a queue stream's entries within the window.
 
 Each ``consume()`` call is one consumer of the queue's group, named
-``host:pid:broker:serial``. It hands out entries only while its prefetch window
-(:class:`herald.window.Window`) has room, counting messages and bytes of body: the
-read and claim scripts take entries one at a time while the window has room, so a
-consumer never holds more than its window allows (one body larger than the byte
-bound still flows, alone). When no entry is ready it blocks in ``XREADGROUP`` for
-one.
+``host:pid:broker:serial``. It holds no more than its prefetch window
+(:class:`herald.window.Window`: messages and bytes of body) allows; one body larger
+than the byte bound still flows, alone. The read script reads as many entries as the
+count bound allows and gives back at once, inside the script, those beyond the byte
+bound (claimable by anyone, counting no delivery); the claim script takes entries
+one at a time while the window has room. When no entry is ready the consumer blocks
+in ``XREADGROUP``, for as many entries as the room left would hold were they as large
+as the largest body it has seen, and gives back any beyond the room.
 
 Every ``lease/2`` (and when it starts, or after a release) it sweeps the group's
 pending entries with ``XAUTOCLAIM`` for those idle for a whole lease: entries of
@@ -77,6 +79,7 @@ class QueueConsumer:
         self._undeclare = undeclare
         self._read = client.register_script(scripts.READ)
         self._claim = client.register_script(scripts.CLAIM)
+        self._release = client.register_script(scripts.RELEASE)
 
     async def consume(
         self, subscription: Subscription, prefetch: Prefetch
@@ -88,8 +91,8 @@ class QueueConsumer:
         unyielded: list[bytes] = []
         loop = asyncio.get_running_loop()
         cursor, next_sweep = START, 0.0
-        await self._housekeeper.attach(holder)
         try:
+            await self._housekeeper.attach(holder)
             while True:
                 await window.room()
                 try:
@@ -102,7 +105,7 @@ class QueueConsumer:
                         entries = await self._read_entries(holder, window)
                         if not entries:
                             wait = min(self._settings.block, next_sweep - loop.time())
-                            entries = await self._wait_entry(holder, max(0.01, wait))
+                            entries = await self._wait_entries(holder, window, max(0.01, wait))
                 except _QueueGone:
                     log.warning(
                         "queue %s vanished from redis (restarted without persistence?); "
@@ -117,6 +120,9 @@ class QueueConsumer:
                 entries = [entry for entry in entries if entry[0] not in holder.held]
                 unyielded = [entry_id for entry_id, _, _ in entries]
                 holder.held.update(unyielded)
+                holder.largest = max(
+                    [holder.largest, *(len(f.get(_BODY, b"")) for _, f, _ in entries)]
+                )
                 for entry in entries:
                     delivery = self._delivery(subscription, holder, window, entry)
                     unyielded.remove(entry[0])
@@ -148,25 +154,47 @@ class QueueConsumer:
         return [window.used, window.bytes, window.limit.messages, window.limit.bytes]
 
     async def _read_entries(self, holder: Holder, window: Window) -> list[Entry]:
-        """New entries, as many as the window has room for; none waited for."""
+        """New entries, as many as the window has room for; none waited for. Entries
+        read beyond the byte bound were given back: claim them (in order) soon."""
         args: list[Any] = [holder.group, holder.name, *self._window_args(window)]
         with self._converting(f"reading {holder.queue}"):
-            reply: list[Any] = await self._read(keys=[holder.stream], args=args)
-        return [(entry_id, _fields(flat), 1) for entry_id, flat in reply]
+            entries, given_back = await self._read(
+                keys=[holder.stream], args=[*args, self._settings.lease_ms]
+            )
+        holder.claim_soon = holder.claim_soon or given_back > 0
+        return [(entry_id, _fields(flat), 1) for entry_id, flat in entries]
 
-    async def _wait_entry(self, holder: Holder, seconds: float) -> list[Entry]:
-        """One new entry, waiting up to ``seconds`` for it (the window has room for one)."""
+    async def _wait_entries(self, holder: Holder, window: Window, seconds: float) -> list[Entry]:
+        """New entries, waiting up to ``seconds`` for some. A blocking read cannot look
+        at sizes first: it asks for as many as the room left would hold were they as
+        large as the largest body seen, and gives back at once those beyond the room."""
+        room = window.limit.bytes - window.bytes
+        count = max(1, min(window.free, room // max(1, holder.largest)))
         read = self._client.xreadgroup(
             holder.group,
             holder.name,
             {holder.stream: ">"},
-            count=1,
+            count=count,
             block=max(1, round(seconds * 1000)),
         )
         with self._converting(f"reading {holder.queue}"):
             async with asyncio.timeout(seconds + 10.0):
                 reply: list[Any] = await cast(Awaitable[Any], read)
-        return [(entry_id, fields, 1) for _, entries in reply or () for entry_id, fields in entries]
+        entries = [(i, fields, 1) for _, got in reply or () for i, fields in got]
+        used, size = window.used, window.bytes
+        for n, (_, fields, _) in enumerate(entries):
+            if not (used == 0 or (used < window.limit.messages and size < window.limit.bytes)):
+                await self._give_back(holder, [entry_id for entry_id, _, _ in entries[n:]])
+                return entries[:n]
+            used += 1
+            size += len(fields.get(_BODY, b""))
+        return entries
+
+    async def _give_back(self, holder: Holder, ids: list[bytes]) -> None:
+        args: list[Any] = [holder.group, holder.name, self._settings.lease_ms, *ids]
+        with self._converting(f"giving back entries of {holder.queue}"):
+            await self._release(keys=[holder.stream], args=args)
+        holder.claim_soon = True
 
     async def _claim_entries(
         self, holder: Holder, cursor: bytes, window: Window

@@ -45,6 +45,8 @@ class Holder:
     held: set[bytes] = field(default_factory=set)
     open: bool = True
     claim_soon: bool = False
+    largest: int = 0
+    """The largest body read so far (sizes a blocking read)."""
 
     @property
     def group(self) -> str:

@@ -127,35 +127,28 @@ READ = (
     + """
 -- KEYS[1] queue stream
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] deliveries held, ARGV[4] bytes held,
--- ARGV[5] message bound, ARGV[6] byte bound
--- New entries, as many as the prefetch window has room for: the entries after the
--- group's last delivered id are looked at (XRANGE) to count how many fit, and
--- exactly those are read.
+-- ARGV[5] message bound, ARGV[6] byte bound, ARGV[7] lease ms
+-- New entries, as many as the prefetch window has room for. Those read beyond its
+-- byte bound are given back at once, claimable by any consumer as if never
+-- delivered (idle = a lease, count 0). Returns {entries, how many were given back}.
 local held, bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_held, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
-if not has_room(held, bytes, max_held, max_bytes) then return {} end
-local last
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local name, id
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then id = g[i + 1] end
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
+  'COUNT', math.max(1, max_held - held), 'STREAMS', KEYS[1], '>')
+if not reply then return {{}, 0} end
+local out, back = {}, 0
+for _, entry in ipairs(reply[1][2]) do
+  if has_room(held, bytes, max_held, max_bytes) then
+    out[#out + 1] = entry
+    held = held + 1
+    bytes = bytes + body_size(entry[2])
+  else
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, entry[1],
+      'IDLE', ARGV[7], 'RETRYCOUNT', 0, 'JUSTID')
+    back = back + 1
   end
-  if name == ARGV[1] then last = id end
 end
-if not last then return redis.error_reply('NOGROUP no consumer group ' .. ARGV[1]) end
-local ahead = redis.call(
-  'XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', math.max(1, max_held - held))
-local n = 0
-for _, entry in ipairs(ahead) do
-  if not has_room(held, bytes, max_held, max_bytes) then break end
-  n = n + 1
-  held = held + 1
-  bytes = bytes + body_size(entry[2])
-end
-if n == 0 then return {} end
-local reply = redis.call(
-  'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n, 'STREAMS', KEYS[1], '>')
-return reply[1][2]
+return {out, back}
 """
 )
 
@@ -237,14 +230,19 @@ return renewed
 )
 
 RELEASE = """
--- KEYS[1] queue stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4] id
--- Makes an entry this consumer owns claimable at once (idle = a lease), with its
+-- KEYS[1] queue stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4..] ids
+-- Makes entries this consumer owns claimable at once (idle = a lease), each with its
 -- delivery count one lower so that the claim redelivering it counts no attempt.
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], ARGV[4], 1, ARGV[2])
-if #p == 0 then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[4],
-  'IDLE', ARGV[3], 'RETRYCOUNT', math.max(0, p[1][4] - 1), 'JUSTID')
-return 1
+local released = 0
+for j = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[j], ARGV[j], 1, ARGV[2])
+  if #p > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[j],
+      'IDLE', ARGV[3], 'RETRYCOUNT', math.max(0, p[1][4] - 1), 'JUSTID')
+    released = released + 1
+  end
+end
+return released
 """
 
 CLOSE = """
