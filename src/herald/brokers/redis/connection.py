@@ -16,6 +16,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import DataError
 
+from .settings import RedisSettings
+
 try:
     import hiredis
 
@@ -50,19 +52,11 @@ class _PackedSSLConnection(SSLConnection):
         return _pack(args)
 
 
-def new_client(
-    host: str,
-    port: int,
-    *,
-    db: int,
-    username: str | None,
-    password: str | None,
-    tls: bool,
-    socket_timeout: float,
-) -> Redis:
-    """A client (not yet connected) with short command retries and keepalive.
-    ``socket_timeout`` must exceed the longest ``XREADGROUP BLOCK``."""
-    if tls:
+def new_client(settings: RedisSettings) -> Redis:
+    """A client (not yet connected) with short command retries and keepalive; its
+    socket timeout exceeds the longest ``XREADGROUP BLOCK``."""
+    socket_timeout = max(30.0, settings.block + 10.0)
+    if settings.tls:
         connection_class: type[Connection] = _PackedSSLConnection if HIREDIS else SSLConnection
     else:
         connection_class = _PackedConnection if HIREDIS else Connection
@@ -72,11 +66,11 @@ def new_client(
         max_connections=64,
         timeout=socket_timeout,
         connection_class=connection_class,
-        host=host,
-        port=port,
-        db=db,
-        username=username,
-        password=password,
+        host=settings.host,
+        port=settings.port,
+        db=settings.db,
+        username=settings.username,
+        password=settings.password,
         socket_connect_timeout=5.0,
         socket_timeout=socket_timeout,
         socket_keepalive=True,
