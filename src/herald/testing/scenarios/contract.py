@@ -167,6 +167,7 @@ async def contract_retry_delay_is_honoured(env: Environment) -> None:
 
 
 async def contract_queue_inspection_counts(env: Environment) -> None:
+    """Depth, in flight and consumers follow each delivery and settlement exactly."""
     sub = _subscription(env, "inspect")
     async with env.broker() as broker:
         assert isinstance(broker, QueueInspection)
@@ -177,20 +178,25 @@ async def contract_queue_inspection_counts(env: Environment) -> None:
             (found,) = await broker.inspect_queues([sub.queue, "no-such.queue"])
             return found
 
-        await _until(stats, lambda s: s.depth == 5, "5 waiting")
-        idle = await stats()
-        assert (idle.in_flight, idle.consumers) in ((0, 0), (None, 0), (0, None), (None, None))
+        idle = await _until(stats, lambda s: s.depth == 5, "5 waiting")
+        assert idle.in_flight in (0, None) and idle.consumers in (0, None), idle
         assert idle.oldest_age is None or idle.oldest_age >= 0
         taker = _Taker(broker, sub, Prefetch(2))
-        held = await taker.count(2)
-        busy = await _until(
-            stats, lambda s: s.depth == 3 and s.in_flight in (2, None), "3 waiting, 2 in flight"
-        )
-        assert busy.consumers in (1, None), busy
-        for delivery in held:
-            await delivery.release()
-        await taker.close()
-        await _until(stats, lambda s: s.depth == 5 and s.in_flight in (0, None), "all back")
+        try:
+            for taken, depth, in_flight in ((2, 3, 2), (4, 1, 2), (5, 0, 1)):
+                held = (await taker.count(taken))[taken - in_flight :]
+
+                def counted(s: QueueStats, d: int = depth, f: int = in_flight) -> bool:
+                    return s.depth == d and s.in_flight in (f, None)
+
+                busy = await _until(stats, counted, f"{depth} waiting and {in_flight} in flight")
+                assert busy.consumers in (1, None), busy
+                for delivery in held:
+                    await delivery.ack()
+            await _until(stats, lambda s: s.depth == 0 and s.in_flight in (0, None), "all acked")
+        finally:
+            await taker.close()
+        await _until(stats, lambda s: s.consumers in (0, None), "the consumer gone")
         everything = {s.queue for s in await broker.inspect_queues()}
         assert sub.queue in everything
 
