@@ -40,9 +40,9 @@ from .helpers import (
 )
 
 
-def spawn_child(url: str, service: str, out: Path, delay: float) -> subprocess.Popen[bytes]:
+def spawn_child(url: str, service: str, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "herald.testing.child", url, service, str(out), str(delay)],
+        [sys.executable, "-m", "herald.testing.child", url, service, str(out)],
         stdin=subprocess.DEVNULL,
     )
 
@@ -225,7 +225,7 @@ async def test_consumer_processes_compete_and_are_woken_without_polling(tmp_path
         broker = bus.broker
         assert isinstance(broker, SQLiteBroker)
         await broker.declare(subscription)
-        children = [spawn_child(url, service.name, out, 0.0) for out in outs]
+        children = [spawn_child(url, service.name, out) for out in outs]
         try:
             for _ in range(300):
                 (found,) = await broker.inspect_queues([subscription.queue])

@@ -95,12 +95,18 @@ class SQLiteBroker(DeadLetters, Inspection, Broker):
         wakes = self._wakes
 
         def after_commit(store: Store) -> None:
+            # a queue id names new deliveries; its negation, that its holder let go
             targets: dict[str, list[int]] = {}
+            routes = store.routes
             for qid in store.woken:
-                for wake in store.routes.wake_map.get(qid, ()):
+                for wake in routes.wake_map.get(qid, ()):
                     targets.setdefault(wake, []).append(qid)
+            for qid in store.freed:
+                for wake in routes.standby_map.get(qid, ()):
+                    targets.setdefault(wake, []).append(-qid)
             sender.send(targets)
-            loop.call_soon_threadsafe(wakes.wake, set(store.woken))
+            woken = {*store.woken, *(-qid for qid in store.freed)}
+            loop.call_soon_threadsafe(wakes.wake, woken)
 
         committer = Committer(self.settings, after_commit)
         try:

@@ -200,18 +200,20 @@ class Committer:
             results = _retrying(deadline, functools.partial(self._attempt, store, batch))
         finally:
             lock.release()
-        if store.woken:
+        if store.woken or store.freed:
             try:
                 self._after_commit(store)
             except Exception:  # committed already: a lost wake-up only costs a poll
                 log.exception("waking consumers of %s failed", self.path)
             store.woken.clear()
+            store.freed.clear()
         return results
 
     def _attempt(self, store: Store, batch: list[_Pending]) -> list[tuple[bool, Any]]:
         conn = store.conn
         conn.execute("BEGIN IMMEDIATE")
         store.woken.clear()
+        store.freed.clear()
         try:
             results = [(True, item.operation(store)) for item in batch]
             conn.execute("COMMIT")

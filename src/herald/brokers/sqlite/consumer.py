@@ -5,6 +5,12 @@ room for (messages and bytes), and hands them out one by one, decoding each row 
 it goes. When the queue is empty it sleeps until a commit in any process wakes it
 (a datagram from another process, a callback from this one), the next delayed retry
 falls due, or the safety poll, so an idle consumer uses next to no CPU.
+
+A loop of an exclusive subscription claims only while it holds the queue (checked
+in the transaction of each claim, :meth:`~.store.Store.hold`). Otherwise it stands
+by: it sleeps until a holder letting go wakes it (a datagram, a callback, or the
+safety poll) and tries again. When it stops it lets go, and hands back what it had
+claimed and not yet handed out.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import contextlib
 import functools
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable
 
 from ...broker import Delivery, Prefetch, Subscription
 from ...errors import BrokerError
@@ -60,7 +66,14 @@ async def consume_queue(
     committer, membership = connected()
     me = await membership.join()
     qid = await declare(subscription)
-    await membership.consuming(qid)
+    turn = membership.new_turn() if subscription.exclusive else None
+    holding = turn is None
+    try:
+        await membership.consuming(qid, standby=not holding)
+    except BaseException:
+        if turn is not None:
+            membership.end_turn(turn)
+        raise
     poll, lease = committer.settings.poll, committer.settings.lease
     window = Window(prefetch)
     holder = Holder(committer, membership, me, window)
@@ -85,7 +98,7 @@ async def consume_queue(
             await window.room()
             if committer.closed:
                 raise BrokerError(f"the SQLite broker {committer.path} is closed")
-            wake = wakes.event(qid)
+            wake, freed = wakes.event(qid), wakes.event(-qid)
             claim = committer.submit(
                 functools.partial(
                     _claim,
@@ -94,53 +107,95 @@ async def consume_queue(
                     limit=window.free,
                     budget=prefetch.bytes - window.bytes,
                     lease=lease,
+                    turn=turn,
+                    turns=frozenset(membership.turns),
                 ),
                 doing,
             )
             try:
-                rows, due = await asyncio.shield(claim)
+                claimed_or_not = await asyncio.shield(claim)
             except asyncio.CancelledError:
                 claim.add_done_callback(functools.partial(_orphaned, committer, me))
                 raise
+            if claimed_or_not is None:  # another consumer holds the queue: stand by
+                if holding:
+                    holding = False
+                    await membership.lost_turn(qid)
+                idle = freed
+                due = float("inf")
+                continue
+            rows, due = claimed_or_not
             for claimed in rows:
                 holder.took(claimed.seq, claimed.size)
             buffer.extend(rows)
+            if not holding:
+                holding = True
+                # publishers wake us from now on; claim once more for what they
+                # published before they knew
+                await membership.took_turn(qid)
+                due = 0.0
             if rows and committer.closed:
                 raise BrokerError(f"the SQLite broker {committer.path} is closed")
             idle = wake if due > time.time() else None
     finally:
+        if turn is not None:
+            membership.end_turn(turn)
         with contextlib.suppress(BrokerError):
             try:
-                if buffer:
-                    await _give_back(committer, buffer, me)
+                if buffer or turn is not None:
+                    await _give_back(committer, buffer, me, qid, turn)
             finally:
                 for claimed in buffer:
                     holder.gave_back(claimed.seq, claimed.size)
-                await membership.stopped(qid)
+                await membership.stopped(qid, standby=not holding)
                 if not subscription.durable:
                     await committer.run(lambda s: s.drop_queues([qid]), "dropping a queue")
 
 
 def _claim(
-    store: Store, qid: int, consumer: int, limit: int, budget: int, lease: float
-) -> tuple[list[Claimed], float]:
+    store: Store,
+    qid: int,
+    consumer: int,
+    limit: int,
+    budget: int,
+    lease: float,
+    turn: int | None,
+    turns: Collection[int],
+) -> tuple[list[Claimed], float] | None:
+    """Lease what is due; ``None`` if another consumer holds the exclusive queue."""
     now = time.time()
+    if turn is not None and not store.hold(qid, consumer, turn, turns, now):
+        return None
     return store.claim(qid, consumer, limit, budget, now, now + lease)
 
 
-async def _give_back(committer: Committer, rows: Iterable[Claimed], me: int) -> None:
+async def _give_back(
+    committer: Committer, rows: Iterable[Claimed], me: int, qid: int, turn: int | None
+) -> None:
+    """Give back what was claimed and not handed out, then let go of the queue."""
     leases = [(row.seq, row.attempt) for row in rows]
-    await committer.run(lambda s: s.release(leases, me, time.time()), "giving deliveries back")
+
+    def operation(store: Store) -> None:
+        now = time.time()
+        if leases:
+            store.release(leases, me, now)
+        if turn is not None:
+            store.let_go(qid, me, turn)
+
+    await committer.run(operation, "giving deliveries back")
 
 
 def _orphaned(
-    committer: Committer, me: int, claim: asyncio.Future[tuple[list[Claimed], float]]
+    committer: Committer, me: int, claim: asyncio.Future[tuple[list[Claimed], float] | None]
 ) -> None:
     """Give back what a claim leased after its consumer was cancelled (if that fails
     too, the leases, never renewed, run out)."""
-    if claim.cancelled() or claim.exception() is not None or not claim.result()[0]:
+    if claim.cancelled() or claim.exception() is not None:
         return
-    leases = [(row.seq, row.attempt) for row in claim.result()[0]]
+    outcome = claim.result()
+    if outcome is None or not outcome[0]:
+        return
+    leases = [(row.seq, row.attempt) for row in outcome[0]]
     with contextlib.suppress(BrokerError):
         released = committer.submit(
             lambda s: s.release(leases, me, time.time()), "giving deliveries back"

@@ -7,15 +7,20 @@ delivery stays with a live consumer for as long as its handler takes. As often (
 most every ``poll`` seconds), and at once when a watched process exits, it checks the
 others: a consumer whose pid is gone from this host, or whose heartbeat is older than
 ``lease`` (another host, or a hung process), is forgotten — its leased deliveries go
-back to their queues (the attempt counts) and its transient queues are dropped. Rows
-whose own lease ran out go back too: those whose settlement failed, whose holder
-hangs, or whose holder is unknown.
+back to their queues (the attempt counts), the exclusive queues it held are free and
+its transient queues are dropped. Rows whose own lease ran out go back too: those
+whose settlement failed, whose holder hangs, or whose holder is unknown.
+
+The consumer row lists the queues the broker's consume loops take from, and those
+they stand by for (exclusive queues another consumer holds), so that publishers wake
+the first and a holder letting go wakes the second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -51,7 +56,13 @@ class Membership:
         self._last_beat = 0.0
         self._check_now = asyncio.Event()
         self._queues: Counter[int] = Counter()
+        self._standing: Counter[int] = Counter()
+        self._listing: str | None = ""
+        """The ``queues`` column as last written (``None``: unknown)."""
         self._held: set[int] = set()
+        self._turn = itertools.count(1)
+        self.turns: set[int] = set()
+        """The running consume loops of exclusive queues (their ``turn`` tokens)."""
 
     async def join(self) -> int:
         """Register (once) and start watching; return this broker's consumer id."""
@@ -83,22 +94,55 @@ class Membership:
         """The row was settled, or its settlement failed: stop renewing its lease."""
         self._held.discard(seq)
 
-    async def consuming(self, qid: int) -> None:
-        """Note that a consume loop takes from queue ``qid`` (wake me for it)."""
-        self._queues[qid] += 1
-        if self._queues[qid] == 1:
-            await self._publish_queues()
+    def new_turn(self) -> int:
+        """A token for a consume loop of an exclusive queue, running until :meth:`end_turn`."""
+        turn = next(self._turn)
+        self.turns.add(turn)
+        return turn
 
-    async def stopped(self, qid: int) -> None:
+    def end_turn(self, turn: int) -> None:
+        self.turns.discard(turn)
+
+    async def consuming(self, qid: int, *, standby: bool = False) -> None:
+        """Note that a consume loop takes from queue ``qid`` (wake me for its
+        deliveries), or stands by for it (wake me when its holder lets go)."""
+        (self._standing if standby else self._queues)[qid] += 1
+        await self._publish_queues()
+
+    async def stopped(self, qid: int, *, standby: bool = False) -> None:
+        counter = self._standing if standby else self._queues
+        counter[qid] -= 1
+        if counter[qid] <= 0:
+            del counter[qid]
+        await self._publish_queues()
+
+    async def took_turn(self, qid: int) -> None:
+        """A loop standing by for ``qid`` now holds it."""
+        self._standing[qid] -= 1
+        self._queues[qid] += 1
+        await self._publish_queues()
+
+    async def lost_turn(self, qid: int) -> None:
+        """A loop that held ``qid`` found another consumer holding it."""
         self._queues[qid] -= 1
-        if self._queues[qid] <= 0:
-            del self._queues[qid]
-            await self._publish_queues()
+        self._standing[qid] += 1
+        await self._publish_queues()
+
+    def _listed(self) -> str:
+        taking = {qid for qid, n in self._queues.items() if n > 0}
+        standing = {qid for qid, n in self._standing.items() if n > 0} - taking
+        return " ".join([*map(str, sorted(taking)), *(f"~{qid}" for qid in sorted(standing))])
 
     async def _publish_queues(self) -> None:
-        me, qids = self._id, sorted(self._queues)
-        if me is not None:
-            await self._committer.run(lambda s: s.set_queues(me, qids), "recording queues")
+        me, listing = self._id, self._listed()
+        if me is None or listing == self._listing:
+            return
+        self._listing = listing
+        try:
+            await self._committer.run(lambda s: s.set_queues(me, listing), "recording queues")
+        except BaseException:
+            self._listing = None
+            raise
 
     async def _run(self) -> None:
         while True:
@@ -120,6 +164,7 @@ class Membership:
         assert me is not None and self._socket is not None
         wake, pid, lease = self._socket.address, os.getpid(), self.lease
         held = sorted(self._held)
+        turns, listing = frozenset(self.turns), self._listed()
 
         def operation(store: Store) -> list[int]:
             now = time.time()
@@ -132,7 +177,7 @@ class Membership:
                         self._path,
                         lease,
                     )
-                    store.register(pid, wake, now, cid=me, queues=sorted(self._queues))
+                    store.register(pid, wake, now, cid=me, queues=listing)
                 store.renew(me, held, now + lease)
                 self._last_beat = now
             local: list[int] = []
@@ -145,6 +190,7 @@ class Membership:
                 elif here and other.pid != pid:
                     local.append(other.pid)
             store.sweep_expired(now)
+            store.tidy_holds(me, turns)
             return local
 
         pids = await self._committer.run(operation, "checking consumers")

@@ -10,13 +10,21 @@ renews ``lease_until`` of the rows it still holds unsettled with every heartbeat
 Settling needs the holder's consumer id and the attempt it was handed (a stale
 settlement touches nothing). A row whose lease ran out (its settlement failed, or
 its holder hung) is made ready again by :meth:`Store.sweep_expired`.
+
+Exclusive queues: a consume loop claims from one only while it holds the queue
+(:meth:`Store.hold`, checked in the transaction of every claim). A holder whose loop
+stopped keeps the queue (``turn`` NULL) until its deliveries of the queue are settled
+or their leases run out, so what it gives back is claimed before anything newer; a
+holder that is forgotten (its process died, its heartbeat stopped) loses the queue in
+the transaction that gives its deliveries back. Another loop of the same consumer may
+take the queue over at once.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -32,6 +40,10 @@ _MARKS = ", ".join("?" * len(COLUMNS))
 INSERT = f"INSERT INTO herald_deliveries (queue, since, {COLUMNS_SQL}) VALUES (?, ?, {_MARKS})"
 _NUMBER = "typeof({0}) IN ('integer', 'real')"
 _IS_DUE = f"(due <= ? OR NOT {_NUMBER.format('due')})"
+_EXPIRED = (
+    f"(lease_until < ?1 OR NOT {_NUMBER.format('lease_until')}"
+    " OR consumer NOT IN (SELECT id FROM herald_consumers))"
+)
 
 
 @dataclass(slots=True)
@@ -78,15 +90,25 @@ class Store:
         self.woken: set[int] = set()
         """Queues that operations made deliveries available in; the committer wakes
         their consumers after the commit and clears it."""
+        self.freed: set[int] = set()
+        """Exclusive queues whose holder let go: their standbys are woken."""
+        self.draining: set[int] = set()
+        """A hint: exclusive queues this consumer still holds after its loop stopped."""
 
     def rolled_back(self) -> None:
         self.woken.clear()
+        self.freed.clear()
         self.routes.forget()
 
     def made_ready(self, qids: Iterable[int]) -> None:
         """Note queues that have new deliveries: their consumers are woken."""
         self.routes.refresh(self.conn, self.me)
         self.woken.update(qids)
+
+    def made_free(self, qids: Iterable[int]) -> None:
+        """Note exclusive queues whose holder let go: their standbys are woken."""
+        self.routes.refresh(self.conn, self.me)
+        self.freed.update(qids)
 
     # -- queues -------------------------------------------------------------------
 
@@ -150,6 +172,8 @@ class Store:
             "DELETE FROM herald_deliveries WHERE seq = ? AND consumer = ? AND attempt = ?",
             (seq, consumer, attempt),
         )
+        if self.draining:
+            self.let_go_drained()
 
     def retry(
         self, seq: int, consumer: int, attempt: object, due: float, headers: dict[str, str]
@@ -162,6 +186,8 @@ class Store:
             (due, patch, seq, consumer, attempt),
         )
         self.made_ready(qid for (qid,) in found)
+        if self.draining:
+            self.let_go_drained()
 
     def release(self, leases: Iterable[tuple[int, object]], consumer: int, now: float) -> None:
         """Give back leased rows (``(seq, attempt)``) uncounted."""
@@ -173,6 +199,8 @@ class Store:
                 (now, seq, consumer, attempt),
             ))  # fmt: skip
         self.made_ready(qids)
+        if self.draining:
+            self.let_go_drained()
 
     def dead_letter(
         self, seq: int, consumer: int, attempt: object, service: str, stored: Message, now: float
@@ -187,6 +215,8 @@ class Store:
                 f" VALUES (?, ?, {_MARKS})",
                 (service, now, *encode_message(stored)),
             )
+        if self.draining:
+            self.let_go_drained()
 
     def renew(self, consumer: int, seqs: Sequence[int], until: float) -> None:
         """Extend the leases of the rows this consumer still holds unsettled."""
@@ -198,42 +228,145 @@ class Store:
             )
 
     def sweep_expired(self, now: float) -> int:
-        """Make ready again the rows whose lease ran out, or whose holder is unknown."""
+        """Make ready again the rows whose lease ran out, or whose holder is unknown;
+        free the exclusive queues held by unknown consumers."""
         qids = [qid for (qid,) in self.conn.execute(
             "UPDATE herald_deliveries SET consumer = NULL, since = ?1 WHERE consumer IS NOT NULL"
-            f" AND (lease_until < ?1 OR NOT {_NUMBER.format('lease_until')}"
-            " OR consumer NOT IN (SELECT id FROM herald_consumers)) RETURNING queue",
+            f" AND {_EXPIRED} RETURNING queue",
             (now,),
         )]  # fmt: skip
         if qids:
             self.made_ready(qids)
+        freed = [qid for (qid,) in self.conn.execute(
+            "DELETE FROM herald_holders WHERE consumer NOT IN (SELECT id FROM herald_consumers)"
+            " RETURNING queue"
+        )]  # fmt: skip
+        if freed:
+            self.made_free(freed)
         return len(qids)
+
+    # -- exclusive queues ---------------------------------------------------------
+
+    def hold(self, qid: int, consumer: int, turn: int, turns: Collection[int], now: float) -> bool:
+        """Whether consume loop ``turn`` of ``consumer`` holds exclusive queue ``qid``,
+        taking it if it is free; ``turns`` are the consumer's running loops.
+
+        A holder keeps the queue until it lets go, or until it is forgotten. After
+        a takeover, and before every claim of the holder, the rows of the queue whose
+        lease ran out (or whose holder is unknown) are made ready again in the same
+        transaction, so the claim that follows takes them in publish order before
+        anything newer."""
+        found = self.conn.execute(
+            "SELECT consumer, turn FROM herald_holders WHERE queue = ?", (qid,)
+        ).fetchone()
+        if found is None:
+            self.conn.execute(
+                "INSERT INTO herald_holders (queue, consumer, turn) VALUES (?, ?, ?)",
+                (qid, consumer, turn),
+            )
+        elif found != (consumer, turn):
+            if not self._free_for(qid, consumer, turns, found[0], found[1], now):
+                return False
+            self.conn.execute(
+                "UPDATE herald_holders SET consumer = ?, turn = ? WHERE queue = ?",
+                (consumer, turn, qid),
+            )
+        self.conn.execute(
+            "UPDATE herald_deliveries SET consumer = NULL, since = ?1"
+            f" WHERE consumer IS NOT NULL AND queue = ?2 AND {_EXPIRED}",
+            (now, qid),
+        )
+        return True
+
+    def _free_for(
+        self,
+        qid: int,
+        consumer: int,
+        turns: Collection[int],
+        holder: object,
+        turn: object,
+        now: float,
+    ) -> bool:
+        if holder == consumer:  # one of our own loops: running, or stopped
+            return turn is None or turn not in turns
+        known = self.conn.execute(
+            "SELECT 1 FROM herald_consumers WHERE id = ?", (holder,)
+        ).fetchone()
+        if known is None:
+            return True
+        if turn is not None:
+            return False
+        # a holder whose loop stopped: free once its deliveries are settled or expired
+        leased = self.conn.execute(
+            "SELECT 1 FROM herald_deliveries WHERE consumer = ? AND queue = ?"
+            f" AND lease_until >= ? AND {_NUMBER.format('lease_until')} LIMIT 1",
+            (holder, qid, now),
+        ).fetchone()
+        return leased is None
+
+    def let_go(self, qid: int, consumer: int, turn: int) -> None:
+        """Consume loop ``turn`` stopped: the consumer keeps the queue only while it
+        has deliveries of it unsettled (another loop of its own may take it now)."""
+        cur = self.conn.execute(
+            "UPDATE herald_holders SET turn = NULL WHERE queue = ? AND consumer = ? AND turn = ?",
+            (qid, consumer, turn),
+        )
+        if cur.rowcount:
+            self.draining.add(qid)
+            self.made_free([qid])
+            self.let_go_drained()
+
+    def tidy_holds(self, consumer: int, turns: Collection[int]) -> None:
+        """Let go of what loops of this consumer that are no longer running still
+        hold (their own letting go failed), and of the queues it has nothing of left."""
+        for qid, turn in self.conn.execute(
+            "SELECT queue, turn FROM herald_holders WHERE consumer = ?", (consumer,)
+        ).fetchall():
+            if turn is not None and turn not in turns:
+                self.let_go(qid, consumer, turn)
+            elif turn is None:
+                self.draining.add(qid)
+        if self.draining:
+            self.let_go_drained()
+
+    def let_go_drained(self) -> None:
+        """Free the queues this consumer holds after its loop stopped, once it has
+        none of their deliveries left."""
+        me = self.me
+        if me is None:
+            self.draining.clear()
+            return
+        freed = [qid for (qid,) in self.conn.execute(
+            "DELETE FROM herald_holders WHERE consumer = ?1 AND turn IS NULL AND NOT EXISTS ("
+            " SELECT 1 FROM herald_deliveries AS d"
+            " WHERE d.consumer = ?1 AND d.queue = herald_holders.queue) RETURNING queue",
+            (me,),
+        )]  # fmt: skip
+        if freed:
+            self.made_free(freed)
+        self.draining = {qid for (qid,) in self.conn.execute(
+            "SELECT queue FROM herald_holders WHERE consumer = ? AND turn IS NULL", (me,)
+        )}  # fmt: skip
 
     # -- consumers ----------------------------------------------------------------
 
     def register(
-        self,
-        pid: int,
-        wake: str | None,
-        now: float,
-        cid: int | None = None,
-        queues: Iterable[int] = (),
+        self, pid: int, wake: str | None, now: float, cid: int | None = None, queues: str = ""
     ) -> int:
         cur = self.conn.execute(
             "INSERT OR REPLACE INTO herald_consumers (id, pid, host, wake, queues, heartbeat)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (cid, pid, self.host, wake, " ".join(map(str, queues)), now),
+            (cid, pid, self.host, wake, queues, now),
         )
         bump(self.conn)
         assert cur.lastrowid is not None
         self.me = cur.lastrowid
         return cur.lastrowid
 
-    def set_queues(self, cid: int, qids: Iterable[int]) -> None:
-        """Record which queues a consumer takes from, so publishers wake only it."""
-        self.conn.execute(
-            "UPDATE herald_consumers SET queues = ? WHERE id = ?", (" ".join(map(str, qids)), cid)
-        )
+    def set_queues(self, cid: int, queues: str) -> None:
+        """Record which queues a consumer takes from (``12``) or stands by for
+        (``~12``), so publishers and holders letting go wake only those concerned."""
+        self.conn.execute("UPDATE herald_consumers SET queues = ? WHERE id = ?", (queues, cid))
         bump(self.conn)
 
     def heartbeat(self, cid: int, now: float) -> bool:
@@ -252,7 +385,8 @@ class Store:
 
     def forget_consumer(self, cid: int, now: float, *, crashed: bool) -> int:
         """Return a consumer's leases to their queues (counting the attempt if it
-        crashed), drop its transient queues and its row; return rows reclaimed."""
+        crashed), free the exclusive queues it held, drop its transient queues and its
+        row; return rows reclaimed."""
         owned = [q for (q,) in self.conn.execute(
             "SELECT id FROM herald_queues WHERE owner = ?", (cid,)
         )]  # fmt: skip
@@ -262,12 +396,17 @@ class Store:
             " WHERE consumer = ? RETURNING queue",
             (0 if crashed else 1, now, cid),
         )]  # fmt: skip
+        freed = [q for (q,) in self.conn.execute(
+            "DELETE FROM herald_holders WHERE consumer = ? RETURNING queue", (cid,)
+        )]  # fmt: skip
         self.conn.execute("DELETE FROM herald_consumers WHERE id = ?", (cid,))
         bump(self.conn)
         self.made_ready(qids)
+        self.made_free(freed)
         return len(qids)
 
     def destroy(self) -> None:
-        for table in ("herald_deliveries", "herald_dead_letters", "herald_queues"):
+        tables = ("herald_deliveries", "herald_dead_letters", "herald_holders", "herald_queues")
+        for table in tables:
             self.conn.execute(f"DELETE FROM {table}")
         bump(self.conn)

@@ -3,7 +3,11 @@
 ``herald_queues``       one row per declared queue: name, service, bound patterns and,
                         for a transient queue, the consumer that owns it.
 ``herald_consumers``    one row per consuming process-broker: pid, host, heartbeat,
-                        the address of its wake-up socket and the queues it consumes.
+                        the address of its wake-up socket and the queues it consumes
+                        (``12``) or stands by for (``~12``: exclusive, not its turn).
+``herald_holders``      per exclusive queue, the consumer holding it and the consume
+                        loop (``turn``) taking deliveries; ``turn`` NULL: that loop
+                        stopped and the consumer still holds deliveries of the queue.
 ``herald_deliveries``   one row per message per queue (fan-out copies); ``seq`` gives
                         publish order. ``due``: not before (retries); ``since``: when it
                         became ready to deliver; ``consumer`` and ``lease_until``: who
@@ -15,7 +19,10 @@
 
 The file uses incremental auto-vacuum, so the maintenance thread can give free pages
 back to the file system; a file made by an older version is converted once.
-``PRAGMA user_version`` is the layout version (:data:`LAYOUT`).
+``PRAGMA user_version`` is the layout version (:data:`LAYOUT`). ``herald_holders`` is an
+addition to layout 1 (created on open when missing), not a new layout: a Herald that
+does not know it can still share the file; it cannot consume exclusively, and its
+consumers, like every non-exclusive one, are not bound by the holders.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from ...topic import matches, validate_pattern
 from .wakeup import is_wake_address
 from .wire import MESSAGE_COLUMNS_SQL
 
-__all__ = ["LAYOUT", "Routes", "declare_queue", "drop_queues", "prepare"]
+__all__ = ["LAYOUT", "Routes", "declare_queue", "drop_queues", "listed", "prepare", "queue_ids"]
 
 LAYOUT = 1
 _INCREMENTAL = 2
@@ -62,6 +69,10 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS herald_dead_by_id ON herald_dead_letters (service, id)",
     "CREATE INDEX IF NOT EXISTS herald_dead_by_age ON herald_dead_letters (stored)",
 )
+_ADDITIONS = (
+    "CREATE TABLE IF NOT EXISTS herald_holders ("
+    " queue INTEGER PRIMARY KEY, consumer INTEGER NOT NULL, turn INTEGER)",
+)
 
 
 def prepare(conn: sqlite3.Connection, *, synchronous: str, lease: float) -> None:
@@ -89,6 +100,8 @@ def prepare(conn: sqlite3.Connection, *, synchronous: str, lease: float) -> None
             for statement in _SCHEMA:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {LAYOUT}")
+        for statement in _ADDITIONS:
+            conn.execute(statement)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -147,6 +160,7 @@ def declare_queue(
 def drop_queues(conn: sqlite3.Connection, qids: Iterable[int]) -> None:
     for qid in qids:
         conn.execute("DELETE FROM herald_deliveries WHERE queue = ?", (qid,))
+        conn.execute("DELETE FROM herald_holders WHERE queue = ?", (qid,))
         conn.execute("DELETE FROM herald_queues WHERE id = ?", (qid,))
         bump(conn)
 
@@ -164,7 +178,11 @@ class Routes:
         self._bindings: list[tuple[int, tuple[str, ...]]] = []
         self._routes: dict[str, tuple[int, ...]] = {}
         self.wake_map: dict[int, tuple[str, ...]] = {}
-        """Queue id -> wake-up addresses of the other consumers on this host."""
+        """Queue id -> wake-up addresses of the other consumers on this host taking
+        deliveries from it (woken by new deliveries)."""
+        self.standby_map: dict[int, tuple[str, ...]] = {}
+        """Queue id -> wake-up addresses of the other consumers on this host standing
+        by for it or taking from it (woken when its holder lets go)."""
 
     def refresh(self, conn: sqlite3.Connection, me: int | None) -> None:
         (version,) = conn.execute("SELECT value FROM herald_meta WHERE key = 'version'").fetchone()
@@ -177,14 +195,19 @@ class Routes:
         ]
         self._routes.clear()
         wake_map: dict[int, list[str]] = {}
+        standby_map: dict[int, list[str]] = {}
         for cid, wake, queues in conn.execute(
             "SELECT id, wake, queues FROM herald_consumers WHERE host = ? AND wake IS NOT NULL",
             (self._host,),
         ):
             if cid != me and is_wake_address(wake, self._db_path):
-                for qid in queue_ids(queues):
+                taking, standing = listed(queues)
+                for qid in taking:
                     wake_map.setdefault(qid, []).append(wake)
+                for qid in (*taking, *standing):
+                    standby_map.setdefault(qid, []).append(wake)
         self.wake_map = {qid: tuple(wakes) for qid, wakes in wake_map.items()}
+        self.standby_map = {qid: tuple(wakes) for qid, wakes in standby_map.items()}
         self._version = version
 
     def forget(self) -> None:
@@ -203,11 +226,23 @@ class Routes:
         return route
 
 
+def listed(text: object) -> tuple[list[int], list[int]]:
+    """The queues of a consumer's ``queues`` column: those it takes from (``12``) and
+    those it stands by for (``~12``); malformed parts are skipped."""
+    taking: list[int] = []
+    standing: list[int] = []
+    if isinstance(text, str):
+        for part in text.split():
+            into, digits = (standing, part[1:]) if part.startswith("~") else (taking, part)
+            if digits.isascii() and digits.isdigit():
+                into.append(int(digits))
+    return taking, standing
+
+
 def queue_ids(text: object) -> list[int]:
-    """The queue ids of a consumer's ``queues`` column (malformed parts skipped)."""
-    if not isinstance(text, str):
-        return []
-    return [int(part) for part in text.split() if part.isascii() and part.isdigit()]
+    """Every queue of a consumer's ``queues`` column, taken from or stood by for."""
+    taking, standing = listed(text)
+    return [*taking, *standing]
 
 
 def _patterns(text: object) -> tuple[str, ...]:
