@@ -67,7 +67,7 @@ async def consume_queue(
     me = await membership.join()
     qid = await declare(subscription)
     turn = membership.new_turn() if subscription.exclusive else None
-    holding = turn is None
+    holding, waiting = turn is None, False
     try:
         await membership.consuming(qid, standby=not holding)
     except BaseException:
@@ -118,6 +118,9 @@ async def consume_queue(
                 claim.add_done_callback(functools.partial(_orphaned, committer, me))
                 raise
             if claimed_or_not is None:  # another consumer holds the queue: stand by
+                if not waiting:  # watch the holder's pid, if it runs on this host
+                    waiting = True
+                    membership.check_soon()
                 if holding:
                     holding = False
                     await membership.lost_turn(qid)
@@ -125,6 +128,7 @@ async def consume_queue(
                 due = float("inf")
                 continue
             rows, due = claimed_or_not
+            waiting = False
             for claimed in rows:
                 holder.took(claimed.seq, claimed.size)
             buffer.extend(rows)

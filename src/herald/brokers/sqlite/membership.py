@@ -128,6 +128,10 @@ class Membership:
         self._standing[qid] += 1
         await self._publish_queues()
 
+    def check_soon(self) -> None:
+        """Check the others now: a loop that stands by watches its holder's pid."""
+        self._check_now.set()
+
     def _listed(self) -> str:
         taking = {qid for qid, n in self._queues.items() if n > 0}
         standing = {qid for qid, n in self._standing.items() if n > 0} - taking
@@ -165,6 +169,7 @@ class Membership:
         wake, pid, lease = self._socket.address, os.getpid(), self.lease
         held = sorted(self._held)
         turns, listing = frozenset(self.turns), self._listed()
+        rewrite = self._listing is None  # writing it failed: write it now
 
         def operation(store: Store) -> list[int]:
             now = time.time()
@@ -180,6 +185,8 @@ class Membership:
                     store.register(pid, wake, now, cid=me, queues=listing)
                 store.renew(me, held, now + lease)
                 self._last_beat = now
+            if rewrite:
+                store.set_queues(me, listing)
             local: list[int] = []
             for other in store.consumers():
                 if other.id == me:
@@ -194,6 +201,8 @@ class Membership:
             return local
 
         pids = await self._committer.run(operation, "checking consumers")
+        if rewrite and self._listing is None:
+            self._listing = listing
         if self._watcher is not None:
             self._watcher.watch(pids)
 
