@@ -12,7 +12,9 @@ loses nothing: its leases go back when its pid is gone from the host (noticed at
 through a pidfd) or when its heartbeat is older than ``lease`` (another host, or a
 process whose loop hangs); a lease that is not renewed (its settlement failed) runs
 out and goes back alone. Consumers sleep until a commit in any process wakes them
-through a Unix datagram socket (:mod:`.wakeup`).
+through a Unix datagram socket (:mod:`.wakeup`). An exclusive subscription is taken
+by one consume loop at a time; the others stand by until it lets go or is taken for
+dead (:mod:`.consumer`, :meth:`.store.Store.hold`).
 
 Each process-broker has one connection on one thread; concurrent operations are
 group-committed, writers of all processes take turns through ``flock`` on

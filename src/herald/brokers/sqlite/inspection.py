@@ -3,8 +3,8 @@
 depth:       rows not leased to anyone: ready, and retries waiting out their delay.
 in_flight:   rows leased to a consumer and not settled (a settlement that failed
              counts until its lease runs out).
-consumers:   live consumer process-brokers taking from the queue: a fresh heartbeat
-             and, on this host, a running pid.
+consumers:   live consumer process-brokers taking from the queue or standing by for it
+             (exclusive): a fresh heartbeat and, on this host, a running pid.
 oldest_age:  seconds since the oldest ready row became ready (published, released,
              its retry fell due); 0 when none is ready.
 """
