@@ -5,9 +5,10 @@ queues it consumes in the consumers table. After a commit that made deliveries
 available, the committing process sends each consumer of those queues on the host a
 datagram naming the queue ids; the consumer's event loop watches its socket with
 ``add_reader`` and re-queries those queues at once. A negated id (``-12``) says that
-the holder of exclusive queue 12 let go, and wakes the loops standing by for it. On Linux the sockets live in the
-abstract namespace (no files, gone with their process); elsewhere in a directory
-next to the database file (``<db>.wake/``), where stale ones are removed on sight.
+the holder of exclusive queue 12 let go, and wakes the loops standing by for it. On
+Linux the sockets live in the abstract namespace (no files, gone with their
+process); elsewhere in a directory next to the database file (``<db>.wake/``), where
+stale ones are removed on sight.
 
 Anyone who can write the database can write an address into it, so an address is
 used only if it has exactly the form this broker gives its own sockets
