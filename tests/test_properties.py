@@ -213,6 +213,7 @@ SECRET = st.text(
     host=st.from_regex(r"[a-z]{1,10}", fullmatch=True),
 )
 @example(scheme="amqp", user="guest", password="p/ss@w#rd?x", host="host")
+@example(scheme="amqp", user="a", password="00000#", host="a")
 def test_a_password_never_shows_whatever_it_contains(
     scheme: str, user: str, password: str, host: str
 ) -> None:

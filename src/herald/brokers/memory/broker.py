@@ -106,6 +106,13 @@ class MemoryBroker(Broker):
         queue = self._hub.queues[subscription.queue]
         window = Window(prefetch)
         me = object()
+        closed = False
+
+        def settled(size: int) -> None:
+            window.give(size)
+            if closed and not window.used:
+                queue.let_go(me)
+
         queue.consumers += 1
         try:
             if subscription.exclusive:
@@ -117,12 +124,12 @@ class MemoryBroker(Broker):
                 entry.deliveries += 1
                 queue.unsettled.add(entry)
                 window.take(len(entry.message.body))
-                yield MemoryDelivery(
-                    self._hub, queue, entry, subscription, window.give, self._later
-                )
+                yield MemoryDelivery(self._hub, queue, entry, subscription, settled, self._later)
         finally:
             queue.consumers -= 1
-            queue.let_go(me)
+            closed = True
+            if not window.used:  # else the last settlement hands the queue over
+                queue.let_go(me)
             if not subscription.durable:
                 self._hub.queues.pop(subscription.queue, None)
 

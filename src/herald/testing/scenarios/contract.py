@@ -215,6 +215,8 @@ async def _until(
 
 
 async def contract_exclusive_consumers_take_turns(env: Environment) -> None:
+    """One consumer of an exclusive queue takes deliveries, the other stands by; once
+    the first has stopped and settled what it held, the second takes the rest."""
     sub = Subscription(
         env.service_name("turns"), "contract.item", ("contract.item",), exclusive=True
     )
@@ -224,16 +226,22 @@ async def contract_exclusive_consumers_take_turns(env: Environment) -> None:
         first = _Taker(broker, sub, Prefetch(2))
         held = await first.count(2)
         second = _Taker(broker, sub, Prefetch(10))
-        await asyncio.sleep(1.0)
-        assert second.items == [], "the standby consumer got deliveries"
-        for delivery in held:
-            await delivery.ack()
-        await first.count(4)
-        await first.close()
-        taken = await second.count(2, timeout=60)
-        ids = {d.message.id for d in first.items} | {d.message.id for d in taken}
-        assert len(ids) == 6, "the standby took over what the first left"
-        for delivery in [*first.items[2:4], *taken]:
-            if delivery.settlement is None:
+        try:
+            await asyncio.sleep(1.0)
+            assert second.items == [], "the standby consumer got deliveries"
+            for delivery in held:
                 await delivery.ack()
-        await second.close()
+            await first.count(4)
+            await asyncio.sleep(0.5)
+            assert second.items == [], "the standby consumer got deliveries"
+            await first.close()
+            for delivery in first.items[2:4]:
+                await delivery.ack()
+            taken = await second.count(2, timeout=60)
+            ids = {d.message.id for d in first.items} | {d.message.id for d in taken}
+            assert len(ids) == 6, "the standby took over what the first left"
+            for delivery in taken:
+                await delivery.ack()
+        finally:
+            await first.close()
+            await second.close()
