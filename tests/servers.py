@@ -143,7 +143,10 @@ SPECS = [
     BrokerSpec("sqlite", lambda token, tmp: f"sqlite:///{tmp}/herald-{token}.db"),
     BrokerSpec(
         "amqp",
-        lambda token, tmp: f"amqp://guest:guest@127.0.0.1:5672/?namespace=t{token}",
+        lambda token, tmp: (
+            f"amqp://guest:guest@127.0.0.1:5672/?namespace=t{token}"
+            "&management=http://127.0.0.1:15672"
+        ),
         5672,
         restart_rabbitmq,
     ),

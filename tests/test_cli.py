@@ -364,7 +364,7 @@ def queued_ids(url: str, count: int) -> list[str]:
     async def go() -> list[str]:
         async with herald.connect(url) as bus:
             subscription = demo_app.service.handlers[1].subscription
-            stream = bus.broker.consume(subscription, 16)
+            stream = bus.broker.consume(subscription, herald.Prefetch(16))
             ids: list[str] = []
             try:
                 while len(ids) < count:

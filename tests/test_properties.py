@@ -4,7 +4,6 @@ Herald's own errors, and what they accept round-trips."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC
 
 from hypothesis import HealthCheck, example, given, settings
@@ -150,25 +149,22 @@ def test_patterns_validate_or_raise_pattern_errors(text: str) -> None:
         assert str(exc)
 
 
+def _reference_match(pattern: list[str], words: list[str]) -> bool:
+    """AMQP topic matching by its definition, recursively (slow, obviously right)."""
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_reference_match(rest, words[i:]) for i in range(len(words) + 1))
+    return bool(words) and head in ("*", words[0]) and _reference_match(rest, words[1:])
+
+
 @given(pattern=PATTERN, event_type=EVENT_TYPE)
-def test_matching_agrees_with_a_regular_expression(pattern: str, event_type: str) -> None:
-    parts = []
-    for i, word in enumerate(pattern.split(".")):
-        sep = r"\." if i else ""
-        if word == "#":
-            parts.append(f"(?:{sep}[^.]+)*" if i else r"(?:[^.]+(?:\.[^.]+)*)?")
-        elif word == "*":
-            parts.append(f"{sep}[^.]+")
-        else:
-            parts.append(sep + re.escape(word))
-    regex = "".join(parts)
-    if pattern.startswith("#.") or pattern == "#":
-        expected = re.fullmatch(
-            regex.replace(r"(?:[^.]+(?:\.[^.]+)*)?\.", r"(?:[^.]+\.)*", 1), event_type
-        )
-    else:
-        expected = re.fullmatch(regex, event_type)
-    assert matches(pattern, event_type) == (expected is not None), regex
+@example(pattern="#.#.x", event_type="x")
+@example(pattern="a.#", event_type="a")
+def test_matching_agrees_with_the_definition(pattern: str, event_type: str) -> None:
+    expected = _reference_match(pattern.split("."), event_type.split("."))
+    assert matches(pattern, event_type) == expected
 
 
 @settings(deadline=None)
@@ -217,6 +213,7 @@ SECRET = st.text(
     host=st.from_regex(r"[a-z]{1,10}", fullmatch=True),
 )
 @example(scheme="amqp", user="guest", password="p/ss@w#rd?x", host="host")
+@example(scheme="amqp", user="a", password="00000#", host="a")
 def test_a_password_never_shows_whatever_it_contains(
     scheme: str, user: str, password: str, host: str
 ) -> None:

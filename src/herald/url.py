@@ -47,8 +47,9 @@ def _userinfo_end(rest: str, *, widest: bool = False) -> int:
     unescaped ``/ ? #`` hides that ``@`` further on: when ``rest`` starts like
     ``user:secret`` (not ``host:port``) and an ``@`` follows, that one counts, so the
     password is refused with a clear error instead of being taken for a host.
-    ``widest`` takes the last ``@`` of all whenever there is userinfo: the safe choice
-    for redaction, where showing too little beats showing a secret.
+    ``widest`` takes the last ``@`` of all whenever there may be userinfo (even
+    ``host:5672/...@`` could be ``user:5672/...@``): the safe choice for redaction,
+    where showing too little beats showing a secret.
     """
     authority_end = _AUTHORITY_END.search(rest)
     authority = rest if authority_end is None else rest[: authority_end.start()]
@@ -59,7 +60,7 @@ def _userinfo_end(rest: str, *, widest: bool = False) -> int:
         looks_like_user = 0 < colon < at_last and not _AUTHORITY_END.search(rest[:colon])
         after = rest[colon + 1 :]
         port = _AUTHORITY_END.split(after, maxsplit=1)[0]
-        if not looks_like_user or (port.isascii() and port.isdigit()):
+        if not looks_like_user or (not widest and port.isascii() and port.isdigit()):
             return -1
         return at_last
     return at_last if widest else at

@@ -205,10 +205,9 @@ class Worker:
         failures = 0
         chain = self._chains[handler.subscription.queue]
         while not self._stopping:
-            stream: AsyncGenerator[Delivery, None] = self._broker.consume(
-                handler.subscription, self.prefetch
-            )
+            stream: AsyncGenerator[Delivery, None] | None = None
             try:
+                stream = self._broker.consume(handler.subscription, self.prefetch)
                 async for delivery in stream:
                     failures = 0
                     self._dispatch(handler, chain, delivery)
@@ -230,8 +229,9 @@ class Worker:
                 )
                 await asyncio.sleep(delay)
             finally:
-                with contextlib.suppress(Exception):
-                    await stream.aclose()
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        await stream.aclose()
 
     def _dispatch(self, handler: Handler, chain: Next, delivery: Delivery) -> None:
         message = delivery.message

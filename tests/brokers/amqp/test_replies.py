@@ -1,13 +1,8 @@
-"""Request/reply over RabbitMQ's direct reply-to (``herald.brokers.amqp_rpc``).
-
-Needs RabbitMQ on 127.0.0.1:5672 (guest/guest): fails when CI=true and it is
-missing, skips otherwise. Every test works in its own ``namespace=``.
-"""
+"""Request/reply over RabbitMQ's direct reply-to (``ReplyCapable``)."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import aiormq
@@ -17,13 +12,17 @@ from aiormq.abc import AbstractConnection
 from pamqp import commands as spec
 
 import herald
-from herald.broker import Subscription
+from herald.broker import Prefetch, Subscription
 from herald.brokers import broker_from_url
 from herald.brokers.amqp import AMQPBroker
-from herald.brokers.amqp_rpc import DIRECT_REPLY_TO, DirectReplyTransport
+from herald.brokers.amqp.replies import DirectReplyTransport
+from herald.brokers.amqp.topology import DIRECT_REPLY_TO
+from herald.capabilities import ReplyCapable
+from herald.errors import ConnectionLostError, HeaderError
 from herald.message import Message
+from herald.replies import ReplyChannel
 
-from .test_amqp_broker import SERVER, close_connections_of, next_of, require_server
+from .support import close_connections_of, next_of, publish_raw
 
 pytestmark = pytest.mark.amqp
 
@@ -54,24 +53,26 @@ def directory() -> herald.Service:
 
 
 @pytest.fixture
-def namespace() -> str:
-    return f"tr{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def url(namespace: str) -> str:
-    require_server()
-    return f"{SERVER}?namespace={namespace}&reconnect_timeout=30"
-
-
-@pytest.fixture
 async def bus(url: str) -> AsyncIterator[herald.Bus]:
     async with herald.connect(url) as bus:
         try:
             yield bus
         finally:
-            assert isinstance(bus.broker, AMQPBroker)
             await bus.broker.destroy()
+
+
+async def call(channel: ReplyChannel, guid: str, timeout: float = 10) -> Person:
+    """A call through a reply channel of the test's own (the bus keeps its own private)."""
+    request = Message(
+        type="rpc.rpcdirect.lookup", body=Lookup(guid=guid).model_dump_json().encode()
+    )
+    reply = await channel.call(request, timeout)
+    return Person.model_validate_json(reply.body)
+
+
+def transport_of(channel: ReplyChannel) -> DirectReplyTransport:
+    assert isinstance(channel.transport, DirectReplyTransport)
+    return channel.transport
 
 
 def declared_subscriptions(broker: herald.Broker) -> list[Subscription]:
@@ -87,14 +88,8 @@ def declared_subscriptions(broker: herald.Broker) -> list[Subscription]:
     return seen
 
 
-def transport_of(bus: herald.Bus) -> DirectReplyTransport:
-    replies = bus._replies
-    assert replies is not None, "the bus made a request"
-    assert isinstance(replies.transport, DirectReplyTransport)
-    return replies.transport
-
-
 async def test_round_trip_uses_direct_reply_to_without_a_queue(bus: herald.Bus) -> None:
+    assert isinstance(bus.broker, ReplyCapable)
     declared = declared_subscriptions(bus.broker)
     worker = await bus.start(directory())
     person = await bus.request(Lookup(guid="g1"), Person, timeout=10)
@@ -102,13 +97,8 @@ async def test_round_trip_uses_direct_reply_to_without_a_queue(bus: herald.Bus) 
     assert person.reply_to.startswith(f"{DIRECT_REPLY_TO}."), (
         "the server sees RabbitMQ's per-channel name, not the literal pseudo-queue"
     )
-    transport = transport_of(bus)
-    assert transport.address == DIRECT_REPLY_TO
-    assert transport.channels_opened == 1
-    assert [s for s in declared if not s.durable or s.name == "reply"] == [], (
-        "no reply queue is declared"
-    )
-    assert [s.service for s in declared] == ["rpcdirect"]
+    assert bus.broker.is_reply_address(person.reply_to)
+    assert [s.service for s in declared] == ["rpcdirect"], "no reply queue is declared"
     await worker.stop()
 
 
@@ -123,122 +113,125 @@ async def test_errors_come_back_typed(bus: herald.Bus) -> None:
     await worker.stop()
 
 
-async def test_fifty_concurrent_calls_get_their_own_replies(bus: herald.Bus) -> None:
+async def test_fifty_concurrent_calls_on_one_channel(bus: herald.Bus) -> None:
     worker = await bus.start(directory())
-    guids = [f"g{i}" for i in range(50)]
-    people = await asyncio.gather(
-        *(bus.request(Lookup(guid=guid), Person, timeout=20) for guid in guids)
-    )
-    assert [p.guid for p in people] == guids
-    assert transport_of(bus).channels_opened == 1
+    replies = ReplyChannel(bus.broker)
+    try:
+        guids = [f"g{i}" for i in range(50)]
+        people = await asyncio.gather(*(call(replies, guid, 20) for guid in guids))
+        assert [p.guid for p in people] == guids
+        assert transport_of(replies).channels_opened == 1
+    finally:
+        await replies.close()
     await worker.stop()
 
 
 async def test_call_after_the_server_closed_the_connection(bus: herald.Bus, namespace: str) -> None:
     worker = await bus.start(directory())
-    assert (await bus.request(Lookup(guid="before"), Person, timeout=10)).guid == "before"
-    transport = transport_of(bus)
-    assert await close_connections_of(namespace) >= 1
-    person = await bus.request(Lookup(guid="after"), Person, timeout=30)
-    assert person.guid == "after"
-    assert transport.channels_opened == 2, "the transport consumed again on a new channel"
+    replies = ReplyChannel(bus.broker)
+    try:
+        assert (await call(replies, "before")).guid == "before"
+        assert await close_connections_of(namespace) >= 1
+        assert (await call(replies, "after", 30)).guid == "after"
+        assert transport_of(replies).channels_opened == 2, "consumed again on a new channel"
+    finally:
+        await replies.close()
     await worker.stop()
 
 
 async def test_a_deleted_exchange_is_declared_again(
-    bus: herald.Bus, raw: AbstractConnection
+    bus: herald.Bus, raw: AbstractConnection, namespace: str
 ) -> None:
     worker = await bus.start(directory())
-    assert (await bus.request(Lookup(guid="before"), Person, timeout=10)).guid == "before"
-    assert isinstance(bus.broker, AMQPBroker)
-    channel = await raw.channel()
-    await channel.exchange_delete(bus.broker.topology.exchange)
-    await channel.close()
-    assert (await bus.request(Lookup(guid="after"), Person, timeout=10)).guid == "after"
-    assert transport_of(bus).channels_opened == 2
+    replies = ReplyChannel(bus.broker)
+    try:
+        assert (await call(replies, "before")).guid == "before"
+        channel = await raw.channel()
+        await channel.exchange_delete(f"{namespace}.events")
+        await channel.close()
+        assert (await call(replies, "after")).guid == "after"
+        assert transport_of(replies).channels_opened == 2
+    finally:
+        await replies.close()
     await worker.stop()
 
 
-async def test_close_closes_the_channel(url: str) -> None:
-    broker = broker_from_url(url)
-    assert isinstance(broker, AMQPBroker)
-    await broker.connect()
-    try:
-        transport = broker.reply_transport()
-        replies: list[Message] = []
-        await transport.start(replies.append)
-        channel = transport._channel
-        assert channel is not None and not channel.is_closed
-        await transport.close()
-        assert channel.is_closed and transport._channel is None
-    finally:
-        await broker.destroy()
-        await broker.close()
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[AbstractConnection]:
-    require_server()
-    connection = await aiormq.connect(SERVER)
-    try:
-        yield connection
-    finally:
-        await connection.close()
+async def test_a_closed_transport_sends_nothing(broker: AMQPBroker) -> None:
+    transport = broker.reply_transport()
+    replies: list[Message] = []
+    await transport.start(replies.append)
+    await transport.close()
+    with pytest.raises(ConnectionLostError, match="closed"):
+        await transport.send(Message(type="rpcdirect.lookup", body=b"{}"))
+    assert transport.channels_opened == 1
 
 
 async def test_wire_maps_reply_to_and_replies_go_to_the_default_exchange(
-    url: str, raw: AbstractConnection
+    broker: AMQPBroker, raw: AbstractConnection
 ) -> None:
+    sub = Subscription("wiresvc", "rpc.wire.ask")
+    await broker.declare(sub)
+    channel = await raw.channel()
+    got: asyncio.Queue[aiormq.abc.DeliveredMessage] = asyncio.Queue()
+    await channel.basic_consume(DIRECT_REPLY_TO, got.put, no_ack=True)
+    props = spec.Basic.Properties(
+        reply_to=DIRECT_REPLY_TO, headers={"cloudEvents_type": "rpc.wire.ask"}
+    )
+    await channel.basic_publish(
+        b"{}", exchange=broker.topology.exchange, routing_key="rpc.wire.ask", properties=props
+    )
+    stream = broker.consume(sub, Prefetch(10))
+    delivery = await next_of(stream)
+    reply_to = delivery.message.headers["herald-reply-to"]
+    assert reply_to.startswith(f"{DIRECT_REPLY_TO}.") and broker.is_reply_address(reply_to)
+    await delivery.ack()
+    await stream.aclose()
+
+    reply = Message(type="herald.reply", body=b'{"ok": 1}', headers={"k": "v"})
+    await broker.send_reply(reply_to, reply)
+    delivered = await asyncio.wait_for(got.get(), 10)
+    assert delivered.body == b'{"ok": 1}'
+    assert isinstance(delivered.delivery, spec.Basic.Deliver)
+    assert delivered.delivery.exchange == ""
+    headers = delivered.header.properties.headers or {}
+    assert headers["cloudEvents_type"] == "herald.reply" and headers["k"] == "v"
+    await channel.close()
+
+
+async def test_a_forged_reply_address_picks_no_destination(
+    url: str, raw: AbstractConnection, namespace: str
+) -> None:
+    victim = Subscription("victim", "job.created")
+    async with herald.connect(url) as bus:
+        try:
+            await bus.broker.declare(victim)
+            worker = await bus.start(directory())
+            for forged in (f"{namespace}.victim.job.created", f"{DIRECT_REPLY_TO} x"):
+                await publish_raw(
+                    raw,
+                    f"{namespace}.events",
+                    "rpc.rpcdirect.lookup",
+                    b'{"guid": "g1"}',
+                    reply_to=forged,
+                    headers={"herald-reply-to": forged, "herald-correlation-id": "c1"},
+                )
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(letters := await bus.dead_letters("rpcdirect")) < 2:
+                assert asyncio.get_running_loop().time() < deadline, "not dead-lettered"
+                await asyncio.sleep(0.05)
+            assert {dl.reason.error_type for dl in letters} == {"HeaderError"}
+            [stats] = await bus.inspect_queues([victim.queue])
+            assert stats.depth == 0, "no reply was published into the victim's queue"
+            with pytest.raises(HeaderError):
+                await bus.broker.send_reply(  # type: ignore[attr-defined]
+                    f"{namespace}.victim.job.created", Message(type="herald.reply", body=b"")
+                )
+            await worker.stop()
+        finally:
+            await bus.broker.destroy()
+
+
+async def test_a_fresh_broker_is_reply_capable(url: str) -> None:
     broker = broker_from_url(url)
-    assert isinstance(broker, AMQPBroker)
-    await broker.connect()
-    try:
-        sub = Subscription("wiresvc", "rpc.wire.ask")
-        await broker.declare(sub)
-        channel = await raw.channel()
-        got: asyncio.Queue[aiormq.abc.DeliveredMessage] = asyncio.Queue()
-        await channel.basic_consume(DIRECT_REPLY_TO, got.put, no_ack=True)
-        request = Message(type="rpc.wire.ask", body=b"{}", headers={"herald-reply-to": "x"})
-        props = spec.Basic.Properties(
-            reply_to=DIRECT_REPLY_TO,
-            headers={"cloudEvents_type": "rpc.wire.ask", "cloudEvents_id": request.id},
-        )
-        await channel.basic_publish(
-            b"{}", exchange=broker.topology.exchange, routing_key="rpc.wire.ask", properties=props
-        )
-        stream = broker.consume(sub, 10)
-        delivery = await next_of(stream)
-        reply_to = delivery.message.headers["herald-reply-to"]
-        assert reply_to.startswith(f"{DIRECT_REPLY_TO}.") and reply_to != DIRECT_REPLY_TO
-        await delivery.ack()
-        await stream.aclose()
-
-        reply = Message(type="herald.reply", body=b'{"ok": 1}', headers={"k": "v"})
-        await broker.send_reply(reply_to, reply)
-        delivered = await asyncio.wait_for(got.get(), 10)
-        assert delivered.body == b'{"ok": 1}'
-        assert isinstance(delivered.delivery, spec.Basic.Deliver)
-        assert delivered.delivery.exchange == ""
-        headers = delivered.header.properties.headers or {}
-        assert headers["cloudEvents_type"] == "herald.reply" and headers["k"] == "v"
-    finally:
-        await broker.destroy()
-        await broker.close()
-
-
-async def test_other_reply_addresses_fall_back_to_routing_by_type(url: str) -> None:
-    broker = broker_from_url(url)
-    assert isinstance(broker, AMQPBroker)
-    await broker.connect()
-    try:
-        sub = Subscription("fallback", "herald.reply.abc")
-        await broker.declare(sub)
-        await broker.send_reply("herald.reply.abc", Message(type="herald.reply", body=b"r"))
-        stream = broker.consume(sub, 10)
-        delivery = await next_of(stream)
-        assert (delivery.message.type, delivery.message.body) == ("herald.reply.abc", b"r")
-        await delivery.ack()
-        await stream.aclose()
-    finally:
-        await broker.destroy()
-        await broker.close()
+    assert isinstance(broker, ReplyCapable)
+    assert not broker.is_reply_address(DIRECT_REPLY_TO)

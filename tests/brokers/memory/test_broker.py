@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -60,3 +61,26 @@ async def test_inspection_counts_waiting_delayed_in_flight_and_consumers() -> No
         await stream.aclose()
         (stats,) = await broker.inspect_queues()
         assert (stats.depth, stats.in_flight, stats.consumers) == (2, 0, 0)
+
+
+async def test_dead_letters_past_their_retention_are_dropped() -> None:
+    hub = name()
+    sub = Subscription("svc", "a.b")
+    old = herald.DeadLetterReason(
+        sub.queue, "E", "old", 1, last_failure=datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    async with MemoryBroker.from_url(f"memory://{hub}?dlq_retention=3600") as broker:
+        await broker.declare(sub)
+        await broker.publish(
+            [herald.Message(type="a.b", body=b"1"), herald.Message(type="a.b", body=b"2")]
+        )
+        stream = broker.consume(sub, Prefetch(2))
+        first, second = await anext(stream), await anext(stream)
+        await first.dead_letter(old)
+        await second.dead_letter(herald.DeadLetterReason(sub.queue, "E", "new", 1))
+        await stream.aclose()
+        assert [letter.reason.error_message for letter in await broker.dead_letters("svc")] == [
+            "new"
+        ]
+    async with MemoryBroker.from_url(f"memory://{hub}?dlq_retention=0") as keeper:
+        assert len(await keeper.dead_letters("svc")) == 1

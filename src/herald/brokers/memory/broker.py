@@ -3,7 +3,9 @@
 Queues live as long as the process: a service that stops and starts again in the
 same process catches up on what it missed. Brokers built from the same URL share
 their queues, so a test's publisher and its services may connect separately.
-``memory://name?fresh=true`` starts from an empty broker of that name.
+``memory://name?fresh=true`` starts from an empty broker of that name;
+``dlq_retention=SECONDS`` (default 1,209,600: 14 days; 0 keeps them for ever) is how
+long dead letters are kept.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Collection, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Self
 
 from ...broker import Broker, Delivery, Features, Prefetch, ProgressCallback, Subscription
@@ -36,8 +39,11 @@ class MemoryBroker(Broker):
     schemes = ("memory",)
     features = Features(persistent=False, multi_process=False)
 
-    def __init__(self, name: str = "", *, fresh: bool = False) -> None:
+    def __init__(
+        self, name: str = "", *, fresh: bool = False, dlq_retention: float = 1_209_600.0
+    ) -> None:
         self.name = name
+        self.dlq_retention = dlq_retention
         self._hub = hub(name, fresh=fresh)
         self._timers: set[asyncio.TimerHandle] = set()
         self._closed = False
@@ -48,9 +54,13 @@ class MemoryBroker(Broker):
     @classmethod
     def from_url(cls, url: str) -> Self:
         parsed = BrokerURL.parse(url)
-        parsed.reject_unknown({"fresh"})
+        parsed.reject_unknown({"fresh", "dlq_retention"})
         name = ",".join(host for host, _ in parsed.hosts) + parsed.path
-        return cls(name, fresh=parsed.bool_option("fresh", False))
+        return cls(
+            name,
+            fresh=parsed.bool_option("fresh", False),
+            dlq_retention=parsed.float_option("dlq_retention", 1_209_600.0),
+        )
 
     @classmethod
     def reset(cls, name: str = "") -> None:
@@ -96,6 +106,13 @@ class MemoryBroker(Broker):
         queue = self._hub.queues[subscription.queue]
         window = Window(prefetch)
         me = object()
+        closed = False
+
+        def settled(size: int) -> None:
+            window.give(size)
+            if closed and not window.used:
+                queue.let_go(me)
+
         queue.consumers += 1
         try:
             if subscription.exclusive:
@@ -107,12 +124,12 @@ class MemoryBroker(Broker):
                 entry.deliveries += 1
                 queue.unsettled.add(entry)
                 window.take(len(entry.message.body))
-                yield MemoryDelivery(
-                    self._hub, queue, entry, subscription, window.give, self._later
-                )
+                yield MemoryDelivery(self._hub, queue, entry, subscription, settled, self._later)
         finally:
             queue.consumers -= 1
-            queue.let_go(me)
+            closed = True
+            if not window.used:  # else the last settlement hands the queue over
+                queue.let_go(me)
             if not subscription.durable:
                 self._hub.queues.pop(subscription.queue, None)
 
@@ -130,8 +147,20 @@ class MemoryBroker(Broker):
 
     # -- dead-letter admin ------------------------------------------------------
 
+    def _stored(self, service: str) -> list[Message]:
+        """The service's dead letters, those past the retention dropped first."""
+        stored = self._hub.dead.setdefault(service, [])
+        if self.dlq_retention:
+            cutoff = datetime.now(UTC) - timedelta(seconds=self.dlq_retention)
+            stored[:] = [
+                m
+                for m in stored
+                if (DeadLetter.from_stored(m).reason.last_failure or cutoff) > cutoff
+            ]
+        return stored
+
     async def dead_letters(self, service: str, limit: int | None = None) -> list[DeadLetter]:
-        stored = self._hub.dead.get(service, [])
+        stored = self._stored(service)
         return [DeadLetter.from_stored(m) for m in stored[:limit]]
 
     async def replay_dead_letters(
@@ -140,7 +169,7 @@ class MemoryBroker(Broker):
         ids: Collection[str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> int:
-        stored = self._hub.dead.get(service, [])
+        stored = self._stored(service)
         chosen = [m for m in stored if ids is None or m.id in ids]
         for done, message in enumerate(chosen, 1):
             letter = DeadLetter.from_stored(message)
@@ -154,7 +183,7 @@ class MemoryBroker(Broker):
         return len(chosen)
 
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
-        stored = self._hub.dead.get(service, [])
+        stored = self._stored(service)
         keep = [m for m in stored if ids is not None and m.id not in ids]
         self._hub.dead[service] = keep
         return len(stored) - len(keep)

@@ -120,25 +120,28 @@ async def contract_release_counts_as_features_say(env: Environment) -> None:
 
 
 async def contract_prefetch_bounds_messages_and_bytes(env: Environment) -> None:
+    """At most ``messages`` unsettled, and at most ``bytes`` of body (one larger body
+    alone); the count bound is used to the full, and every message gets through."""
     size = 64 * 1024
-    for base, prefetch, body in (
-        ("prefetch-count", Prefetch(messages=3), 16),
-        ("prefetch-bytes", Prefetch(messages=100, bytes=3 * size), size),
+    for base, prefetch, body, fills in (
+        ("prefetch-count", Prefetch(messages=3), 16, True),
+        ("prefetch-bytes", Prefetch(messages=100, bytes=3 * size), size, False),
     ):
         sub = _subscription(env, base)
         async with env.broker() as broker:
             await broker.declare(sub)
             await broker.publish(_items(10, body))
             taker = _Taker(broker, sub, prefetch)
-            held = await taker.count(3)
-            await asyncio.sleep(0.5)
-            assert len(taker.items) == 3, f"{base}: {len(taker.items)} unsettled, bound is 3"
-            await held[0].ack()
-            await taker.count(4)
-            await asyncio.sleep(0.5)
-            assert len(taker.items) == 4, f"{base}: one settled makes room for exactly one"
-            for delivery in taker.items[1:]:
-                await delivery.ack()
+            await taker.count(3 if fills else 1)
+            settled = 0
+            while settled < 10:
+                await asyncio.sleep(0.3)
+                held = taker.items[settled:]
+                assert 1 <= len(held) <= 3, f"{base}: {len(held)} unsettled, the bound is 3"
+                await held[0].ack()
+                settled += 1
+                if settled < 10:
+                    await taker.count(settled + 1)
             await taker.close()
 
 
@@ -164,6 +167,7 @@ async def contract_retry_delay_is_honoured(env: Environment) -> None:
 
 
 async def contract_queue_inspection_counts(env: Environment) -> None:
+    """Depth, in flight and consumers follow each delivery and settlement exactly."""
     sub = _subscription(env, "inspect")
     async with env.broker() as broker:
         assert isinstance(broker, QueueInspection)
@@ -174,20 +178,25 @@ async def contract_queue_inspection_counts(env: Environment) -> None:
             (found,) = await broker.inspect_queues([sub.queue, "no-such.queue"])
             return found
 
-        await _until(stats, lambda s: s.depth == 5, "5 waiting")
-        idle = await stats()
-        assert (idle.in_flight, idle.consumers) in ((0, 0), (None, 0), (0, None), (None, None))
+        idle = await _until(stats, lambda s: s.depth == 5, "5 waiting")
+        assert idle.in_flight in (0, None) and idle.consumers in (0, None), idle
         assert idle.oldest_age is None or idle.oldest_age >= 0
         taker = _Taker(broker, sub, Prefetch(2))
-        held = await taker.count(2)
-        busy = await _until(
-            stats, lambda s: s.depth == 3 and s.in_flight in (2, None), "3 waiting, 2 in flight"
-        )
-        assert busy.consumers in (1, None), busy
-        for delivery in held:
-            await delivery.release()
-        await taker.close()
-        await _until(stats, lambda s: s.depth == 5 and s.in_flight in (0, None), "all back")
+        try:
+            for taken, depth, in_flight in ((2, 3, 2), (4, 1, 2), (5, 0, 1)):
+                held = (await taker.count(taken))[taken - in_flight :]
+
+                def counted(s: QueueStats, d: int = depth, f: int = in_flight) -> bool:
+                    return s.depth == d and s.in_flight in (f, None)
+
+                busy = await _until(stats, counted, f"{depth} waiting and {in_flight} in flight")
+                assert busy.consumers in (1, None), busy
+                for delivery in held:
+                    await delivery.ack()
+            await _until(stats, lambda s: s.depth == 0 and s.in_flight in (0, None), "all acked")
+        finally:
+            await taker.close()
+        await _until(stats, lambda s: s.consumers in (0, None), "the consumer gone")
         everything = {s.queue for s in await broker.inspect_queues()}
         assert sub.queue in everything
 
@@ -206,6 +215,8 @@ async def _until(
 
 
 async def contract_exclusive_consumers_take_turns(env: Environment) -> None:
+    """One consumer of an exclusive queue takes deliveries, the other stands by; once
+    the first has stopped and settled what it held, the second takes the rest."""
     sub = Subscription(
         env.service_name("turns"), "contract.item", ("contract.item",), exclusive=True
     )
@@ -215,16 +226,22 @@ async def contract_exclusive_consumers_take_turns(env: Environment) -> None:
         first = _Taker(broker, sub, Prefetch(2))
         held = await first.count(2)
         second = _Taker(broker, sub, Prefetch(10))
-        await asyncio.sleep(1.0)
-        assert second.items == [], "the standby consumer got deliveries"
-        for delivery in held:
-            await delivery.ack()
-        await first.count(4)
-        await first.close()
-        taken = await second.count(2, timeout=60)
-        ids = {d.message.id for d in first.items} | {d.message.id for d in taken}
-        assert len(ids) == 6, "the standby took over what the first left"
-        for delivery in [*first.items[2:4], *taken]:
-            if delivery.settlement is None:
+        try:
+            await asyncio.sleep(1.0)
+            assert second.items == [], "the standby consumer got deliveries"
+            for delivery in held:
                 await delivery.ack()
-        await second.close()
+            await first.count(4)
+            await asyncio.sleep(0.5)
+            assert second.items == [], "the standby consumer got deliveries"
+            await first.close()
+            for delivery in first.items[2:4]:
+                await delivery.ack()
+            taken = await second.count(2, timeout=60)
+            ids = {d.message.id for d in first.items} | {d.message.id for d in taken}
+            assert len(ids) == 6, "the standby took over what the first left"
+            for delivery in taken:
+                await delivery.ack()
+        finally:
+            await first.close()
+            await second.close()

@@ -75,14 +75,15 @@ async def ordering_per_key_under_retries(env: Environment) -> None:
     async with env.connect() as bus:
         worker = await bus.start(service)
         await bus.publish_many(
-            [(Keyed(key="slow", seq=s), "slow") for s in range(3)]
-            + [(Keyed(key="fast", seq=s), "fast") for s in range(3)]
+            (Keyed(key=key, seq=s), key) for s in range(3) for key in ("slow", "fast")
         )
         await done.wait_for(6, timeout=30)
         await worker.stop()
     assert order["slow"] == [(0, 1), (0, 2), (0, 3), (1, 1), (2, 1)], order["slow"]
     assert order["fast"] == [(0, 1), (1, 1), (2, 1)], order["fast"]
-    assert done.items.index("fast:2") < done.items.index("slow:0"), "other keys went on"
+    assert done.items.index("fast:2") < done.items.index("slow:0"), (
+        f"other keys went on: {done.items}"
+    )
 
 
 async def graceful_shutdown_finishes_in_flight_and_keeps_the_rest(env: Environment) -> None:

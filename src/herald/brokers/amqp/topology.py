@@ -1,0 +1,265 @@
+"""The exchange, queues and bindings the ``amqp://`` broker declares, and remembers.
+
+Every declaration is idempotent, so the whole set is declared again after each
+reconnect (a broker restart may have lost a queue someone deleted meanwhile).
+
+Delayed retries need no plugin: a retried message waits in a durable TTL queue
+``<queue>.retry.<ms>ms`` whose expired messages dead-letter back to ``<queue>``
+through the default exchange. Delays are rounded to the nearest bucket of a small
+ladder, so a queue has at most a dozen such siblings.
+
+Dead letters are kept ``dlq_retention`` seconds: ``<service>.dlq`` is declared with
+that ``x-message-ttl``. A dead-letter queue that already exists with other
+arguments (declared before retention existed) cannot be changed by declaring it
+(RabbitMQ answers ``PRECONDITION_FAILED`` and closes the channel): it is used as it
+is, with a warning saying how to apply the retention.
+
+With a namespace, every durable queue declared is also recorded as a message in
+the registry queue ``<namespace>.herald-registry``; AMQP cannot list queues, and
+``destroy()`` (test teardown, possibly from another process) needs them all.
+
+>>> delay_bucket(0.0), delay_bucket(0.4), delay_bucket(0.75), delay_bucket(7200)
+(0, 500, 1000, 3600000)
+>>> is_reply_address("amq.rabbitmq.reply-to.g1h2AA1yZXBseUA5MjQ4ODg0AAAjdwAAAABrD2iV.HKfoRAaj+w==")
+True
+>>> [is_reply_address(a) for a in ("amq.rabbitmq.reply-to", "amq.rabbitmq.reply-to.a b",
+...     "amq.rabbitmq.reply-tox", "payroll.employee.created", "amq.rabbitmq.reply-to.x\\n")]
+[False, False, False, False, False]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+from typing import Any
+
+import aiormq
+from aiormq.abc import AbstractChannel
+from pamqp import commands as spec
+
+from ...broker import Subscription, dead_letter_queue
+from .connection import Opener
+from .settings import AMQPSettings
+
+__all__ = [
+    "DELAY_BUCKETS_MS",
+    "DIRECT_REPLY_TO",
+    "Topology",
+    "delay_bucket",
+    "is_reply_address",
+    "retry_queue_name",
+]
+
+log = logging.getLogger("herald.amqp")
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+_REPLY_ADDRESS = re.compile(r"amq\.rabbitmq\.reply-to\.[A-Za-z0-9+/=_-][A-Za-z0-9+/=_.-]{0,511}")
+DELAY_BUCKETS_MS = (
+    100,
+    250,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    30_000,
+    60_000,
+    300_000,
+    900_000,
+    3_600_000,
+)
+_SMALLEST_DELAY = 0.03
+
+
+def is_reply_address(address: str) -> bool:
+    """Whether ``address`` is a direct reply-to name as RabbitMQ hands them out:
+    ``amq.rabbitmq.reply-to.`` and a token of base64 characters and dots."""
+    return _REPLY_ADDRESS.fullmatch(address) is not None
+
+
+def delay_bucket(delay: float) -> int:
+    """The TTL in milliseconds of the bucket nearest ``delay`` (log scale); 0 for none."""
+    if delay < _SMALLEST_DELAY:
+        return 0
+    wanted = math.log(delay * 1000)
+    return min(DELAY_BUCKETS_MS, key=lambda ms: abs(math.log(ms) - wanted))
+
+
+def retry_queue_name(queue: str, bucket_ms: int) -> str:
+    return f"{queue}.retry.{bucket_ms}ms"
+
+
+class Topology:
+    """Declares names inside the namespace and keeps track of them for redeclare/destroy."""
+
+    def __init__(self, settings: AMQPSettings) -> None:
+        self.settings = settings
+        self.bindings: dict[str, tuple[str, ...]] = {}
+        """Durable subscription queue (server name) -> the patterns bound to it."""
+        self.arguments: dict[str, dict[str, Any]] = {}
+        """Durable subscription queue (server name) -> its arguments."""
+        self.retries: dict[str, dict[str, Any]] = {}
+        """Retry queue (server name) -> its arguments."""
+        self.dead_letters: set[str] = set()
+        """Dead-letter queues (server names) declared or found."""
+        self._registered: set[str] = set()
+
+    @property
+    def exchange(self) -> str:
+        return self.settings.exchange
+
+    @property
+    def registry(self) -> str | None:
+        return self.settings.name("herald-registry") if self.settings.namespace else None
+
+    def queue_arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": "quorum"} if self.settings.queue_type == "quorum" else {}
+
+    def dead_letter_arguments(self) -> dict[str, Any]:
+        retention = self.settings.dlq_retention
+        ttl = {"x-message-ttl": retention * 1000} if retention else {}
+        return {**self.queue_arguments(), **ttl}
+
+    def subscription_arguments(self, sub: Subscription) -> dict[str, Any]:
+        """Quorum queues dead-letter to ``<service>.dlq``: RabbitMQ 4 drops a message
+        redelivered more than 20 times (its default delivery limit) unless they do."""
+        if self.settings.queue_type != "quorum":
+            return {}
+        return {
+            **self.queue_arguments(),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.settings.name(sub.dead_letter_queue),
+        }
+
+    async def register(self, channel: AbstractChannel, queue: str) -> None:
+        """Record ``queue`` in the namespace's registry (once per broker object)."""
+        registry = self.registry
+        if registry is None or queue in self._registered:
+            return
+        if not self._registered:
+            await channel.queue_declare(registry, durable=True)
+        await channel.basic_publish(
+            queue.encode(), routing_key=registry, properties=spec.Basic.Properties(delivery_mode=2)
+        )
+        self._registered.add(queue)
+
+    async def declare_exchange(self, channel: Opener) -> None:
+        await (await channel()).exchange_declare(
+            exchange=self.exchange, exchange_type="topic", durable=True
+        )
+
+    async def declare_subscription(self, channel: Opener, sub: Subscription) -> str:
+        """Declare the durable queue of ``sub`` and bind its patterns; return its name."""
+        queue = self.settings.name(sub.queue)
+        arguments = self.subscription_arguments(sub)
+        if arguments:
+            await self.declare_dead_letter_queue(channel, sub.service)
+        await self._declare_bound(await channel(), queue, arguments, sub.patterns)
+        self.arguments[queue] = arguments
+        known = self.bindings.get(queue, ())
+        self.bindings[queue] = tuple(dict.fromkeys(known + sub.patterns))
+        return queue
+
+    async def declare_transient(self, channel: AbstractChannel, sub: Subscription) -> str:
+        """An exclusive queue that disappears with its consumer (or connection)."""
+        queue = self.settings.name(sub.queue)
+        await channel.queue_declare(queue, exclusive=True, auto_delete=True)
+        for pattern in sub.patterns:
+            await channel.queue_bind(queue, self.exchange, routing_key=pattern)
+        return queue
+
+    async def declare_retry_queue(self, channel: Opener, queue: str, bucket_ms: int) -> str:
+        """The TTL queue in which messages of ``queue`` wait ``bucket_ms`` to return."""
+        name = retry_queue_name(queue, bucket_ms)
+        if name not in self.retries:
+            arguments = {
+                **self.queue_arguments(),
+                "x-message-ttl": bucket_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue,
+            }
+            ch = await channel()
+            await ch.queue_declare(name, durable=True, arguments=arguments)
+            await self.register(ch, name)
+            self.retries[name] = arguments
+        return name
+
+    async def declare_dead_letter_queue(self, channel: Opener, service: str) -> str:
+        name = self.settings.name(dead_letter_queue(service))
+        if name not in self.dead_letters:
+            await self._declare_dead_letters(channel, name)
+        return name
+
+    async def _declare_dead_letters(self, channel: Opener, name: str) -> None:
+        ch = await channel()
+        try:
+            await ch.queue_declare(name, durable=True, arguments=self.dead_letter_arguments())
+        except aiormq.ChannelPreconditionFailed as exc:
+            with contextlib.suppress(Exception):
+                await ch.close()  # the server closed it: the next one is a new one
+            ch = await channel()
+            await ch.queue_declare(name, passive=True)
+            log.warning(
+                "dead-letter queue %s exists with other arguments than dlq_retention=%ds "
+                "asks for (%s); using it as it is, without that retention. To apply it, give "
+                "the queue a policy with message-ttl %d, or delete it once it is empty",
+                name,
+                self.settings.dlq_retention,
+                " ".join(str(arg) for arg in exc.args),
+                self.settings.dlq_retention * 1000,
+            )
+        await self.register(ch, name)
+        self.dead_letters.add(name)
+
+    async def redeclare(self, channel: Opener) -> None:
+        """Declare everything known again (after a reconnect)."""
+        await self.declare_exchange(channel)
+        for name in list(self.dead_letters):
+            await self._declare_dead_letters(channel, name)
+        for name, arguments in list(self.retries.items()):
+            await (await channel()).queue_declare(name, durable=True, arguments=arguments)
+        for queue, patterns in list(self.bindings.items()):
+            arguments = self.arguments.get(queue, {})
+            await self._declare_bound(await channel(), queue, arguments, patterns)
+
+    async def registered(self, channel: AbstractChannel) -> list[str]:
+        """The queues of the namespace's registry, the registry itself last."""
+        registry = self.registry
+        if registry is None:
+            return []
+        await channel.queue_declare(registry, durable=True)
+        names: dict[str, None] = {}
+        while True:
+            item = await channel.basic_get(registry, no_ack=True)
+            if isinstance(item.delivery, spec.Basic.GetEmpty):
+                break
+            names[item.body.decode()] = None
+        return [*names, registry]
+
+    async def destroy(self, channel: Opener) -> None:
+        """Delete every queue declared here or recorded in the registry, and the exchange."""
+        ch = await channel()
+        names = dict.fromkeys([*self.bindings, *self.retries, *self.dead_letters])
+        names.update(dict.fromkeys(await self.registered(ch)))
+        for queue in names:
+            await ch.queue_delete(queue)
+        await ch.exchange_delete(self.exchange)
+        self.bindings.clear()
+        self.arguments.clear()
+        self.retries.clear()
+        self.dead_letters.clear()
+        self._registered.clear()
+
+    async def _declare_bound(
+        self,
+        channel: AbstractChannel,
+        queue: str,
+        arguments: dict[str, Any],
+        patterns: tuple[str, ...],
+    ) -> None:
+        await channel.queue_declare(queue, durable=True, arguments=arguments)
+        await self.register(channel, queue)
+        for pattern in patterns:
+            await channel.queue_bind(queue, self.exchange, routing_key=pattern)

@@ -1,0 +1,236 @@
+"""Deliveries from a Redis stream and the operations that settle them.
+
+An ack is ``XACK`` + ``XDEL`` (a script per stream): the stream keeps only unsettled
+entries. Acks of deliveries that finish together go in one script call per stream. Retry, release
+and dead-lettering are scripts too (see :mod:`.scripts`), so that the copy and the
+removal of the original happen together or not at all.
+
+A delivery gives its prefetch slot back as soon as it is settled, and stops being
+held (renewed by the heartbeat) once the settlement is done or has failed: an entry
+whose settlement failed is no longer renewed, so it is claimed again after the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from ...broker import Delivery, Subscription
+from ...deadletter import DeadLetterReason
+from ...errors import ErrorTable, MessageError
+from ...message import Message
+from ...window import Window
+from . import scripts
+from .settings import RedisSettings
+from .topology import Keys
+from .wire import ATTEMPT_FIELD, ID_FIELD
+
+__all__ = ["Holder", "RedisDelivery", "Settler"]
+
+_ACK_CHUNK = 1000
+
+
+@dataclass(eq=False, slots=True)
+class Holder:
+    """One ``consume()`` call: its name in the queue's consumer group and the entries
+    it holds unsettled (renewed by the heartbeat until settled)."""
+
+    queue: str
+    stream: str
+    name: str
+    held: set[bytes] = field(default_factory=set)
+    open: bool = True
+    claim_soon: bool = False
+    largest: int = 0
+    """The largest body read so far (sizes a blocking read)."""
+
+    @property
+    def group(self) -> str:
+        return self.queue
+
+
+class Settler:
+    """Runs ack, retry, release and dead-letter against Redis for a broker's deliveries."""
+
+    def __init__(
+        self,
+        client: Redis,
+        keys: Keys,
+        settings: RedisSettings,
+        table: ErrorTable,
+        on_retry: Callable[[str], None],
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._settings = settings
+        self._table = table
+        self._on_retry = on_retry
+        self._ack = client.register_script(scripts.ACK)
+        self._retry = client.register_script(scripts.RETRY)
+        self._release = client.register_script(scripts.RELEASE)
+        self._dead_letter = client.register_script(scripts.DEAD_LETTER)
+        self._acks: list[tuple[Holder, bytes, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def ack(self, holder: Holder, entry_id: bytes) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks.append((holder, entry_id, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_acks())
+        await asyncio.shield(future)
+
+    async def drain(self) -> None:
+        """Wait for the acks already requested to be sent."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
+    async def _flush_acks(self) -> None:
+        while self._acks:
+            await asyncio.sleep(0)
+            batch, self._acks = self._acks, []
+            by_stream: dict[tuple[str, str], list[bytes]] = {}
+            for holder, entry_id, _ in batch:
+                by_stream.setdefault((holder.stream, holder.group), []).append(entry_id)
+            calls = [
+                (stream, group, ids[start : start + _ACK_CHUNK])
+                for (stream, group), ids in by_stream.items()
+                for start in range(0, len(ids), _ACK_CHUNK)
+            ]
+            # one script call per stream, not a pipeline: a pipeline with scripts costs a
+            # SCRIPT EXISTS round trip each time
+            try:
+                results = await asyncio.gather(
+                    *(self._ack(keys=[s], args=[g, *chunk]) for s, g, chunk in calls),
+                    return_exceptions=True,
+                )
+            except BaseException:
+                for _, _, future in batch:
+                    future.cancel()
+                raise
+            failed = {
+                stream: result
+                for (stream, _, _), result in zip(calls, results, strict=True)
+                if isinstance(result, BaseException)
+            }
+            for holder, _, future in batch:
+                if future.done():
+                    continue
+                problem = failed.get(holder.stream)
+                if problem is None:
+                    future.set_result(None)
+                else:
+                    error = self._table.convert(problem, f"acknowledging on {holder.queue}")
+                    error.__cause__ = problem
+                    future.set_exception(error)
+
+    async def retry(
+        self,
+        holder: Holder,
+        entry_id: bytes,
+        delay: float,
+        attempts: int,
+        headers: Mapping[str, str],
+    ) -> None:
+        args: list[Any] = [holder.group, entry_id, max(0, round(delay * 1000))]
+        args += [ATTEMPT_FIELD, attempts]
+        for name, value in headers.items():
+            args += (name, value)
+        keys = [holder.stream, self._keys.delayed(holder.queue)]
+        with self._table.converting(f"scheduling a retry on {holder.queue}"):
+            await self._retry(keys=keys, args=args)
+        self._on_retry(holder.queue)
+
+    async def release(self, holder: Holder, entry_id: bytes) -> None:
+        args: list[Any] = [holder.group, holder.name, self._settings.lease_ms, entry_id]
+        with self._table.converting(f"releasing a delivery on {holder.queue}"):
+            await self._release(keys=[holder.stream], args=args)
+        holder.claim_soon = True
+
+    async def dead_letter(
+        self,
+        holder: Holder,
+        entry_id: bytes,
+        message_id: str,
+        service: str,
+        reason: DeadLetterReason,
+    ) -> None:
+        args: list[Any] = [holder.group, entry_id, ATTEMPT_FIELD]
+        args += [self._settings.dlq_retention_ms, ID_FIELD, message_id]
+        for name, value in reason.to_headers().items():
+            args += (name, value)
+        keys = [holder.stream, self._keys.dead_letters(service)]
+        with self._table.converting(f"dead-lettering from {holder.queue}"):
+            await self._dead_letter(keys=keys, args=args)
+
+
+class RedisDelivery(Delivery):
+    """One stream entry handed to this process. ``attempt`` = the attempts recorded in
+    the entry (``herald-attempt``, on a retried copy) + the group's delivery count."""
+
+    __slots__ = ("_entry_id", "_holder", "_previous", "_settler", "_size", "_window")
+
+    def __init__(
+        self,
+        message: Message,
+        subscription: Subscription,
+        attempt: int,
+        *,
+        error: MessageError | None,
+        settler: Settler,
+        holder: Holder,
+        window: Window,
+        entry_id: bytes,
+        size: int,
+    ) -> None:
+        super().__init__(message, subscription, attempt, error=error)
+        self._settler = settler
+        self._holder = holder
+        self._window = window
+        self._entry_id = entry_id
+        self._size = size
+        window.take(size)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _settling(self) -> None:
+        self._window.give(self._size)
+
+    def _settled(self) -> None:
+        self._holder.held.discard(self._entry_id)
+
+    async def _ack(self) -> None:
+        self._settling()
+        try:
+            await self._settler.ack(self._holder, self._entry_id)
+        finally:
+            self._settled()
+
+    async def _retry(self, delay: float, headers: Mapping[str, str]) -> None:
+        self._settling()
+        merged = {**headers, ID_FIELD: self.message.id}
+        try:
+            await self._settler.retry(self._holder, self._entry_id, delay, self.attempt, merged)
+        finally:
+            self._settled()
+
+    async def _release(self) -> None:
+        self._settling()
+        try:
+            await self._settler.release(self._holder, self._entry_id)
+        finally:
+            self._settled()
+
+    async def _dead_letter(self, reason: DeadLetterReason) -> None:
+        self._settling()
+        try:
+            await self._settler.dead_letter(
+                self._holder, self._entry_id, self.message.id, self.subscription.service, reason
+            )
+        finally:
+            self._settled()

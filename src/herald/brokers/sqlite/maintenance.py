@@ -1,0 +1,151 @@
+"""Housekeeping off the commit path: checkpoints, giving space back, old dead letters.
+
+SQLite's automatic checkpoint runs inside the ``COMMIT`` that crosses the threshold,
+fsyncing while the committing broker (and, with Herald's writer lock, every other
+process) waits. Herald turns it off and runs a ``PASSIVE`` checkpoint on a thread and
+connection of its own, at most every ``interval`` seconds after writes; passive
+checkpoints never block writers, and the log stays small.
+
+The same thread, each time through the writer lock without waiting for it (another
+round comes soon when it is busy):
+
+- gives free pages back to the file system: once a quarter of the file (and at
+  least 1 MiB) is free, e.g. after a backlog was consumed, ``incremental_vacuum`` a
+  few MiB per round and checkpoint, which truncates the file;
+- deletes dead letters older than ``dlq_retention``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+from .lock import WriterLock
+from .settings import SQLiteSettings
+
+__all__ = ["Maintenance"]
+
+log = logging.getLogger("herald.brokers.sqlite")
+_MIN_FREE_PAGES = 256
+_VACUUM_STEP = 1024
+"""Pages moved per round (4 MiB at the default page size), so a round holds the
+writer lock for milliseconds."""
+_PRUNE_STEP = 1000
+_Work = Callable[[sqlite3.Connection], int]
+
+
+class Maintenance:
+    """A thread that checkpoints after writes and reclaims space and old dead letters."""
+
+    def __init__(self, settings: SQLiteSettings, *, interval: float = 0.5) -> None:
+        self._settings = settings
+        self._interval = interval
+        retention = settings.dlq_retention
+        self._prune_every = min(60.0, max(0.25, retention / 4)) if retention else float("inf")
+        self._wakeup = threading.Event()
+        self._stop = threading.Event()
+        self._dirty = False
+        self._thread = threading.Thread(
+            target=self._run, name="herald-sqlite-maintenance", daemon=True
+        )
+        self._thread.start()
+
+    def wrote(self) -> None:
+        """Note a commit: a checkpoint follows within ``interval`` seconds."""
+        self._dirty = True
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """Stop after the round under way, if any; do not wait for it."""
+        self._stop.set()
+        self._wakeup.set()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        lock = WriterLock(self._settings.lock_path)
+        next_prune = time.monotonic() if self._settings.dlq_retention else float("inf")
+        last_round = float("-inf")
+        more = False
+        try:
+            while True:
+                timeout = min(next_prune - time.monotonic(), self._interval if more else 3600)
+                self._wakeup.wait(max(0.0, timeout))
+                pause = last_round + self._interval - time.monotonic()
+                if self._stop.is_set() or (pause > 0 and self._stop.wait(pause)):
+                    return
+                self._wakeup.clear()
+                last_round = time.monotonic()
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(
+                            self._settings.path, timeout=0.1, isolation_level=None
+                        )
+                        conn.execute(f"PRAGMA synchronous = {self._settings.synchronous}")
+                    if self._dirty or more:
+                        self._dirty = False
+                        _checkpoint(conn)
+                    if time.monotonic() >= next_prune:
+                        pruned = _locked(lock, conn, self._prune)
+                        done = pruned is not None and pruned < _PRUNE_STEP
+                        next_prune = time.monotonic() + (self._prune_every if done else 0)
+                    more = _vacuum(lock, conn)
+                except sqlite3.Error as exc:
+                    log.debug("maintenance of %s skipped: %s", self._settings.path, exc)
+        finally:
+            if conn is not None:
+                conn.close()
+            lock.close()
+
+    def _prune(self, conn: sqlite3.Connection) -> int:
+        cutoff = time.time() - self._settings.dlq_retention
+        cur = conn.execute(
+            "DELETE FROM herald_dead_letters WHERE seq IN (SELECT seq FROM herald_dead_letters"
+            " WHERE stored < ? LIMIT ?)",
+            (cutoff, _PRUNE_STEP),
+        )
+        return int(cur.rowcount)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _vacuum(lock: WriterLock, conn: sqlite3.Connection) -> bool:
+    """Move up to one step of free pages out of the file; return whether more remain."""
+    free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    pages: int = conn.execute("PRAGMA page_count").fetchone()[0]
+    if free < _MIN_FREE_PAGES or free * 4 < pages:
+        return False
+    step = min(free, _VACUUM_STEP)
+
+    def vacuum(conn: sqlite3.Connection) -> int:
+        # Python steps a PRAGMA statement once, and each step frees one page.
+        for _ in range(step):
+            conn.execute("PRAGMA incremental_vacuum(1)")
+        return step
+
+    if _locked(lock, conn, vacuum) is None:
+        return True
+    _checkpoint(conn)
+    return free > step
+
+
+def _locked(lock: WriterLock, conn: sqlite3.Connection, work: _Work) -> int | None:
+    """``work(conn)`` in a write transaction, if the writer lock is free now."""
+    if not lock.try_acquire():
+        return None
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return done
+    finally:
+        lock.release()
