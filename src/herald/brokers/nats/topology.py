@@ -36,7 +36,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from nats.js import api
 from nats.js.client import JetStreamContext
@@ -50,14 +50,12 @@ from .errors import TABLE
 from .state import LIVE_TTL, Bucket, open_bucket
 from .wire import header_bytes, is_event_type
 
-if TYPE_CHECKING:
-    from .settings import NATSSettings
-
 __all__ = [
     "BucketNames",
     "Names",
     "StreamNames",
     "Topology",
+    "TopologySettings",
     "consumer_name",
     "queue_of",
     "safe_token",
@@ -199,10 +197,27 @@ class Names:
         return f"{self.prefix}events.{'.'.join(words)}"
 
 
+class TopologySettings(Protocol):
+    """What :class:`Topology` reads of :class:`.settings.NATSSettings`."""
+
+    @property
+    def names(self) -> Names: ...
+    @property
+    def retention(self) -> str: ...
+    @property
+    def max_age(self) -> float: ...
+    @property
+    def dlq_retention(self) -> float: ...
+    @property
+    def ack_wait(self) -> float: ...
+    @property
+    def max_deliver(self) -> int: ...
+
+
 class Topology:
     """Creates and finds the streams and consumers of one namespace."""
 
-    def __init__(self, js: JetStreamContext, settings: NATSSettings) -> None:
+    def __init__(self, js: JetStreamContext, settings: TopologySettings) -> None:
         self._js = js
         self._settings = settings
         self.names = settings.names
