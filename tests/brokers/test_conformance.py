@@ -53,14 +53,15 @@ async def test_scenario(spec: BrokerSpec, scenario: Scenario, tmp_path: Path) ->
     spec.require()
     token = uuid.uuid4().hex[:10]
     env = Environment(spec.make_url(token, tmp_path), tmp_path, spec.restart, token=token)
-    reason = scenario.skip_reason(await env.features(), broker_from_url(env.url), env)
-    expected = NOT_APPLICABLE[spec.scheme].get(scenario.name)
-    if expected is None:
-        assert reason is None, f"{scenario.name} unexpectedly does not apply: {reason}"
-    else:
-        assert reason is not None and expected in reason, f"expected a skip for {expected!r}"
-        pytest.skip(reason)
     try:
-        await scenario.run(env)
+        reason = scenario.skip_reason(await env.features(), broker_from_url(env.url), env)
+        expected = NOT_APPLICABLE[spec.scheme].get(scenario.name)
+        if expected is None:
+            assert reason is None, f"{scenario.name} unexpectedly does not apply: {reason}"
+            await scenario.run(env)
+        else:
+            assert reason is not None and expected in reason, f"expected a skip for {expected!r}"
     finally:
         await env.destroy()
+    if reason is not None:
+        pytest.skip(reason)
