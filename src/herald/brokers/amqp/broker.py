@@ -149,7 +149,13 @@ class AMQPBroker(Broker):
         flow = Flow(prefetch, self.features.max_message_bytes)
         deliver = functools.partial(self._delivery, subscription)
         return consume(
-            self.connection, subscription, flow, self._consumer_queue, deliver, self._released
+            self.connection,
+            subscription,
+            flow,
+            self._consumer_queue,
+            deliver,
+            self._released,
+            self._consumers,
         )
 
     async def destroy(self) -> None:
@@ -201,13 +207,22 @@ class AMQPBroker(Broker):
     async def requeue_later(
         self, queue: str, message: Message, attempt: int, delay: float, transient: bool
     ) -> None:
-        """Put ``message`` back on ``queue`` (a server name) after about ``delay`` s."""
+        """Put ``message`` back on ``queue`` (a server name) after ``delay`` s, or up
+        to half as long again (the next retry bucket)."""
         item = Outgoing("", queue, message.body, properties_for(message, attempt))
-        bucket = delay_bucket(delay)
-        if transient and bucket:
+        if transient and delay > 0:
             self._later(delay, item)
             return
+        bucket = delay_bucket(delay)
         if bucket:
+            if bucket < delay * 1000:
+                log.warning(
+                    "retry of %s in %s: %.0fs asked, %.0fs is the longest retry delay",
+                    message.id,
+                    queue,
+                    delay,
+                    bucket / 1000,
+                )
             target = await self._declaring(self.topology.declare_retry_queue, queue, bucket)
             item = Outgoing("", target, item.body, item.properties)
         await self.publisher.publish([item])
@@ -260,6 +275,15 @@ class AMQPBroker(Broker):
             message_id = best_effort(item).id
         self.releases.note(queue, message_id)
 
+    async def _consumers(self, queue: str) -> int | None:
+        """The consumers of ``queue`` (waiting ones too); None when it cannot tell."""
+        try:
+            [found] = await self.connection.probe([queue])
+        except HeraldError as exc:
+            log.debug("counting the consumers of %s failed: %s", queue, exc)
+            return None
+        return None if found is None else found[1]
+
     async def _consumer_queue(self, channel: AbstractChannel, sub: Subscription) -> str:
         if sub.durable:
             return await self._declare_durable(sub)
@@ -270,7 +294,7 @@ class AMQPBroker(Broker):
         return await self.topology.declare_transient(await channel(), sub)
 
     async def _declare_durable(self, sub: Subscription) -> str:
-        if self.topology.subscription_arguments(sub):  # they name the dead-letter queue
+        if self.settings.queue_type == "quorum":  # its queues dead-letter to <service>.dlq
             await self._declare_dead_letters(sub.service)
         return await self._declaring(self.topology.declare_subscription, sub)
 

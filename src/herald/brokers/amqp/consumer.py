@@ -9,22 +9,44 @@ it close the connection: ``NOT_IMPLEMENTED``), so the bytes are bounded here, tw
 - **Received**: the server may push ``credit`` messages to the consumer (its
   ``basic.qos`` count), where ``credit = max(1, min(messages, bytes // largest))``
   and ``largest`` is the largest of the last 32 bodies received (before the first,
-  ``max_message_bytes``). When the sizes change the credit, the consumer cancels its
-  ``basic.consume`` and subscribes again with the new credit (per-consumer QoS
-  applies to new consumers only) once what it still holds leaves room for it:
-  ``held + credit <= messages`` and ``held bytes + credit * largest <= bytes``, or
-  nothing held. So while bodies are no larger than the recent largest, a consumer
-  holds at most ``messages`` messages and ``bytes`` bytes (one body when a single
-  one is larger); a sudden larger body overshoots until the messages sent with it
-  are settled: at worst ``credit`` times the largest body the server accepts.
+  ``max_message_bytes``). Per-consumer QoS applies to new consumers only, so the
+  credit changes by subscribing again: the consumer cancels its ``basic.consume``
+  and subscribes at once with the credit that fits next to what it still holds
+  (``held + credit <= messages``, ``held bytes + credit * largest <= bytes``; the
+  full credit when it holds nothing), and grows it later, once at least twice as
+  much fits. It never waits for room while a credit of one fits. So while bodies
+  are no larger than the recent largest, a consumer holds at most ``messages``
+  messages and ``bytes`` bytes (one body when a single one is larger); a sudden
+  larger body overshoots until the messages sent with it are settled: at worst
+  ``credit`` times the largest body the server accepts.
+
+**Exclusive subscriptions** are RabbitMQ's single active consumer
+(``x-single-active-consumer``): every consumer subscribes, the queue delivers to one
+and keeps the others waiting; when the active one is cancelled or its channel
+closes (its process died), the next one takes over, and what a closed channel held
+goes back to the queue ahead of everything newer. Closing the generator of an
+exclusive consumer stops it as on a shared queue (cancelled, unseen deliveries given
+back, the channel kept until what was handed out is settled), and then makes sure
+the queue serves its successor: RabbitMQ 3.x classic queues activate the next
+consumer on a ``basic.cancel`` but deliver to it only on their next event (a
+requeue, a new consumer); when nothing was given back, a consumer subscribed and
+cancelled at once on the same channel is that event (anything it is sent goes
+straight back). An exclusive consumer cannot cancel to change its credit (the
+queue would pass to a waiting consumer while it still holds deliveries), so it
+subscribes anew on the same channel first (behind itself in the queue's line),
+counts the queue's consumers, and cancels the old subscription only when the two
+are all there are: the queue then activates the new one, and what the old one was
+sent arrives before anything the new one gets. With others waiting it cancels the
+new subscription instead and keeps its credit on that channel (a body larger than
+those seen before may then overshoot the byte bound, as above).
 
 The loop survives what it can: a consumer cancelled by the broker (its queue was
 deleted) declares the queue again and resubscribes; a closed channel or dropped
 connection waits for the next one and subscribes on it. When no connection comes
 back within ``reconnect_timeout`` it raises :class:`ConnectionLostError`, and the
-worker calls ``consume()`` again. Closing the generator cancels the consumer, gives
-back what was received but not handed out, and keeps the channel until every
-delivery handed out is settled.
+worker calls ``consume()`` again. Closing the generator of a shared queue cancels
+the consumer, gives back what was received but not handed out, and keeps the
+channel until every delivery handed out is settled.
 """
 
 from __future__ import annotations
@@ -38,6 +60,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
+from pamqp import commands as spec
 
 from ...broker import Delivery, Prefetch, Subscription
 from ...errors import BrokerError, HeraldError
@@ -45,7 +68,16 @@ from ...window import Window
 from .connection import AMQPConnection
 from .errors import consumer_timed_out, describe
 
-__all__ = ["ACK_DELAY", "CANCEL_TIMEOUT", "Declarer", "Deliverer", "Flow", "Intake", "consume"]
+__all__ = [
+    "ACK_DELAY",
+    "CANCEL_TIMEOUT",
+    "Counter",
+    "Declarer",
+    "Deliverer",
+    "Flow",
+    "Intake",
+    "consume",
+]
 
 log = logging.getLogger("herald.amqp")
 
@@ -59,6 +91,8 @@ _CANCELLED = object()
 _WAKE = object()
 
 Declarer = Callable[[AbstractChannel, Subscription], Awaitable[str]]
+Counter = Callable[[str], Awaitable[int | None]]
+"""The consumers of a queue (server name), waiting ones included; None if it is gone."""
 Released = Callable[[DeliveredMessage], None]
 Deliverer = Callable[["Intake", DeliveredMessage, str], Delivery]
 
@@ -70,8 +104,10 @@ class Flow:
     >>> flow = Flow(Prefetch(messages=64, bytes=4 * 2**20), largest=16 * 2**20)
     >>> flow.credit()
     1
-    >>> flow.observe(2 * 2**20), flow.credit()
-    (True, 2)
+    >>> flow.observe(1024 * 1024); flow.credit(), flow.fitting(3, 3 * 2**20)
+    (4, 1)
+    >>> flow.wants_change(3, 3 * 2**20), flow.wants_change(1, 2**20)
+    (False, True)
     """
 
     __slots__ = ("_default", "_sizes", "credited", "prefetch", "window")
@@ -89,23 +125,30 @@ class Flow:
         return max(self._sizes, default=self._default)
 
     def credit(self) -> int:
-        """How many messages the server may push now (per-consumer ``basic.qos``)."""
+        """How many messages the server may push (per-consumer ``basic.qos``) to a
+        consumer that holds nothing."""
         fit = self.prefetch.bytes // max(self.largest, 1)
         return max(1, min(self.prefetch.messages, fit))
 
-    def observe(self, size: int) -> bool:
-        """Count a body received; True when the credit should change (lower at once,
-        higher once it at least doubles)."""
+    def observe(self, size: int) -> None:
+        """Count a body received."""
         self._sizes.append(size)
-        wanted = self.credit()
-        return wanted < self.credited or wanted >= 2 * self.credited
 
-    def room_for(self, held: int, held_bytes: int) -> bool:
-        """Whether a subscription with the current credit fits next to what is held."""
+    def fitting(self, held: int, held_bytes: int) -> int:
+        """The credit a new subscription may get next to what is held (received and
+        not settled); 0 when not even one more fits."""
         credit = self.credit()
-        return held == 0 or (
-            held + credit <= self.prefetch.messages
-            and held_bytes + credit * self.largest <= self.prefetch.bytes
+        if held <= 0:
+            return credit
+        room = self.prefetch.messages - held
+        room_bytes = (self.prefetch.bytes - held_bytes) // max(self.largest, 1)
+        return max(0, min(credit, room, room_bytes))
+
+    def wants_change(self, held: int, held_bytes: int) -> bool:
+        """Whether to subscribe again: the credit must go down (larger bodies), or
+        at least twice the current one fits now."""
+        return self.credit() < self.credited or (
+            self.fitting(held, held_bytes) >= 2 * self.credited
         )
 
 
@@ -122,6 +165,7 @@ class Intake:
     __slots__ = (
         "_acks",
         "_batch",
+        "_changing",
         "_closing",
         "_flush",
         "_outstanding",
@@ -129,21 +173,32 @@ class Intake:
         "_woken",
         "channel",
         "closed_by",
+        "exclusive",
         "flow",
+        "gave_back",
+        "handed",
         "held",
         "held_bytes",
         "inbox",
+        "kept",
         "tag",
     )
 
-    def __init__(self, channel: AbstractChannel, flow: Flow) -> None:
+    def __init__(self, channel: AbstractChannel, flow: Flow, *, exclusive: bool = False) -> None:
         self.channel = channel
         self.flow = flow
+        self.exclusive = exclusive
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.held = 0
         self.held_bytes = 0
+        self.handed = 0
+        """Deliveries handed out and not settled yet."""
         self.tag: str | None = None
         """The consumer tag while subscribed."""
+        self.kept = False
+        """An exclusive consumer found others waiting: it keeps its credit."""
+        self.gave_back = 0
+        """Deliveries given back (requeued) since the consumer stopped."""
         self.closed_by: BaseException | None = None
         self._released: Released | None = None
         self._woken = False
@@ -152,6 +207,7 @@ class Intake:
         self._batch = max(1, flow.prefetch.messages // 4)
         self._flush: asyncio.Handle | None = None
         self._closing = False
+        self._changing: asyncio.Task[None] | None = None
 
     @property
     def stopped(self) -> bool:
@@ -167,17 +223,66 @@ class Intake:
         """Whether the channel is being closed (no settlement can go through any more)."""
         return self._closing
 
+    @property
+    def may_change(self) -> bool:
+        """Whether the credit may change (see :meth:`Flow.wants_change`): always on a
+        shared queue; on an exclusive one until others were found waiting."""
+        return not self.exclusive or not self.kept
+
     async def subscribe(self, queue: str, credit: int) -> None:
-        await self.channel.basic_qos(prefetch_count=credit)
-        ok = await self.channel.basic_consume(queue, self._received)
-        self.tag = str(ok.consumer_tag)
-        self._woken = False
+        await self._uninterrupted(self._subscribe(queue, credit))
+
+    async def switch(self, queue: str, credit: int, consumers: Counter, released: Released) -> None:
+        """Change an exclusive consumer's credit without letting the queue go (see the
+        module docstring)."""
+        await self._uninterrupted(self._switch(queue, credit, consumers, released))
 
     async def unsubscribe(self) -> None:
         """Cancel the consumer; what it was sent stays held until settled."""
+        await self._uninterrupted(self._unsubscribe())
+
+    async def _uninterrupted(self, change: Coroutine[Any, Any, None]) -> None:
+        """Run a change of subscription to its end even if the consume loop is
+        cancelled meanwhile: aiormq closes a channel whose command is cancelled, and
+        with it every delivery still being handled. :meth:`stop` waits for it."""
+        task = asyncio.get_running_loop().create_task(change)
+        task.add_done_callback(_retrieve)
+        self._changing = task
+        await asyncio.shield(task)
+
+    async def _subscribe(self, queue: str, credit: int) -> None:
+        await self.channel.basic_qos(prefetch_count=credit)
+        ok = await self.channel.basic_consume(queue, self._received)
+        self.tag = str(ok.consumer_tag)
+        self.flow.credited = credit
+
+    async def _switch(
+        self, queue: str, credit: int, consumers: Counter, released: Released
+    ) -> None:
+        old = self.tag
+        await self.channel.basic_qos(prefetch_count=credit)
+        ok = await self.channel.basic_consume(queue, self._received)
+        new = str(ok.consumer_tag)
+        if old is not None and await consumers(queue) == 2:
+            self.tag = new
+            self.flow.credited = credit
+            await self.channel.basic_cancel(old, timeout=CANCEL_TIMEOUT)
+            await self.kick(queue, released)
+        else:
+            self.kept = True
+            await self.channel.basic_cancel(new, timeout=CANCEL_TIMEOUT)
+
+    async def _unsubscribe(self) -> None:
         tag, self.tag = self.tag, None
         if tag is not None and not self.channel.is_closed:
             await self.channel.basic_cancel(tag, timeout=CANCEL_TIMEOUT)
+
+    def handing_out(self, size: int) -> None:
+        self.handed += 1
+        self.flow.window.take(size)
+
+    def woke(self) -> None:
+        self._woken = False
 
     async def _received(self, item: DeliveredMessage) -> None:
         self.held += 1
@@ -207,13 +312,20 @@ class Intake:
         self.held -= 1
         self.held_bytes -= size
         if handed_out:
+            self.handed -= 1
             self.flow.window.give(size)
         if self.stopped:
             if self.held <= 0:
                 self.close_soon()
-        elif self.tag is None and not self._woken and self.flow.room_for(*self.holding):
+        elif not self._woken and self._has_work():
             self._woken = True
             self.inbox.put_nowait(_WAKE)
+
+    def _has_work(self) -> bool:
+        """Whether the consume loop has a subscription to make now."""
+        if self.tag is None:
+            return self.flow.fitting(*self.holding) > 0
+        return self.may_change and self.flow.wants_change(*self.holding)
 
     def abandon(self) -> None:
         """Close the channel so that the broker delivers again what it holds (after a
@@ -225,6 +337,8 @@ class Intake:
         redelivery is no attempt), and close the channel now or once the deliveries
         handed out are settled."""
         self._released = released
+        if self._changing is not None:
+            await asyncio.wait([self._changing])
         with contextlib.suppress(Exception):
             await self.unsubscribe()
         unseen = []
@@ -236,6 +350,22 @@ class Intake:
         if self.held <= 0:
             self.close_soon()
 
+    async def kick(self, queue: str, released: Released) -> None:
+        """Make ``queue`` deliver to the consumer it activated after one of this
+        channel was cancelled (see the module docstring): subscribe and cancel at
+        once, giving back anything sent meanwhile."""
+        if self.channel.is_closed:
+            return
+
+        async def bounce(item: DeliveredMessage) -> None:
+            await self.channel.basic_nack(item.delivery_tag or 0, requeue=True, wait=False)
+            released(item)
+
+        with contextlib.suppress(Exception):
+            await self.channel.basic_qos(prefetch_count=1)
+            ok = await self.channel.basic_consume(queue, bounce)
+            await self.channel.basic_cancel(str(ok.consumer_tag), timeout=CANCEL_TIMEOUT)
+
     async def _give_back(self, items: list[DeliveredMessage], released: Released) -> None:
         with contextlib.suppress(Exception):  # a closed channel gives them back anyway
             for item in items:
@@ -243,6 +373,7 @@ class Intake:
         for item in items:
             released(item)
             self.done(len(item.body), handed_out=False)
+        self.gave_back += len(items)
 
     def close_soon(self) -> None:
         if not self._closing and not self.channel.is_closed:
@@ -295,27 +426,43 @@ async def consume(
     declare: Declarer,
     deliver: Deliverer,
     released: Callable[[str, DeliveredMessage], None],
+    consumers: Counter,
 ) -> AsyncGenerator[Delivery, None]:
     """Deliveries of ``subscription``; see the module docstring for the rules."""
+    exclusive = subscription.exclusive and subscription.durable
     while True:
         channel = await connection.channel()
-        intake = Intake(channel, flow)
+        intake = Intake(channel, flow, exclusive=exclusive)
         queue = subscription.queue
+        give_back = functools.partial(released, queue)
         closing = channel.closing
         closing.add_done_callback(functools.partial(_on_closed, intake=intake))
         channel.on_consumer_cancel_callbacks.add(functools.partial(_on_cancelled, intake=intake))
+        declared = False
         try:
-            declared = False
             while True:
-                if intake.tag is None and flow.room_for(*intake.holding):
-                    if not declared:
-                        queue = await declare(channel, subscription)
-                        declared = True
-                    flow.credited = flow.credit()
-                    await intake.subscribe(queue, flow.credited)
+                if (
+                    intake.tag is not None
+                    and intake.may_change
+                    and flow.wants_change(*intake.holding)
+                ):
+                    if exclusive:
+                        credit = max(1, flow.fitting(*intake.holding))
+                        await intake.switch(queue, credit, consumers, give_back)
+                    else:
+                        await intake.unsubscribe()
+                if intake.tag is None:
+                    credit = flow.fitting(*intake.holding)
+                    if credit:
+                        if not declared:
+                            queue = await declare(channel, subscription)
+                            give_back = functools.partial(released, queue)
+                            declared = True
+                        await intake.subscribe(queue, credit)
                 await flow.window.room()
                 item = await intake.inbox.get()
                 if item is _WAKE:
+                    intake.woke()
                     continue
                 if item is _CLOSED or channel.is_closed:
                     break
@@ -325,9 +472,10 @@ async def consume(
                     declared = False
                     continue
                 delivery = deliver(intake, item, queue)
-                if flow.observe(delivery.size) and intake.tag is not None:
-                    await intake.unsubscribe()
-                flow.window.take(delivery.size)
+                flow.observe(delivery.size)
+                intake.handing_out(delivery.size)
+                if not exclusive and intake.tag is not None and flow.wants_change(*intake.holding):
+                    await intake.unsubscribe()  # before the delivery is settled and comes back
                 yield delivery
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -342,7 +490,9 @@ async def consume(
                 ) from exc
         finally:
             closing.cancel()
-            await intake.stop(functools.partial(released, queue))
+            await intake.stop(give_back)
+            if exclusive and intake.held > 0 and not intake.gave_back:
+                _background(_serve_successor(intake, queue, consumers, give_back))
         if consumer_timed_out(intake.closed_by):
             log.warning(
                 "RabbitMQ closed the channel of %s because a delivery stayed unsettled longer "
@@ -355,14 +505,34 @@ async def consume(
             log.warning("channel of %s closed; subscribing again", subscription.queue)
 
 
-def _on_cancelled(_frame: object, *, intake: Intake) -> None:
-    intake.inbox.put_nowait(_CANCELLED)
+async def _serve_successor(
+    intake: Intake, queue: str, consumers: Counter, released: Released
+) -> None:
+    """After an exclusive consumer stopped holding deliveries, and gave nothing back:
+    if others wait, make the queue serve the one it activated (a task of its own, so
+    that a cancellation of the stopping consumer cannot interrupt it)."""
+    try:
+        if await consumers(queue):
+            await intake.kick(queue, released)
+    except Exception as exc:  # its channel's close serves the successor anyway
+        log.debug("could not wake the next consumer of %s: %s", queue, describe(exc))
+
+
+def _on_cancelled(frame: spec.Basic.Cancel, *, intake: Intake) -> None:
+    if frame.consumer_tag == intake.tag:
+        intake.inbox.put_nowait(_CANCELLED)
 
 
 def _on_closed(future: asyncio.Future[Any], *, intake: Intake) -> None:
     if not future.cancelled():
         intake.closed_by = future.exception()
         intake.inbox.put_nowait(_CLOSED)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Its caller may have been cancelled: nobody else reads its outcome."""
+    if not task.cancelled():
+        task.exception()
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()

@@ -5,8 +5,16 @@ reconnect (a broker restart may have lost a queue someone deleted meanwhile).
 
 Delayed retries need no plugin: a retried message waits in a durable TTL queue
 ``<queue>.retry.<ms>ms`` whose expired messages dead-letter back to ``<queue>``
-through the default exchange. Delays are rounded to the nearest bucket of a small
-ladder, so a queue has at most a dozen such siblings.
+through the default exchange. A delay is rounded up to the next step of a ladder
+(10 ms to 24 h, each step at most 1.5 times the one before), so a retry never comes
+back early, at most half its delay late, and a queue has few such siblings. Delays
+over 24 h wait 24 h (with a warning).
+
+Exclusive subscriptions are declared with ``x-single-active-consumer``. RabbitMQ
+cannot add or remove that argument on an existing queue (a declaration that differs
+fails with ``PRECONDITION_FAILED``), so a subscription whose exclusivity differs
+from its existing queue's raises :class:`herald.ConfigurationError` naming the
+queue and what to do; it is never consumed otherwise than asked.
 
 Dead letters are kept ``dlq_retention`` seconds: ``<service>.dlq`` is declared with
 that ``x-message-ttl``. A dead-letter queue that already exists with other
@@ -16,10 +24,15 @@ is, with a warning saying how to apply the retention.
 
 With a namespace, every durable queue declared is also recorded as a message in
 the registry queue ``<namespace>.herald-registry``; AMQP cannot list queues, and
-``destroy()`` (test teardown, possibly from another process) needs them all.
+``destroy()`` (test teardown, possibly from another process) needs them all. The
+first registration of each broker object compacts the registry (takes every
+record, publishes each name once, then acks what it took), so it holds about one
+message per queue however often brokers start.
 
->>> delay_bucket(0.0), delay_bucket(0.4), delay_bucket(0.75), delay_bucket(7200)
-(0, 500, 1000, 3600000)
+>>> delay_bucket(0.0), delay_bucket(0.001), delay_bucket(0.4), delay_bucket(0.6), delay_bucket(0.61)
+(0, 10, 400, 600, 800)
+>>> delay_bucket(7200), delay_bucket(10**6) == DELAY_BUCKETS_MS[-1] == 86_400_000
+(7200000, True)
 >>> is_reply_address("amq.rabbitmq.reply-to.g1h2AA1yZXBseUA5MjQ4ODg0AAAjdwAAAABrD2iV.HKfoRAaj+w==")
 True
 >>> [is_reply_address(a) for a in ("amq.rabbitmq.reply-to", "amq.rabbitmq.reply-to.a b",
@@ -29,6 +42,7 @@ True
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import math
@@ -40,12 +54,14 @@ from aiormq.abc import AbstractChannel
 from pamqp import commands as spec
 
 from ...broker import Subscription, dead_letter_queue
+from ...errors import ConfigurationError
 from .connection import Opener
 from .settings import AMQPSettings
 
 __all__ = [
     "DELAY_BUCKETS_MS",
     "DIRECT_REPLY_TO",
+    "SAC",
     "Topology",
     "delay_bucket",
     "is_reply_address",
@@ -56,21 +72,17 @@ log = logging.getLogger("herald.amqp")
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 _REPLY_ADDRESS = re.compile(r"amq\.rabbitmq\.reply-to\.[A-Za-z0-9+/=_-][A-Za-z0-9+/=_.-]{0,511}")
-DELAY_BUCKETS_MS = (
-    100,
-    250,
-    500,
-    1_000,
-    2_000,
-    5_000,
-    10_000,
-    30_000,
-    60_000,
-    300_000,
-    900_000,
-    3_600_000,
+_STEPS = (1, 1.5, 2, 3, 4, 5, 6, 8)
+_MINUTE = 60_000
+DELAY_BUCKETS_MS: tuple[int, ...] = (
+    *(int(step * 10**power) for power in (1, 2, 3) for step in _STEPS),
+    *(1000 * s for s in (10, 15, 20, 30, 40, 50, 60, 90)),
+    *(_MINUTE * m for m in (2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 45, 60, 90)),
+    *(60 * _MINUTE * h for h in (2, 3, 4, 6, 8, 12, 18, 24)),
 )
-_SMALLEST_DELAY = 0.03
+"""The TTLs of the retry queues, in milliseconds: 10 ms to 24 h, each at most 1.5
+times the one before."""
+SAC = "x-single-active-consumer"
 
 
 def is_reply_address(address: str) -> bool:
@@ -80,11 +92,12 @@ def is_reply_address(address: str) -> bool:
 
 
 def delay_bucket(delay: float) -> int:
-    """The TTL in milliseconds of the bucket nearest ``delay`` (log scale); 0 for none."""
-    if delay < _SMALLEST_DELAY:
+    """The TTL in milliseconds of the smallest bucket not shorter than ``delay``
+    (the largest for longer delays); 0 for no delay."""
+    if delay <= 0:
         return 0
-    wanted = math.log(delay * 1000)
-    return min(DELAY_BUCKETS_MS, key=lambda ms: abs(math.log(ms) - wanted))
+    index = bisect.bisect_left(DELAY_BUCKETS_MS, math.ceil(round(delay * 1000, 6)))
+    return DELAY_BUCKETS_MS[min(index, len(DELAY_BUCKETS_MS) - 1)]
 
 
 def retry_queue_name(queue: str, bucket_ms: int) -> str:
@@ -105,6 +118,7 @@ class Topology:
         self.dead_letters: set[str] = set()
         """Dead-letter queues (server names) declared or found."""
         self._registered: set[str] = set()
+        self._compacted = False
 
     @property
     def exchange(self) -> str:
@@ -123,27 +137,56 @@ class Topology:
         return {**self.queue_arguments(), **ttl}
 
     def subscription_arguments(self, sub: Subscription) -> dict[str, Any]:
-        """Quorum queues dead-letter to ``<service>.dlq``: RabbitMQ 4 drops a message
-        redelivered more than 20 times (its default delivery limit) unless they do."""
+        """Exclusive subscriptions have a single active consumer. Quorum queues
+        dead-letter to ``<service>.dlq``: RabbitMQ 4 drops a message redelivered more
+        than 20 times (its default delivery limit) unless they do."""
+        arguments: dict[str, Any] = {SAC: True} if sub.exclusive else {}
         if self.settings.queue_type != "quorum":
-            return {}
+            return arguments
         return {
             **self.queue_arguments(),
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.settings.name(sub.dead_letter_queue),
+            **arguments,
         }
 
     async def register(self, channel: AbstractChannel, queue: str) -> None:
-        """Record ``queue`` in the namespace's registry (once per broker object)."""
+        """Record ``queue`` in the namespace's registry (once per broker object; the
+        first time, compact the registry)."""
         registry = self.registry
         if registry is None or queue in self._registered:
             return
-        if not self._registered:
-            await channel.queue_declare(registry, durable=True)
+        if not self._compacted:
+            await self._compact(channel, registry)
+            self._compacted = True
+        if queue not in self._registered:
+            await self._record(channel, registry, queue)
+            self._registered.add(queue)
+
+    async def _compact(self, channel: AbstractChannel, registry: str) -> None:
+        """Take every record, publish each name once, then ack what was taken: a
+        crash in between duplicates records, never loses one; brokers compacting at
+        the same time each take and give back their own share."""
+        await channel.queue_declare(registry, durable=True)
+        names: dict[str, None] = {}
+        last: int | None = None
+        while True:
+            item = await channel.basic_get(registry, no_ack=False)
+            if isinstance(item.delivery, spec.Basic.GetEmpty):
+                break
+            names[item.body.decode(errors="replace")] = None
+            last = item.delivery_tag
+        for name in names:
+            await self._record(channel, registry, name)
+        self._registered.update(names)
+        if last is not None:
+            await channel.queue_declare(registry, durable=True)  # the records are in
+            await channel.basic_ack(last, multiple=True)
+
+    async def _record(self, channel: AbstractChannel, registry: str, queue: str) -> None:
         await channel.basic_publish(
             queue.encode(), routing_key=registry, properties=spec.Basic.Properties(delivery_mode=2)
         )
-        self._registered.add(queue)
 
     async def declare_exchange(self, channel: Opener) -> None:
         await (await channel()).exchange_declare(
@@ -154,9 +197,12 @@ class Topology:
         """Declare the durable queue of ``sub`` and bind its patterns; return its name."""
         queue = self.settings.name(sub.queue)
         arguments = self.subscription_arguments(sub)
-        if arguments:
-            await self.declare_dead_letter_queue(channel, sub.service)
-        await self._declare_bound(await channel(), queue, arguments, sub.patterns)
+        try:
+            await self._declare_bound(await channel(), queue, arguments, sub.patterns)
+        except aiormq.ChannelPreconditionFailed as exc:
+            if SAC in " ".join(str(arg) for arg in exc.args):
+                raise _exclusivity_differs(queue, sub) from exc
+            raise
         self.arguments[queue] = arguments
         known = self.bindings.get(queue, ())
         self.bindings[queue] = tuple(dict.fromkeys(known + sub.patterns))
@@ -251,6 +297,7 @@ class Topology:
         self.retries.clear()
         self.dead_letters.clear()
         self._registered.clear()
+        self._compacted = False
 
     async def _declare_bound(
         self,
@@ -263,3 +310,20 @@ class Topology:
         await self.register(channel, queue)
         for pattern in patterns:
             await channel.queue_bind(queue, self.exchange, routing_key=pattern)
+
+
+def _exclusivity_differs(queue: str, sub: Subscription) -> ConfigurationError:
+    remedy = (
+        "RabbitMQ cannot change that argument on an existing queue: stop its consumers, "
+        f"let it drain, delete it (rabbitmqctl delete_queue {queue}) and start again"
+    )
+    if sub.exclusive:
+        return ConfigurationError(
+            f"queue {queue} exists without {SAC}, so it cannot be consumed by one process "
+            f"at a time as the exclusive subscription {sub.queue} asks. {remedy}; or "
+            "subscribe with exclusive=False"
+        )
+    return ConfigurationError(
+        f"queue {queue} was declared exclusive ({SAC}) and the subscription {sub.queue} "
+        f"is not. {remedy}; or subscribe with exclusive=True"
+    )
