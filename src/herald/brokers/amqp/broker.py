@@ -39,7 +39,8 @@ from ...deadletter import DeadLetter
 from ...errors import DecodeError, HeaderError, HeraldError, MessageError, PublishError
 from ...message import Message
 from .connection import AMQPConnection, Opener
-from .consumer import Flow, Intake, consume
+from .consumer import Intake, consume
+from .credit import Flow
 from .deadletters import DeadLetterQueue
 from .delivery import AMQPDelivery, Releases
 from .errors import describe

@@ -1,24 +1,12 @@
 """The consume loop: one channel per consumer, manual acks, prefetch in messages and bytes.
 
-RabbitMQ pushes, and ``basic.qos`` counts messages only (a ``prefetch_size`` makes
-it close the connection: ``NOT_IMPLEMENTED``), so the bytes are bounded here, twice:
+RabbitMQ pushes, so the prefetch is bounded twice:
 
 - **Handed out**: a delivery is yielded only while the :class:`herald.window.Window`
   has room (unsettled deliveries under ``Prefetch.messages`` and ``Prefetch.bytes``;
   always at least one).
-- **Received**: the server may push ``credit`` messages to the consumer (its
-  ``basic.qos`` count), where ``credit = max(1, min(messages, bytes // largest))``
-  and ``largest`` is the largest of the last 32 bodies received (before the first,
-  ``max_message_bytes``). Per-consumer QoS applies to new consumers only, so the
-  credit changes by subscribing again: the consumer cancels its ``basic.consume``
-  and subscribes at once with the credit that fits next to what it still holds
-  (``held + credit <= messages``, ``held bytes + credit * largest <= bytes``; the
-  full credit when it holds nothing), and grows it later, once at least twice as
-  much fits. It never waits for room while a credit of one fits. So while bodies
-  are no larger than the recent largest, a consumer holds at most ``messages``
-  messages and ``bytes`` bytes (one body when a single one is larger); a sudden
-  larger body overshoots until the messages sent with it are settled: at worst
-  ``credit`` times the largest body the server accepts.
+- **Received**: the channel's consumers are promised (``basic.qos``) only what fits
+  under both bounds, from the sizes of recent bodies (see :mod:`.credit`).
 
 **Exclusive subscriptions** are RabbitMQ's single active consumer
 (``x-single-active-consumer``): every consumer subscribes, the queue delivers to one
@@ -38,15 +26,19 @@ counts the queue's consumers, and cancels the old subscription only when the two
 are all there are: the queue then activates the new one, and what the old one was
 sent arrives before anything the new one gets. With others waiting it cancels the
 new subscription instead and keeps its credit on that channel (a body larger than
-those seen before may then overshoot the byte bound, as above).
+those seen before may then overshoot the byte bound).
+
+Subscription changes run to their end even when the loop is cancelled meanwhile:
+aiormq closes a channel whose command is cancelled, and with it every delivery
+still being handled.
 
 The loop survives what it can: a consumer cancelled by the broker (its queue was
 deleted) declares the queue again and resubscribes; a closed channel or dropped
 connection waits for the next one and subscribes on it. When no connection comes
 back within ``reconnect_timeout`` it raises :class:`ConnectionLostError`, and the
-worker calls ``consume()`` again. Closing the generator of a shared queue cancels
-the consumer, gives back what was received but not handed out, and keeps the
-channel until every delivery handed out is settled.
+worker calls ``consume()`` again. Closing the generator cancels the consumers, gives
+back what was received but not handed out, and keeps the channel until every
+delivery handed out is settled.
 """
 
 from __future__ import annotations
@@ -55,35 +47,24 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp import commands as spec
 
-from ...broker import Delivery, Prefetch, Subscription
+from ...broker import Delivery, Subscription
 from ...errors import BrokerError, HeraldError
-from ...window import Window
 from .connection import AMQPConnection
+from .credit import Flow, Ledger
 from .errors import consumer_timed_out, describe
 
-__all__ = [
-    "ACK_DELAY",
-    "CANCEL_TIMEOUT",
-    "Counter",
-    "Declarer",
-    "Deliverer",
-    "Flow",
-    "Intake",
-    "consume",
-]
+__all__ = ["ACK_DELAY", "CANCEL_TIMEOUT", "Counter", "Declarer", "Deliverer", "Intake", "consume"]
 
 log = logging.getLogger("herald.amqp")
 
 ACK_DELAY = 0.002
 """Seconds an ack may wait to be sent with others."""
-SIZES_SEEN = 32
 CANCEL_TIMEOUT = 10.0
 """Seconds to wait for a ``basic.cancel`` to be confirmed (a dead peer never does)."""
 _CLOSED = object()
@@ -92,74 +73,19 @@ _WAKE = object()
 
 Declarer = Callable[[AbstractChannel, Subscription], Awaitable[str]]
 Counter = Callable[[str], Awaitable[int | None]]
-"""The consumers of a queue (server name), waiting ones included; None if it is gone."""
+"""The consumers of a queue (server name), waiting ones included; None if unknown."""
 Released = Callable[[DeliveredMessage], None]
 Deliverer = Callable[["Intake", DeliveredMessage, str], Delivery]
 
 
-class Flow:
-    """One consumer's prefetch across its channels: the window of deliveries handed
-    out, and the credit the server gets from the sizes of recent bodies.
-
-    >>> flow = Flow(Prefetch(messages=64, bytes=4 * 2**20), largest=16 * 2**20)
-    >>> flow.credit()
-    1
-    >>> flow.observe(1024 * 1024); flow.credit(), flow.fitting(3, 3 * 2**20)
-    (4, 1)
-    >>> flow.wants_change(3, 3 * 2**20), flow.wants_change(1, 2**20)
-    (False, True)
-    """
-
-    __slots__ = ("_default", "_sizes", "credited", "prefetch", "window")
-
-    def __init__(self, prefetch: Prefetch, largest: int) -> None:
-        self.prefetch = prefetch
-        self.window = Window(prefetch)
-        self._default = largest
-        self._sizes: deque[int] = deque(maxlen=SIZES_SEEN)
-        self.credited = self.credit()
-        """The credit of the current subscription."""
-
-    @property
-    def largest(self) -> int:
-        return max(self._sizes, default=self._default)
-
-    def credit(self) -> int:
-        """How many messages the server may push (per-consumer ``basic.qos``) to a
-        consumer that holds nothing."""
-        fit = self.prefetch.bytes // max(self.largest, 1)
-        return max(1, min(self.prefetch.messages, fit))
-
-    def observe(self, size: int) -> None:
-        """Count a body received."""
-        self._sizes.append(size)
-
-    def fitting(self, held: int, held_bytes: int) -> int:
-        """The credit a new subscription may get next to what is held (received and
-        not settled); 0 when not even one more fits."""
-        credit = self.credit()
-        if held <= 0:
-            return credit
-        room = self.prefetch.messages - held
-        room_bytes = (self.prefetch.bytes - held_bytes) // max(self.largest, 1)
-        return max(0, min(credit, room, room_bytes))
-
-    def wants_change(self, held: int, held_bytes: int) -> bool:
-        """Whether to subscribe again: the credit must go down (larger bodies), or
-        at least twice the current one fits now."""
-        return self.credit() < self.credited or (
-            self.fitting(held, held_bytes) >= 2 * self.credited
-        )
-
-
 class Intake:
-    """One consumer channel: what the server pushed to it and is not settled yet.
+    """One consumer channel: its consumers, and what the server pushed to them and
+    is not settled yet.
 
     Acks are collected and sent together, once a quarter of the prefetch window is
     acked or ``ACK_DELAY`` passed: the longest run of the oldest outstanding tags as
     one ``multiple`` ack, the rest one by one (every socket write wakes the broker).
-    The channel is closed once the consumer stopped and nothing it received is
-    unsettled.
+    The channel is closed once it stopped and nothing it received is unsettled.
     """
 
     __slots__ = (
@@ -167,6 +93,7 @@ class Intake:
         "_batch",
         "_changing",
         "_closing",
+        "_consumer_of",
         "_flush",
         "_outstanding",
         "_released",
@@ -176,33 +103,26 @@ class Intake:
         "exclusive",
         "flow",
         "gave_back",
-        "handed",
-        "held",
-        "held_bytes",
         "inbox",
         "kept",
-        "tag",
+        "ledger",
     )
 
     def __init__(self, channel: AbstractChannel, flow: Flow, *, exclusive: bool = False) -> None:
         self.channel = channel
         self.flow = flow
+        self.ledger = Ledger(flow)
         self.exclusive = exclusive
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
-        self.held = 0
-        self.held_bytes = 0
-        self.handed = 0
-        """Deliveries handed out and not settled yet."""
-        self.tag: str | None = None
-        """The consumer tag while subscribed."""
         self.kept = False
         """An exclusive consumer found others waiting: it keeps its credit."""
         self.gave_back = 0
-        """Deliveries given back (requeued) since the consumer stopped."""
+        """Deliveries given back (requeued) since it stopped."""
         self.closed_by: BaseException | None = None
         self._released: Released | None = None
         self._woken = False
         self._outstanding: dict[int, None] = {}
+        self._consumer_of: dict[int, str] = {}
         self._acks: set[int] = set()
         self._batch = max(1, flow.prefetch.messages // 4)
         self._flush: asyncio.Handle | None = None
@@ -214,84 +134,51 @@ class Intake:
         return self._released is not None
 
     @property
-    def holding(self) -> tuple[int, int]:
-        """(messages, bytes) received and not settled yet."""
-        return self.held, self.held_bytes
+    def subscribed(self) -> bool:
+        return bool(self.ledger.credits)
+
+    @property
+    def held(self) -> int:
+        return self.ledger.total[0]
 
     @property
     def closing(self) -> bool:
         """Whether the channel is being closed (no settlement can go through any more)."""
         return self._closing
 
-    @property
-    def may_change(self) -> bool:
-        """Whether the credit may change (see :meth:`Flow.wants_change`): always on a
-        shared queue; on an exclusive one until others were found waiting."""
-        return not self.exclusive or not self.kept
+    def wants_change(self) -> bool:
+        """Whether the loop has a subscription to make or change now."""
+        if self.exclusive:
+            subscribed = self.subscribed
+            return (not subscribed and self.ledger.room() > 0) or (
+                subscribed and not self.kept and self.ledger.wants_switch()
+            )
+        return self.ledger.over_promised() or self.ledger.wants_more()
 
-    async def subscribe(self, queue: str, credit: int) -> None:
-        await self._uninterrupted(self._subscribe(queue, credit))
-
-    async def switch(self, queue: str, credit: int, consumers: Counter, released: Released) -> None:
-        """Change an exclusive consumer's credit without letting the queue go (see the
-        module docstring)."""
-        await self._uninterrupted(self._switch(queue, credit, consumers, released))
+    async def change(self, queue: str, consumers: Counter, released: Released) -> None:
+        """Make the subscription :meth:`wants_change` asked for."""
+        ledger = self.ledger
+        if self.exclusive and self.subscribed:
+            change = self._switch(queue, ledger.replacing(), consumers, released)
+        elif self.exclusive:
+            change = self._subscribe(queue, ledger.room())
+        elif ledger.over_promised():
+            change = self._cancel_all()
+        else:
+            change = self._subscribe(queue, ledger.room())
+        await self._uninterrupted(change)
+        if not self.exclusive and not self.subscribed and ledger.room() > 0:
+            await self._uninterrupted(self._subscribe(queue, ledger.room()))
 
     async def unsubscribe(self) -> None:
-        """Cancel the consumer; what it was sent stays held until settled."""
-        await self._uninterrupted(self._unsubscribe())
-
-    async def _uninterrupted(self, change: Coroutine[Any, Any, None]) -> None:
-        """Run a change of subscription to its end even if the consume loop is
-        cancelled meanwhile: aiormq closes a channel whose command is cancelled, and
-        with it every delivery still being handled. :meth:`stop` waits for it."""
-        task = asyncio.get_running_loop().create_task(change)
-        task.add_done_callback(_retrieve)
-        self._changing = task
-        await asyncio.shield(task)
-
-    async def _subscribe(self, queue: str, credit: int) -> None:
-        await self.channel.basic_qos(prefetch_count=credit)
-        ok = await self.channel.basic_consume(queue, self._received)
-        self.tag = str(ok.consumer_tag)
-        self.flow.credited = credit
-
-    async def _switch(
-        self, queue: str, credit: int, consumers: Counter, released: Released
-    ) -> None:
-        old = self.tag
-        await self.channel.basic_qos(prefetch_count=credit)
-        ok = await self.channel.basic_consume(queue, self._received)
-        new = str(ok.consumer_tag)
-        if old is not None and await consumers(queue) == 2:
-            self.tag = new
-            self.flow.credited = credit
-            await self.channel.basic_cancel(old, timeout=CANCEL_TIMEOUT)
-            await self.kick(queue, released)
-        else:
-            self.kept = True
-            await self.channel.basic_cancel(new, timeout=CANCEL_TIMEOUT)
-
-    async def _unsubscribe(self) -> None:
-        tag, self.tag = self.tag, None
-        if tag is not None and not self.channel.is_closed:
-            await self.channel.basic_cancel(tag, timeout=CANCEL_TIMEOUT)
+        """Cancel every consumer; what they were sent stays held until settled."""
+        await self._uninterrupted(self._cancel_all())
 
     def handing_out(self, size: int) -> None:
-        self.handed += 1
         self.flow.window.take(size)
 
     def woke(self) -> None:
         self._woken = False
-
-    async def _received(self, item: DeliveredMessage) -> None:
-        self.held += 1
-        self.held_bytes += len(item.body)
-        self._outstanding[item.delivery_tag or 0] = None
-        if self._released is None:
-            self.inbox.put_nowait(item)
-        else:  # sent before the cancel took effect: give it back unseen
-            await self._give_back([item], self._released)
 
     def ack(self, tag: int) -> None:
         self._acks.add(tag)
@@ -307,25 +194,26 @@ class Intake:
         await self.channel.basic_nack(tag, requeue=True, wait=False)
         self._outstanding.pop(tag, None)
 
-    def done(self, size: int, *, handed_out: bool = True) -> None:
-        """A delivery was settled (or its settlement failed): free its room."""
-        self.held -= 1
-        self.held_bytes -= size
+    def done(self, tag: int, size: int, *, handed_out: bool = True) -> None:
+        """Delivery ``tag`` was settled (or its settlement failed): free its room."""
+        consumer = self._consumer_of.pop(tag, None)
+        if consumer is not None:
+            self.ledger.settled(consumer, size)
         if handed_out:
-            self.handed -= 1
             self.flow.window.give(size)
         if self.stopped:
             if self.held <= 0:
                 self.close_soon()
-        elif not self._woken and self._has_work():
+        elif not self._woken and self.wants_change():
             self._woken = True
             self.inbox.put_nowait(_WAKE)
 
-    def _has_work(self) -> bool:
-        """Whether the consume loop has a subscription to make now."""
-        if self.tag is None:
-            return self.flow.fitting(*self.holding) > 0
-        return self.may_change and self.flow.wants_change(*self.holding)
+    def cancelled_by_broker(self, consumer: str | None) -> bool:
+        """The broker cancelled a consumer of this channel (its queue was deleted)."""
+        if consumer is None or consumer not in self.ledger.credits:
+            return False
+        self.ledger.forget(consumer)
+        return True
 
     def abandon(self) -> None:
         """Close the channel so that the broker delivers again what it holds (after a
@@ -333,7 +221,7 @@ class Intake:
         self.close_soon()
 
     async def stop(self, released: Released) -> None:
-        """Cancel the consumer, give back what was received but not handed out (its
+        """Cancel the consumers, give back what was received but not handed out (its
         redelivery is no attempt), and close the channel now or once the deliveries
         handed out are settled."""
         self._released = released
@@ -366,19 +254,64 @@ class Intake:
             ok = await self.channel.basic_consume(queue, bounce)
             await self.channel.basic_cancel(str(ok.consumer_tag), timeout=CANCEL_TIMEOUT)
 
+    def close_soon(self) -> None:
+        if not self._closing and not self.channel.is_closed:
+            self._closing = True
+            _background(self._close())
+
+    async def _uninterrupted(self, change: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(change)
+        task.add_done_callback(_retrieve)
+        self._changing = task
+        await asyncio.shield(task)
+
+    async def _subscribe(self, queue: str, credit: int) -> None:
+        await self.channel.basic_qos(prefetch_count=credit)
+        ok = await self.channel.basic_consume(queue, self._received)
+        self.ledger.promise(str(ok.consumer_tag), credit)
+
+    async def _switch(
+        self, queue: str, credit: int, consumers: Counter, released: Released
+    ) -> None:
+        old = list(self.ledger.credits)
+        await self.channel.basic_qos(prefetch_count=credit)
+        ok = await self.channel.basic_consume(queue, self._received)
+        new = str(ok.consumer_tag)
+        if await consumers(queue) == 2:
+            self.ledger.promise(new, credit)
+            for tag in old:
+                self.ledger.forget(tag)
+                await self.channel.basic_cancel(tag, timeout=CANCEL_TIMEOUT)
+            await self.kick(queue, released)
+        else:
+            self.kept = True
+            await self.channel.basic_cancel(new, timeout=CANCEL_TIMEOUT)
+
+    async def _cancel_all(self) -> None:
+        for tag in list(self.ledger.credits):
+            self.ledger.forget(tag)
+            if not self.channel.is_closed:
+                await self.channel.basic_cancel(tag, timeout=CANCEL_TIMEOUT)
+
+    async def _received(self, item: DeliveredMessage) -> None:
+        consumer = str(getattr(item.delivery, "consumer_tag", ""))
+        tag = item.delivery_tag or 0
+        self.ledger.received(consumer, len(item.body))
+        self._consumer_of[tag] = consumer
+        self._outstanding[tag] = None
+        if self._released is None:
+            self.inbox.put_nowait(item)
+        else:  # sent before the cancel took effect: give it back unseen
+            await self._give_back([item], self._released)
+
     async def _give_back(self, items: list[DeliveredMessage], released: Released) -> None:
         with contextlib.suppress(Exception):  # a closed channel gives them back anyway
             for item in items:
                 await self.nack(item.delivery_tag or 0)
         for item in items:
             released(item)
-            self.done(len(item.body), handed_out=False)
+            self.done(item.delivery_tag or 0, len(item.body), handed_out=False)
         self.gave_back += len(items)
-
-    def close_soon(self) -> None:
-        if not self._closing and not self.channel.is_closed:
-            self._closing = True
-            _background(self._close())
 
     def _flush_soon(self) -> None:
         self._flush = None
@@ -441,24 +374,12 @@ async def consume(
         declared = False
         try:
             while True:
-                if (
-                    intake.tag is not None
-                    and intake.may_change
-                    and flow.wants_change(*intake.holding)
-                ):
-                    if exclusive:
-                        credit = max(1, flow.fitting(*intake.holding))
-                        await intake.switch(queue, credit, consumers, give_back)
-                    else:
-                        await intake.unsubscribe()
-                if intake.tag is None:
-                    credit = flow.fitting(*intake.holding)
-                    if credit:
-                        if not declared:
-                            queue = await declare(channel, subscription)
-                            give_back = functools.partial(released, queue)
-                            declared = True
-                        await intake.subscribe(queue, credit)
+                if intake.wants_change():
+                    if not declared:
+                        queue = await declare(channel, subscription)
+                        give_back = functools.partial(released, queue)
+                        declared = True
+                    await intake.change(queue, consumers, give_back)
                 await flow.window.room()
                 item = await intake.inbox.get()
                 if item is _WAKE:
@@ -468,14 +389,13 @@ async def consume(
                     break
                 if item is _CANCELLED:
                     log.warning("consumer of %s cancelled by the broker; subscribing again", queue)
-                    intake.tag = None
                     declared = False
                     continue
                 delivery = deliver(intake, item, queue)
                 flow.observe(delivery.size)
                 intake.handing_out(delivery.size)
-                if not exclusive and intake.tag is not None and flow.wants_change(*intake.holding):
-                    await intake.unsubscribe()  # before the delivery is settled and comes back
+                if not exclusive and intake.ledger.over_promised():
+                    await intake.unsubscribe()  # before more of the larger bodies come
                 yield delivery
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -519,7 +439,7 @@ async def _serve_successor(
 
 
 def _on_cancelled(frame: spec.Basic.Cancel, *, intake: Intake) -> None:
-    if frame.consumer_tag == intake.tag:
+    if intake.cancelled_by_broker(frame.consumer_tag):
         intake.inbox.put_nowait(_CANCELLED)
 
 

@@ -118,14 +118,14 @@ class AMQPDelivery(Delivery):
             self._intake.ack(self._tag)
             self._settler.releases.forget(self._queue, self.message.id)
         finally:
-            self._intake.done(self.size)
+            self._intake.done(self._tag, self.size)
 
     async def _release(self) -> None:
         try:
             await self._requeue()
             self._settler.releases.note(self._queue, self.message.id)
         finally:
-            self._intake.done(self.size)
+            self._intake.done(self._tag, self.size)
 
     async def _retry(self, delay: float, headers: Mapping[str, str]) -> None:
         try:
@@ -142,7 +142,7 @@ class AMQPDelivery(Delivery):
             self._intake.ack(self._tag)
             self._settler.releases.forget(self._queue, self.message.id)
         finally:
-            self._intake.done(self.size)
+            self._intake.done(self._tag, self.size)
 
     async def _dead_letter(self, reason: DeadLetterReason) -> None:
         try:
@@ -156,7 +156,7 @@ class AMQPDelivery(Delivery):
             self._intake.ack(self._tag)
             self._settler.releases.forget(self._queue, self.message.id)
         finally:
-            self._intake.done(self.size)
+            self._intake.done(self._tag, self.size)
 
     async def _requeue(self) -> None:
         self._check_channel()
