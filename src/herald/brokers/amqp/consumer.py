@@ -12,21 +12,30 @@ RabbitMQ pushes, so the prefetch is bounded twice:
 (``x-single-active-consumer``): every consumer subscribes, the queue delivers to one
 and keeps the others waiting; when the active one is cancelled or its channel
 closes (its process died), the next one takes over, and what a closed channel held
-goes back to the queue ahead of everything newer. Closing the generator of an
-exclusive consumer stops it as on a shared queue (cancelled, unseen deliveries given
-back, the channel kept until what was handed out is settled), and then makes sure
-the queue serves its successor: RabbitMQ 3.x classic queues activate the next
-consumer on a ``basic.cancel`` but deliver to it only on their next event (a
-requeue, a new consumer); when nothing was given back, a consumer subscribed and
-cancelled at once on the same channel is that event (anything it is sent goes
-straight back). An exclusive consumer cannot cancel to change its credit (the
-queue would pass to a waiting consumer while it still holds deliveries), so it
-subscribes anew on the same channel first (behind itself in the queue's line),
-counts the queue's consumers, and cancels the old subscription only when the two
-are all there are: the queue then activates the new one, and what the old one was
-sent arrives before anything the new one gets. With others waiting it cancels the
-new subscription instead and keeps its credit on that channel (a body larger than
-those seen before may then overshoot the byte bound).
+goes back to the queue ahead of everything newer, in one step.
+
+- **Stopping**: closing the generator stops an exclusive consumer as on a shared
+  queue (cancelled, unseen deliveries given back, the channel kept until what was
+  handed out is settled), then makes sure the queue serves its successor: RabbitMQ
+  3.x classic queues activate the next consumer on a ``basic.cancel`` but deliver to
+  it only on their next event (a requeue, a new consumer); when nothing was given
+  back and others wait, a consumer subscribed and cancelled at once on the same
+  channel is that event (anything it is sent goes straight back).
+- **Credit**: a consumer cannot cancel its subscription to change its credit while
+  it holds deliveries (the queue would pass to a waiting consumer). With nothing
+  handed out it *moves*: it closes its channel (the server takes back what it was
+  sent and activates the next consumer in one step, so no order is lost) and
+  subscribes on a new one with the new credit, at the end of the queue's line (alone,
+  it is active again at once; otherwise the consumer that waited takes its turn).
+  It subscribes first with a credit of one until it has seen a body, and so moves
+  once, at its first delivery, before handing it out (that message is delivered
+  again, not counted as an attempt by this process). Holding deliveries, it changes
+  its credit in place: it subscribes anew on the same channel (behind itself in the
+  line), counts the queue's consumers, and cancels the old subscription only when
+  the two are all there are; what the old one was sent arrives before anything the
+  new one gets. With others waiting it cancels the new one and waits until it holds
+  nothing to move (a body larger than those seen before may overshoot the byte bound
+  until then).
 
 Subscription changes run to their end even when the loop is cancelled meanwhile:
 aiormq closes a channel whose command is cancelled, and with it every delivery
@@ -103,6 +112,7 @@ class Intake:
         "exclusive",
         "flow",
         "gave_back",
+        "handed",
         "inbox",
         "kept",
         "ledger",
@@ -118,6 +128,8 @@ class Intake:
         """An exclusive consumer found others waiting: it keeps its credit."""
         self.gave_back = 0
         """Deliveries given back (requeued) since it stopped."""
+        self.handed = 0
+        """Deliveries handed out and not settled yet."""
         self.closed_by: BaseException | None = None
         self._released: Released | None = None
         self._woken = False
@@ -147,21 +159,33 @@ class Intake:
         return self._closing
 
     def wants_change(self) -> bool:
-        """Whether the loop has a subscription to make or change now."""
-        if self.exclusive:
-            subscribed = self.subscribed
-            return (not subscribed and self.ledger.room() > 0) or (
-                subscribed and not self.kept and self.ledger.wants_switch()
-            )
-        return self.ledger.over_promised() or self.ledger.wants_more()
+        """Whether the loop has a subscription to make or change now (in place)."""
+        ledger = self.ledger
+        if not self.exclusive:
+            return ledger.over_promised() or ledger.wants_more()
+        if not self.subscribed:
+            return ledger.room() > 0
+        return self.handed > 0 and not self.kept and ledger.wants_switch()
+
+    def wants_move(self) -> bool:
+        """Whether an exclusive consumer with nothing handed out should subscribe
+        again, with another credit, on a new channel."""
+        if not self.exclusive or not self.subscribed or self.handed > 0 or self.stopped:
+            return False
+        current, fresh = sum(self.ledger.credits.values()), self.flow.credit()
+        return (
+            self.ledger.room() < 0
+            or fresh >= 2 * current
+            or (fresh > current and self.ledger.exhausted())
+        )
 
     async def change(self, queue: str, consumers: Counter, released: Released) -> None:
         """Make the subscription :meth:`wants_change` asked for."""
         ledger = self.ledger
         if self.exclusive and self.subscribed:
             change = self._switch(queue, ledger.replacing(), consumers, released)
-        elif self.exclusive:
-            change = self._subscribe(queue, ledger.room())
+        elif self.exclusive:  # before any body is seen, one, to switch at once
+            change = self._subscribe(queue, ledger.room() if self.flow.informed else 1)
         elif ledger.over_promised():
             change = self._cancel_all()
         else:
@@ -175,6 +199,7 @@ class Intake:
         await self._uninterrupted(self._cancel_all())
 
     def handing_out(self, size: int) -> None:
+        self.handed += 1
         self.flow.window.take(size)
 
     def woke(self) -> None:
@@ -200,11 +225,12 @@ class Intake:
         if consumer is not None:
             self.ledger.settled(consumer, size)
         if handed_out:
+            self.handed -= 1
             self.flow.window.give(size)
         if self.stopped:
             if self.held <= 0:
                 self.close_soon()
-        elif not self._woken and self.wants_change():
+        elif not self._woken and (self.wants_change() or self.wants_move()):
             self._woken = True
             self.inbox.put_nowait(_WAKE)
 
@@ -237,6 +263,16 @@ class Intake:
         await self._give_back(unseen, released)
         if self.held <= 0:
             self.close_soon()
+
+    def leave(self, released: Released) -> None:
+        """Close the channel at once, with nothing handed out: the server gives back
+        what it was sent (noted as ``released``: its redelivery is no attempt)."""
+        self._released = _ignore
+        while not self.inbox.empty():
+            item = self.inbox.get_nowait()
+            if isinstance(item, DeliveredMessage):
+                released(item)
+        self.close_soon()
 
     async def kick(self, queue: str, released: Released) -> None:
         """Make ``queue`` deliver to the consumer it activated after one of this
@@ -299,6 +335,8 @@ class Intake:
         self.ledger.received(consumer, len(item.body))
         self._consumer_of[tag] = consumer
         self._outstanding[tag] = None
+        if self._released is _ignore:
+            return  # the channel is closing: the server gives it back
         if self._released is None:
             self.inbox.put_nowait(item)
         else:  # sent before the cancel took effect: give it back unseen
@@ -371,9 +409,12 @@ async def consume(
         closing = channel.closing
         closing.add_done_callback(functools.partial(_on_closed, intake=intake))
         channel.on_consumer_cancel_callbacks.add(functools.partial(_on_cancelled, intake=intake))
-        declared = False
+        declared = moving = False
         try:
             while True:
+                if intake.wants_move():
+                    moving = True
+                    break
                 if intake.wants_change():
                     if not declared:
                         queue = await declare(channel, subscription)
@@ -391,8 +432,12 @@ async def consume(
                     log.warning("consumer of %s cancelled by the broker; subscribing again", queue)
                     declared = False
                     continue
+                flow.observe(len(item.body))
+                if intake.wants_move():  # it goes back unseen, with the channel
+                    give_back(item)
+                    moving = True
+                    break
                 delivery = deliver(intake, item, queue)
-                flow.observe(delivery.size)
                 intake.handing_out(delivery.size)
                 if not exclusive and intake.ledger.over_promised():
                     await intake.unsubscribe()  # before more of the larger bodies come
@@ -410,10 +455,15 @@ async def consume(
                 ) from exc
         finally:
             closing.cancel()
-            await intake.stop(give_back)
-            if exclusive and intake.held > 0 and not intake.gave_back:
-                _background(_serve_successor(intake, queue, consumers, give_back))
-        if consumer_timed_out(intake.closed_by):
+            if moving:
+                intake.leave(give_back)
+            else:
+                await intake.stop(give_back)
+                if exclusive and intake.held > 0 and not intake.gave_back:
+                    _background(_serve_successor(intake, queue, consumers, give_back))
+        if moving:
+            log.info("%s: subscribing again on a new channel, with a new credit", queue)
+        elif consumer_timed_out(intake.closed_by):
             log.warning(
                 "RabbitMQ closed the channel of %s because a delivery stayed unsettled longer "
                 "than its consumer_timeout (%s); that channel's deliveries are redelivered. "
@@ -447,6 +497,10 @@ def _on_closed(future: asyncio.Future[Any], *, intake: Intake) -> None:
     if not future.cancelled():
         intake.closed_by = future.exception()
         intake.inbox.put_nowait(_CLOSED)
+
+
+def _ignore(_item: DeliveredMessage) -> None:
+    """What a leaving channel does with a delivery still arriving: nothing."""
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

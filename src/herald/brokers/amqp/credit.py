@@ -60,6 +60,11 @@ class Flow:
     def largest(self) -> int:
         return max(max(self._sizes, default=self._default), 1)
 
+    @property
+    def informed(self) -> bool:
+        """Whether a body was seen."""
+        return bool(self._sizes)
+
     def credit(self) -> int:
         """How many messages one consumer holding nothing may be sent."""
         return max(1, min(self.prefetch.messages, self.prefetch.bytes // self.largest))
