@@ -241,6 +241,7 @@ class AMQPBroker(Broker):
         redelivered = bool(getattr(item.delivery, "redelivered", False))
         error: MessageError | None = None
         attempt = 1
+        excused = False
         try:
             message = read(item)
         except DecodeError as exc:
@@ -257,6 +258,7 @@ class AMQPBroker(Broker):
                     self.releases.excuse(queue, message.id, counted=counted) if redelivered else 0
                 )
                 attempt = attempt_of(base, redelivered=redelivered, count=count, released=released)
+                excused = bool(released)
         return AMQPDelivery(
             message,
             subscription,
@@ -266,10 +268,22 @@ class AMQPBroker(Broker):
             tag=item.delivery_tag or 0,
             queue=queue,
             settler=self,
+            note_release=self._notes_release(redelivered, excused),
         )
 
+    def _notes_release(self, redelivered: bool, excused: bool) -> bool:
+        """Whether the next delivery of a message given back is to be excused. A
+        quorum queue counts each delivery, and each release is subtracted; on a
+        classic queue the flag cannot count, so a release is excused unless the flag
+        was already set by a crash and counted (it stays counted once)."""
+        return self.settings.queue_type == "quorum" or not redelivered or excused
+
     def _released(self, queue: str, item: DeliveredMessage) -> None:
-        """A message received but never handed out was given back."""
+        """A message received but never handed out was given back (see
+        :meth:`_notes_release`; its flag, if set, was not looked at)."""
+        redelivered = bool(getattr(item.delivery, "redelivered", False))
+        if not self._notes_release(redelivered, excused=False):
+            return
         try:
             message_id = read(item).id
         except DecodeError:

@@ -15,7 +15,9 @@ consumer.
 
 A ``release`` is a ``basic.nack`` with requeue: RabbitMQ sets the same
 ``redelivered`` flag as after a crash, so the releasing broker remembers the message
-(:class:`Releases`) and does not count its next delivery as an attempt.
+(:class:`Releases`) and does not count its next delivery as an attempt (on a classic
+queue the flag is one bit: a delivery that already counted it for a crash is not
+remembered, so its next delivery counts that crash again, once, rather than not).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class Releases:
 
 
 class AMQPDelivery(Delivery):
-    __slots__ = ("_intake", "_queue", "_settler", "_tag")
+    __slots__ = ("_intake", "_note_release", "_queue", "_settler", "_tag")
 
     def __init__(
         self,
@@ -105,12 +107,14 @@ class AMQPDelivery(Delivery):
         tag: int,
         queue: str,
         settler: Settler,
+        note_release: bool = True,
     ) -> None:
         super().__init__(message, subscription, attempt, error=error)
         self._intake = intake
         self._tag = tag
         self._queue = queue
         self._settler = settler
+        self._note_release = note_release
 
     async def _ack(self) -> None:
         try:
@@ -123,7 +127,8 @@ class AMQPDelivery(Delivery):
     async def _release(self) -> None:
         try:
             await self._requeue()
-            self._settler.releases.note(self._queue, self.message.id)
+            if self._note_release:
+                self._settler.releases.note(self._queue, self.message.id)
         finally:
             self._intake.done(self._tag, self.size)
 
