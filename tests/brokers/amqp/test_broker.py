@@ -87,6 +87,34 @@ async def test_topology_names_and_destroy(
         assert not await queue_exists(raw, name), name
 
 
+async def test_the_registry_holds_each_queue_once_however_often_brokers_start(
+    url: str, namespace: str, raw: AbstractConnection
+) -> None:
+    """AMQP cannot list queues, so a namespace records its queues in a registry queue
+    for destroy(); every broker object that started used to add a record per queue."""
+    subs = [Subscription("svc", "job.created"), Subscription("svc", "job.deleted")]
+    for _ in range(5):
+        starting = broker_from_url(url)
+        await starting.connect()
+        try:
+            for sub in subs:
+                await starting.declare(sub)
+        finally:
+            await starting.close()
+    channel = await raw.channel()
+    ok = await channel.queue_declare(f"{namespace}.herald-registry", passive=True)
+    await channel.close()
+    assert ok.message_count == 2, "one record per queue"
+    cleaner = broker_from_url(url)
+    await cleaner.connect()
+    try:
+        await cleaner.destroy()
+    finally:
+        await cleaner.close()
+    for sub in subs:
+        assert not await queue_exists(raw, f"{namespace}.{sub.queue}")
+
+
 async def test_batch_is_confirmed_and_attributes_round_trip(
     broker: AMQPBroker, raw: AbstractConnection, namespace: str
 ) -> None:

@@ -110,3 +110,26 @@ async def test_large_bodies_after_small_ones_stay_within_the_window(url: str) ->
             await bus.broker.destroy()
     assert most["large"] == 2, most
     assert most["bytes"] < 4 * MiB + 2 * MiB, "the bound, plus at most one body"
+
+
+async def test_a_consumer_holding_deliveries_takes_more_while_the_window_has_room(
+    broker: AMQPBroker,
+) -> None:
+    """A consumer starts with a credit of four (16 MiB bodies assumed); with small
+    bodies it may hold eight. It must get all eight without settling any: it used to
+    cancel and wait until what it held left room for the whole new credit."""
+    sub = Subscription("svc", "job.created")
+    await broker.declare(sub)
+    await broker.publish([Message(type="job.created", body=str(n).encode()) for n in range(10)])
+    stream = broker.consume(sub, Prefetch(messages=8))
+    held = [await next_of(stream) for _ in range(8)]
+    assert [d.message.body for d in held] == [str(n).encode() for n in range(8)]
+    await asyncio.sleep(0.5)  # time for the server to push more, were it allowed to
+    [stats] = await broker.inspect_queues([sub.queue])
+    assert stats.depth == 2, "eight held, none more sent ahead"
+    await held[0].ack()
+    ninth = await next_of(stream)
+    assert ninth.message.body == b"8"
+    for delivery in [*held[1:], ninth]:
+        await delivery.ack()
+    await stream.aclose()

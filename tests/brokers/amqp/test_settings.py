@@ -13,7 +13,7 @@ import pytest
 from herald.broker import Prefetch, Subscription
 from herald.brokers import broker_from_url
 from herald.brokers.amqp import AMQPBroker, AMQPSettings
-from herald.brokers.amqp.consumer import Flow
+from herald.brokers.amqp.credit import Flow, Ledger
 from herald.brokers.amqp.errors import consumer_timed_out, error_table, too_large
 from herald.brokers.amqp.topology import (
     DELAY_BUCKETS_MS,
@@ -119,12 +119,19 @@ def test_tls_context() -> None:
     assert AMQPSettings.from_url("amqp://h").ssl_context() is None
 
 
-def test_delays_round_to_a_small_ladder() -> None:
-    assert delay_bucket(0) == 0 and delay_bucket(0.01) == 0
-    assert delay_bucket(0.5) == 500 and delay_bucket(0.6) == 500 and delay_bucket(0.8) == 1000
-    assert delay_bucket(10**6) == DELAY_BUCKETS_MS[-1]
-    assert len(DELAY_BUCKETS_MS) <= 12
-    assert {delay_bucket(0.5 * 2**n) for n in range(12)} <= set(DELAY_BUCKETS_MS)
+def test_retry_delays_round_up_never_down() -> None:
+    assert delay_bucket(0) == 0 and delay_bucket(-1) == 0
+    assert delay_bucket(0.6) == 600, "a retry asked for 0.6 s must not come back after 0.5 s"
+    assert delay_bucket(0.601) == 800 and delay_bucket(0.0001) == 10
+    assert [delay_bucket(0.5 * 2**n) for n in range(5)] == [500, 1000, 2000, 4000, 8000]
+    day = 24 * 3600
+    delays = [1.01**n / 1000 for n in range(1, 2300) if 1.01**n / 1000 <= day]
+    assert len(delays) > 1000
+    for delay in delays:
+        bucket = delay_bucket(delay)
+        assert delay * 1000 <= bucket <= max(10, 1.5 * delay * 1000), (delay, bucket)
+    assert delay_bucket(2 * day) == DELAY_BUCKETS_MS[-1] == day * 1000, "the longest: a day"
+    assert len(DELAY_BUCKETS_MS) <= 60
 
 
 @pytest.mark.parametrize(
@@ -247,16 +254,64 @@ def test_server_refusals_are_recognised() -> None:
 def test_credit_follows_the_sizes_of_recent_bodies() -> None:
     flow = Flow(Prefetch(messages=64, bytes=64 * MiB), largest=16 * MiB)
     assert flow.credit() == 4, "before any body is seen, assume the largest"
-    assert flow.observe(1024) and flow.credit() == 64, "small bodies: the message count"
-    flow.credited = 64
-    assert not flow.observe(2048)
-    assert flow.observe(8 * MiB) and flow.credit() == 8, "a large body lowers it at once"
-    flow.credited = 8
-    assert flow.room_for(0, 0)
-    assert flow.room_for(56, 0) and not flow.room_for(57, 0)
-    assert not flow.room_for(1, 8 * MiB), "8 more of 8 MiB do not fit next to one held"
+    flow.observe(1024)
+    assert flow.credit() == 64, "small bodies: the message count"
+    flow.observe(8 * MiB)
+    assert flow.credit() == 8, "a large body lowers it at once"
     for _ in range(32):
         flow.observe(1024)
     assert flow.credit() == 64, "the large one is forgotten after 32 more"
     huge = Flow(Prefetch(messages=10, bytes=MiB), largest=16 * MiB)
     assert huge.credit() == 1, "a body larger than the byte bound still flows, one at a time"
+
+
+def test_a_channel_adds_a_consumer_for_the_room_left() -> None:
+    """The finding of round 2: with four held the consumer waited for room for its
+    full new credit; now it subscribes for what fits next to them."""
+    flow = Flow(Prefetch(messages=8, bytes=64 * MiB), largest=16 * MiB)
+    ledger = Ledger(flow)
+    assert ledger.room() == 4 and ledger.wants_more()
+    ledger.promise("a", 4)
+    for _ in range(4):
+        ledger.received("a", 100)
+    flow.observe(100)
+    assert ledger.exhausted() and ledger.room() == 4 and ledger.wants_more()
+    ledger.promise("b", 4)
+    assert ledger.room() == 0 and not ledger.wants_more(), "eight promised: the bound"
+    ledger.settled("a", 100)
+    assert not ledger.wants_more(), "a promised consumer has room: no new one"
+
+
+def test_larger_bodies_make_the_promises_too_large() -> None:
+    flow = Flow(Prefetch(messages=64, bytes=4 * MiB), largest=16 * MiB)
+    ledger = Ledger(flow)
+    flow.observe(1024)
+    ledger.promise("a", 64)
+    ledger.received("a", 1024)
+    assert not ledger.over_promised()
+    flow.observe(2 * MiB)
+    ledger.received("a", 2 * MiB)
+    assert ledger.over_promised(), "64 promised bodies of 2 MiB exceed 4 MiB"
+    ledger.forget("a")
+    assert ledger.room() == 0 and not ledger.wants_more(), "2 MiB held: one more does not fit"
+    ledger.settled("a", 1024)
+    ledger.settled("a", 2 * MiB)
+    assert ledger.room() == 2 and ledger.wants_more()
+
+
+def test_an_exclusive_channel_switches_when_it_doubles_or_must() -> None:
+    flow = Flow(Prefetch(messages=8, bytes=64 * MiB), largest=16 * MiB)
+    ledger = Ledger(flow)
+    ledger.promise("a", 1)
+    ledger.received("a", 100)
+    flow.observe(100)
+    assert ledger.replacing() == 7 and ledger.wants_switch()
+    ledger.forget("a")
+    ledger.promise("b", 7)
+    assert not ledger.wants_switch()
+    for _ in range(7):
+        ledger.received("b", 100)
+    ledger.settled("a", 100)
+    assert not ledger.wants_switch(), "8 - 7 held: the new one would get less"
+    flow.observe(16 * MiB)
+    assert ledger.wants_switch(), "larger bodies: it must"

@@ -291,7 +291,11 @@ class AMQPBroker(Broker):
         self.releases.note(queue, message_id)
 
     async def _consumers(self, queue: str) -> int | None:
-        """The consumers of ``queue`` (waiting ones too); None when it cannot tell."""
+        """The consumers of ``queue``, waiting ones too, as the queue counts them now;
+        None when it cannot tell: a quorum queue counts only its active consumer over
+        AMQP (the management API's numbers are seconds old)."""
+        if self.settings.queue_type == "quorum":
+            return None
         try:
             [found] = await self.connection.probe([queue])
         except HeraldError as exc:

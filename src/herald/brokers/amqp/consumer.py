@@ -314,12 +314,16 @@ class Intake:
         ok = await self.channel.basic_consume(queue, self._received)
         new = str(ok.consumer_tag)
         if await consumers(queue) == 2:
+            log.debug("%s: credit %d in place of %s", queue, credit, self.ledger.credits)
             self.ledger.promise(new, credit)
             for tag in old:
                 self.ledger.forget(tag)
                 await self.channel.basic_cancel(tag, timeout=CANCEL_TIMEOUT)
             await self.kick(queue, released)
         else:
+            log.debug(
+                "%s: others wait; keeping %s until nothing is held", queue, self.ledger.credits
+            )
             self.kept = True
             await self.channel.basic_cancel(new, timeout=CANCEL_TIMEOUT)
 
@@ -462,7 +466,9 @@ async def consume(
                 if exclusive and intake.held > 0 and not intake.gave_back:
                     _background(_serve_successor(intake, queue, consumers, give_back))
         if moving:
-            log.info("%s: subscribing again on a new channel, with a new credit", queue)
+            log.debug(
+                "%s: subscribing again on a new channel, with a credit of %d", queue, flow.credit()
+            )
         elif consumer_timed_out(intake.closed_by):
             log.warning(
                 "RabbitMQ closed the channel of %s because a delivery stayed unsettled longer "
