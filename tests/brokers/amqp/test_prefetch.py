@@ -133,3 +133,23 @@ async def test_a_consumer_holding_deliveries_takes_more_while_the_window_has_roo
     for delivery in [*held[1:], ninth]:
         await delivery.ack()
     await stream.aclose()
+
+
+async def test_a_transient_queue_keeps_a_consumer_while_the_credit_changes(
+    broker: AMQPBroker,
+) -> None:
+    """Larger bodies after small ones make the consumer subscribe anew: it subscribes
+    before it cancels, for a transient queue goes with its last consumer (and what
+    was published to it with the queue)."""
+    sub = Subscription("tail", "blob", ("blob.stored",), durable=False)
+    await broker.declare(sub)
+    small = [Message(type="blob.stored", body=b"s" * 1024) for _ in range(3)]
+    await broker.publish(small + bodies()[:6])
+    stream = broker.consume(sub, Prefetch(messages=64, bytes=4 * MiB))
+    seen = []
+    for _ in range(9):
+        delivery = await next_of(stream)
+        seen.append(len(delivery.message.body))
+        await delivery.ack()
+    await stream.aclose()
+    assert seen == [1024] * 3 + [2 * MiB] * 6

@@ -187,12 +187,10 @@ class Intake:
         elif self.exclusive:  # before any body is seen, one, to switch at once
             change = self._subscribe(queue, ledger.room() if self.flow.informed else 1)
         elif ledger.over_promised():
-            change = self._cancel_all()
+            change = self._replace(queue, ledger.replacing())
         else:
             change = self._subscribe(queue, ledger.room())
         await self._uninterrupted(change)
-        if not self.exclusive and not self.subscribed and ledger.room() > 0:
-            await self._uninterrupted(self._subscribe(queue, ledger.room()))
 
     async def unsubscribe(self) -> None:
         """Cancel every consumer; what they were sent stays held until settled."""
@@ -327,6 +325,15 @@ class Intake:
             self.kept = True
             await self.channel.basic_cancel(new, timeout=CANCEL_TIMEOUT)
 
+    async def _replace(self, queue: str, credit: int) -> None:
+        """Subscribe one consumer in place of all the live ones, before cancelling
+        them: a transient (auto-delete) queue would go with its last consumer."""
+        old = list(self.ledger.credits)
+        await self._subscribe(queue, credit)
+        for tag in old:
+            self.ledger.forget(tag)
+            await self.channel.basic_cancel(tag, timeout=CANCEL_TIMEOUT)
+
     async def _cancel_all(self) -> None:
         for tag in list(self.ledger.credits):
             self.ledger.forget(tag)
@@ -444,7 +451,7 @@ async def consume(
                 delivery = deliver(intake, item, queue)
                 intake.handing_out(delivery.size)
                 if not exclusive and intake.ledger.over_promised():
-                    await intake.unsubscribe()  # before more of the larger bodies come
+                    await intake.change(queue, consumers, give_back)  # before more come
                 yield delivery
         except asyncio.CancelledError:
             task = asyncio.current_task()

@@ -13,8 +13,10 @@ the live ones were promised. A shared queue's channel adds a consumer for that r
 when it has none, when the room is at least what the live ones were promised (the
 credit grows as soon as small bodies are seen), and whenever every live one used its
 whole credit while room is left: it never waits while one more message fits. When
-larger bodies make the promises exceed a bound, it cancels its consumers (what they
-hold stays held until settled) and subscribes for the room left.
+larger bodies make the promises exceed a bound, it subscribes one consumer for the
+room left next to everything held (at least one message: a transient queue goes
+with its last consumer) and cancels the others (what they hold stays held until
+settled).
 
 An exclusive queue's channel has one consumer (a second one would only wait behind
 it); it replaces it by one with another credit (see :mod:`.consumer`) when it must
