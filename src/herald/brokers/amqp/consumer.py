@@ -1,4 +1,4 @@
-"""The consume loop: one channel per consumer, manual acks, prefetch in messages and bytes.
+"""The consume loop: a channel per ``consume()``, manual acks, prefetch in messages and bytes.
 
 RabbitMQ pushes, so the prefetch is bounded twice:
 
@@ -33,9 +33,9 @@ goes back to the queue ahead of everything newer, in one step.
   its credit in place: it subscribes anew on the same channel (behind itself in the
   line), counts the queue's consumers, and cancels the old subscription only when
   the two are all there are; what the old one was sent arrives before anything the
-  new one gets. With others waiting it cancels the new one and waits until it holds
-  nothing to move (a body larger than those seen before may overshoot the byte bound
-  until then).
+  new one gets. With others waiting, or on a quorum queue (AMQP counts only its
+  active consumer), it cancels the new one and waits until it holds nothing to move
+  (a body larger than those seen before may overshoot the byte bound until then).
 
 Subscription changes run to their end even when the loop is cancelled meanwhile:
 aiormq closes a channel whose command is cancelled, and with it every delivery
