@@ -157,6 +157,7 @@ class AMQPBroker(Broker):
             deliver,
             self._released,
             self._consumers,
+            quorum=self.settings.queue_type == "quorum",
         )
 
     async def destroy(self) -> None:

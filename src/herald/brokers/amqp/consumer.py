@@ -14,28 +14,35 @@ and keeps the others waiting; when the active one is cancelled or its channel
 closes (its process died), the next one takes over, and what a closed channel held
 goes back to the queue ahead of everything newer, in one step.
 
-- **Stopping**: closing the generator stops an exclusive consumer as on a shared
-  queue (cancelled, unseen deliveries given back, the channel kept until what was
-  handed out is settled), then makes sure the queue serves its successor: RabbitMQ
-  3.x classic queues activate the next consumer on a ``basic.cancel`` but deliver to
-  it only on their next event (a requeue, a new consumer); when nothing was given
-  back and others wait, a consumer subscribed and cancelled at once on the same
-  channel is that event (anything it is sent goes straight back).
+- **Stopping**: closing the generator stops handing out. When others wait (as the
+  queue counts them) and deliveries handed out are still unsettled, the consumer
+  stays subscribed (a cancel would hand the queue over at once, while those are
+  still being handled): what arrives meanwhile, and what it releases, stays with the
+  channel, and once everything handed out is settled the channel closes: the queue
+  takes all back and activates the next consumer in one step, so the successor
+  starts where this one stopped (what came back counts an attempt there: it was
+  redelivered). Alone, or with nothing handed out, it stops as on a shared queue.
 - **Credit**: a consumer cannot cancel its subscription to change its credit while
   it holds deliveries (the queue would pass to a waiting consumer). With nothing
   handed out it *moves*: it closes its channel (the server takes back what it was
   sent and activates the next consumer in one step, so no order is lost) and
-  subscribes on a new one with the new credit, at the end of the queue's line (alone,
-  it is active again at once; otherwise the consumer that waited takes its turn).
-  It subscribes first with a credit of one until it has seen a body, and so moves
-  once, at its first delivery, before handing it out (that message is delivered
-  again, not counted as an attempt by this process). Holding deliveries, it changes
-  its credit in place: it subscribes anew on the same channel (behind itself in the
-  line), counts the queue's consumers, and cancels the old subscription only when
-  the two are all there are; what the old one was sent arrives before anything the
-  new one gets. With others waiting, or on a quorum queue (AMQP counts only its
-  active consumer), it cancels the new one and waits until it holds nothing to move
-  (a body larger than those seen before may overshoot the byte bound until then).
+  subscribes on a new one with the new credit, at the end of the queue's line
+  (alone, it is active again at once; otherwise the consumer that waited takes its
+  turn). It subscribes first with a credit of one until it has seen a body, and so
+  moves once, at its first delivery, before handing it out (that message is
+  delivered again, not counted as an attempt by this process). Holding deliveries,
+  it changes its credit in place: it subscribes anew on the same channel (behind
+  itself in the line), counts the queue's consumers, and cancels the old
+  subscription only when the two are all there are (then :meth:`Intake.kick` makes
+  the queue serve the new one); what the old one was sent arrives before anything
+  the new one gets. With others waiting it cancels the new one and waits until it
+  holds nothing to move (a body larger than those seen before may overshoot the byte
+  bound until then).
+- **Quorum queues** put what a closed channel held back behind what they took back
+  before (a move would reorder what a dead holder left, and what is in flight when
+  the channel closes cannot be known), and count only their active consumer over
+  AMQP: there an exclusive consumer keeps the credit it subscribed with, for the
+  largest bodies (unless it saw bodies before, after a reconnect).
 
 Subscription changes run to their end even when the loop is cancelled meanwhile:
 aiormq closes a channel whose command is cancelled, and with it every delivery
@@ -104,6 +111,8 @@ class Intake:
         "_closing",
         "_consumer_of",
         "_flush",
+        "_handing_over",
+        "_leaving",
         "_outstanding",
         "_released",
         "_woken",
@@ -111,23 +120,26 @@ class Intake:
         "closed_by",
         "exclusive",
         "flow",
-        "gave_back",
         "handed",
         "inbox",
         "kept",
         "ledger",
+        "quorum",
     )
 
-    def __init__(self, channel: AbstractChannel, flow: Flow, *, exclusive: bool = False) -> None:
+    def __init__(
+        self, channel: AbstractChannel, flow: Flow, *, exclusive: bool = False, quorum: bool = False
+    ) -> None:
         self.channel = channel
+        self.quorum = quorum
+        """An exclusive consumer of a quorum queue keeps the credit it subscribed
+        with (see the module docstring)."""
         self.flow = flow
         self.ledger = Ledger(flow)
         self.exclusive = exclusive
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.kept = False
         """An exclusive consumer found others waiting: it keeps its credit."""
-        self.gave_back = 0
-        """Deliveries given back (requeued) since it stopped."""
         self.handed = 0
         """Deliveries handed out and not settled yet."""
         self.closed_by: BaseException | None = None
@@ -140,6 +152,8 @@ class Intake:
         self._flush: asyncio.Handle | None = None
         self._closing = False
         self._changing: asyncio.Task[None] | None = None
+        self._handing_over = False
+        self._leaving = False
 
     @property
     def stopped(self) -> bool:
@@ -154,6 +168,12 @@ class Intake:
         return self.ledger.total[0]
 
     @property
+    def keeps_releases(self) -> bool:
+        """Whether a release is left to the channel's close (an exclusive queue being
+        handed over: the close gives everything back in the queue's order)."""
+        return self._handing_over
+
+    @property
     def closing(self) -> bool:
         """Whether the channel is being closed (no settlement can go through any more)."""
         return self._closing
@@ -165,12 +185,14 @@ class Intake:
             return ledger.over_promised() or ledger.wants_more()
         if not self.subscribed:
             return ledger.room() > 0
-        return self.handed > 0 and not self.kept and ledger.wants_switch()
+        return not self.quorum and self.handed > 0 and not self.kept and ledger.wants_switch()
 
     def wants_move(self) -> bool:
         """Whether an exclusive consumer with nothing handed out should subscribe
         again, with another credit, on a new channel."""
-        if not self.exclusive or not self.subscribed or self.handed > 0 or self.stopped:
+        if not self.exclusive or self.quorum or not self.subscribed:
+            return False
+        if self.handed > 0 or self.stopped:
             return False
         current, fresh = sum(self.ledger.credits.values()), self.flow.credit()
         return (
@@ -184,8 +206,9 @@ class Intake:
         ledger = self.ledger
         if self.exclusive and self.subscribed:
             change = self._switch(queue, ledger.replacing(), consumers, released)
-        elif self.exclusive:  # before any body is seen, one, to switch at once
-            change = self._subscribe(queue, ledger.room() if self.flow.informed else 1)
+        elif self.exclusive:  # before any body is seen, one, to move at once
+            known = self.flow.informed or self.quorum
+            change = self._subscribe(queue, ledger.room() if known else 1)
         elif ledger.over_promised():
             change = self._replace(queue, ledger.replacing())
         else:
@@ -226,7 +249,7 @@ class Intake:
             self.handed -= 1
             self.flow.window.give(size)
         if self.stopped:
-            if self.held <= 0:
+            if self._settled():
                 self.close_soon()
         elif not self._woken and (self.wants_change() or self.wants_move()):
             self._woken = True
@@ -244,13 +267,22 @@ class Intake:
         settlement that failed while the channel still looked usable)."""
         self.close_soon()
 
-    async def stop(self, released: Released) -> None:
-        """Cancel the consumers, give back what was received but not handed out (its
-        redelivery is no attempt), and close the channel now or once the deliveries
-        handed out are settled."""
+    async def stop(self, released: Released, queue: str, consumers: Counter) -> None:
+        """Stop handing out and close the channel now or once the deliveries handed
+        out are settled. The consumers are cancelled and give back what they received
+        but did not hand out (its redelivery is no attempt for this process), unless
+        the queue is exclusive, others wait and deliveries are still being handled:
+        then they stay until those are settled (see the module docstring)."""
         self._released = released
         if self._changing is not None:
             await asyncio.wait([self._changing])
+        if self.exclusive and self.handed > 0 and await self._others_wait(queue, consumers):
+            self._handing_over = True
+            while not self.inbox.empty():
+                item = self.inbox.get_nowait()
+                if isinstance(item, DeliveredMessage):
+                    released(item)
+            return
         with contextlib.suppress(Exception):
             await self.unsubscribe()
         unseen = []
@@ -259,13 +291,26 @@ class Intake:
             if isinstance(item, DeliveredMessage):
                 unseen.append(item)
         await self._give_back(unseen, released)
-        if self.held <= 0:
+        if self._settled():
             self.close_soon()
+
+    async def _others_wait(self, queue: str, consumers: Counter) -> bool:
+        try:
+            counted = await consumers(queue)
+        except Exception:
+            return True
+        return counted is None or counted > 1
+
+    def _settled(self) -> bool:
+        """Whether a stopped channel may close: nothing handed out is unsettled (nor,
+        unless it hands an exclusive queue over, anything received)."""
+        return self.handed <= 0 if self._handing_over else self.held <= 0
 
     def leave(self, released: Released) -> None:
         """Close the channel at once, with nothing handed out: the server gives back
         what it was sent (noted as ``released``: its redelivery is no attempt)."""
-        self._released = _ignore
+        self._released = released
+        self._leaving = True
         while not self.inbox.empty():
             item = self.inbox.get_nowait()
             if isinstance(item, DeliveredMessage):
@@ -274,8 +319,10 @@ class Intake:
 
     async def kick(self, queue: str, released: Released) -> None:
         """Make ``queue`` deliver to the consumer it activated after one of this
-        channel was cancelled (see the module docstring): subscribe and cancel at
-        once, giving back anything sent meanwhile."""
+        channel was cancelled: RabbitMQ 3.x classic queues activate the next consumer
+        on a ``basic.cancel`` but deliver to it only on their next event (a requeue, a
+        new consumer). A consumer subscribed and cancelled at once (behind the active
+        one: it gets nothing, or gives it straight back) is that event."""
         if self.channel.is_closed:
             return
 
@@ -346,10 +393,13 @@ class Intake:
         self.ledger.received(consumer, len(item.body))
         self._consumer_of[tag] = consumer
         self._outstanding[tag] = None
-        if self._released is _ignore:
-            return  # the channel is closing: the server gives it back
+        if self._leaving and self._released is not None:
+            self._released(item)  # the channel is closing: the server gives it back
+            return
         if self._released is None:
             self.inbox.put_nowait(item)
+        elif self._handing_over:  # it goes back when the channel closes
+            self._released(item)
         else:  # sent before the cancel took effect: give it back unseen
             await self._give_back([item], self._released)
 
@@ -360,7 +410,6 @@ class Intake:
         for item in items:
             released(item)
             self.done(item.delivery_tag or 0, len(item.body), handed_out=False)
-        self.gave_back += len(items)
 
     def _flush_soon(self) -> None:
         self._flush = None
@@ -409,12 +458,14 @@ async def consume(
     deliver: Deliverer,
     released: Callable[[str, DeliveredMessage], None],
     consumers: Counter,
+    *,
+    quorum: bool = False,
 ) -> AsyncGenerator[Delivery, None]:
     """Deliveries of ``subscription``; see the module docstring for the rules."""
     exclusive = subscription.exclusive and subscription.durable
     while True:
         channel = await connection.channel()
-        intake = Intake(channel, flow, exclusive=exclusive)
+        intake = Intake(channel, flow, exclusive=exclusive, quorum=quorum)
         queue = subscription.queue
         give_back = functools.partial(released, queue)
         closing = channel.closing
@@ -469,9 +520,7 @@ async def consume(
             if moving:
                 intake.leave(give_back)
             else:
-                await intake.stop(give_back)
-                if exclusive and intake.held > 0 and not intake.gave_back:
-                    _background(_serve_successor(intake, queue, consumers, give_back))
+                await intake.stop(give_back, queue, consumers)
         if moving:
             log.debug(
                 "%s: subscribing again on a new channel, with a credit of %d", queue, flow.credit()
@@ -488,19 +537,6 @@ async def consume(
             log.warning("channel of %s closed; subscribing again", subscription.queue)
 
 
-async def _serve_successor(
-    intake: Intake, queue: str, consumers: Counter, released: Released
-) -> None:
-    """After an exclusive consumer stopped holding deliveries, and gave nothing back:
-    if others wait, make the queue serve the one it activated (a task of its own, so
-    that a cancellation of the stopping consumer cannot interrupt it)."""
-    try:
-        if await consumers(queue):
-            await intake.kick(queue, released)
-    except Exception as exc:  # its channel's close serves the successor anyway
-        log.debug("could not wake the next consumer of %s: %s", queue, describe(exc))
-
-
 def _on_cancelled(frame: spec.Basic.Cancel, *, intake: Intake) -> None:
     if intake.cancelled_by_broker(frame.consumer_tag):
         intake.inbox.put_nowait(_CANCELLED)
@@ -510,10 +546,6 @@ def _on_closed(future: asyncio.Future[Any], *, intake: Intake) -> None:
     if not future.cancelled():
         intake.closed_by = future.exception()
         intake.inbox.put_nowait(_CLOSED)
-
-
-def _ignore(_item: DeliveredMessage) -> None:
-    """What a leaving channel does with a delivery still arriving: nothing."""
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -17,7 +17,10 @@ A ``release`` is a ``basic.nack`` with requeue: RabbitMQ sets the same
 ``redelivered`` flag as after a crash, so the releasing broker remembers the message
 (:class:`Releases`) and does not count its next delivery as an attempt (on a classic
 queue the flag is one bit: a delivery that already counted it for a crash is not
-remembered, so its next delivery counts that crash again, once, rather than not).
+remembered, so its next delivery counts that crash again, once, rather than not). A
+consumer that hands an exclusive queue over keeps what is released until its channel
+closes, which gives it back in the queue's order (a quorum queue of RabbitMQ 3.x puts
+a ``basic.nack`` at its back).
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ class AMQPDelivery(Delivery):
 
     async def _release(self) -> None:
         try:
-            await self._requeue()
+            if not self._intake.keeps_releases:
+                await self._requeue()
             if self._note_release:
                 self._settler.releases.note(self._queue, self.message.id)
         finally:
