@@ -7,6 +7,7 @@ ready, 1 waits out its retry delay (depth 4), 1 is in flight, 1 consumer.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -107,3 +108,38 @@ async def test_management_credentials_come_from_the_url(namespace: str) -> None:
         await destroy(f"{SERVER}?namespace={namespace}")
         await good.close()
         await wrong.close()
+
+
+async def test_consumers_are_counted_now_waiting_ones_too(namespace: str) -> None:
+    """The management API's numbers are seconds old; a classic queue's consumers are
+    counted live all the same, the waiting consumers of an exclusive queue too."""
+    require_management()
+    url = f"{SERVER}?namespace={namespace}&management={MANAGEMENT}"
+    brokers = [broker_from_url(url) for _ in range(3)]
+    for each in brokers:
+        await each.connect()
+    inspector, *consuming = brokers
+    assert isinstance(inspector, AMQPBroker)
+    exclusive = Subscription("svc", "job.created", exclusive=True)
+    try:
+        await inspector.declare(exclusive)
+        tasks = [asyncio.create_task(drain(b.consume(exclusive, Prefetch(1)))) for b in consuming]
+
+        async def consumers() -> int | None:
+            [stats] = await inspector.inspect_queues([exclusive.queue])
+            return stats.consumers
+
+        await eventually(consumers, lambda n: n == 2, 20, "two attached")
+        for left, task in enumerate(tasks):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert await consumers() == 1 - left, "counted now, not when the statistics come"
+    finally:
+        await destroy(url)
+        for each in brokers:
+            await each.close()
+
+
+async def drain(stream: AsyncGenerator[Delivery, None]) -> None:
+    async for delivery in stream:
+        await delivery.ack()

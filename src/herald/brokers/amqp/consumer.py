@@ -111,7 +111,7 @@ class Intake:
         "_closing",
         "_consumer_of",
         "_flush",
-        "_handing_over",
+        "_keeping",
         "_leaving",
         "_outstanding",
         "_released",
@@ -152,7 +152,7 @@ class Intake:
         self._flush: asyncio.Handle | None = None
         self._closing = False
         self._changing: asyncio.Task[None] | None = None
-        self._handing_over = False
+        self._keeping = False
         self._leaving = False
 
     @property
@@ -171,7 +171,7 @@ class Intake:
     def keeps_releases(self) -> bool:
         """Whether a release is left to the channel's close (an exclusive queue being
         handed over: the close gives everything back in the queue's order)."""
-        return self._handing_over
+        return self._keeping
 
     @property
     def closing(self) -> bool:
@@ -272,16 +272,19 @@ class Intake:
         out are settled. The consumers are cancelled and give back what they received
         but did not hand out (its redelivery is no attempt for this process), unless
         the queue is exclusive, others wait and deliveries are still being handled:
-        then they stay until those are settled (see the module docstring)."""
-        self._released = released
-        if self._changing is not None:
-            await asyncio.wait([self._changing])
-        if self.exclusive and self.handed > 0 and await self._others_wait(queue, consumers):
-            self._handing_over = True
-            while not self.inbox.empty():
-                item = self.inbox.get_nowait()
-                if isinstance(item, DeliveredMessage):
-                    released(item)
+        then they stay until those are settled (see the module docstring). Stopping
+        that is itself cancelled leaves everything to the channel's close, once what
+        was handed out is settled."""
+        keep = True
+        try:
+            if self._changing is not None:
+                await asyncio.wait([self._changing])
+            keep = self.exclusive and self.handed > 0 and await self._others_wait(queue, consumers)
+        finally:
+            self._released = released
+            if keep:
+                self._keep(released)
+        if keep:
             return
         with contextlib.suppress(Exception):
             await self.unsubscribe()
@@ -291,6 +294,17 @@ class Intake:
             if isinstance(item, DeliveredMessage):
                 unseen.append(item)
         await self._give_back(unseen, released)
+        if self._settled():
+            self.close_soon()
+
+    def _keep(self, released: Released) -> None:
+        """Keep what was received until the channel closes (once what was handed out
+        is settled): the close gives it back in the queue's order."""
+        self._keeping = True
+        while not self.inbox.empty():
+            item = self.inbox.get_nowait()
+            if isinstance(item, DeliveredMessage):
+                released(item)
         if self._settled():
             self.close_soon()
 
@@ -304,7 +318,7 @@ class Intake:
     def _settled(self) -> bool:
         """Whether a stopped channel may close: nothing handed out is unsettled (nor,
         unless it hands an exclusive queue over, anything received)."""
-        return self.handed <= 0 if self._handing_over else self.held <= 0
+        return self.handed <= 0 if self._keeping else self.held <= 0
 
     def leave(self, released: Released) -> None:
         """Close the channel at once, with nothing handed out: the server gives back
@@ -398,7 +412,7 @@ class Intake:
             return
         if self._released is None:
             self.inbox.put_nowait(item)
-        elif self._handing_over:  # it goes back when the channel closes
+        elif self._keeping:  # it goes back when the channel closes
             self._released(item)
         else:  # sent before the cancel took effect: give it back unseen
             await self._give_back([item], self._released)

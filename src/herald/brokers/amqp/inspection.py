@@ -9,7 +9,10 @@ and unacked, nor the age of the oldest, nor list queues. With
 ``head_message_timestamp``), which also lists the namespace's queues. Those stats
 are the management plugin's: up to its ``collect_statistics_interval`` (5 s by
 default) old, and the head timestamp is the message's ``timestamp`` property (whole
-seconds, the time the event was created).
+seconds, the time the event was created). A classic queue's consumers are counted
+live all the same (a passive ``queue.declare``, which counts the waiting consumers
+of an exclusive queue too); over AMQP a quorum queue counts only its active one, so
+its count is the management API's.
 
 The HTTP client is the standard library's, run in a thread; redirects are not
 followed (they would carry the credentials elsewhere).
@@ -123,15 +126,20 @@ class Inspector:
             ]
         else:
             names = [q for q in set(queues) if self._settings.name(q) in own]
+        names = sorted(names)
+        servers = [self._settings.name(queue) for queue in names]
+        live = self._settings.queue_type == "classic"  # counts waiting consumers too
+        asked = [s for s in servers if live or "messages_ready" not in own[s]]
+        counts = await self._connection.probe(asked) if asked else []
+        probed = dict(zip(asked, counts, strict=True))
         now = time.time()
         stats = []
-        for queue in sorted(names):
-            server = self._settings.name(queue)
+        for queue, server in zip(names, servers, strict=True):
             row = own[server]
+            found = probed.get(server)
             if "messages_ready" not in row:  # too new to have stats yet: ask the queue
-                [probed] = await self._connection.probe([server])
-                if probed is not None:
-                    ready, consumers = probed
+                if found is not None:
+                    ready, consumers = found
                     depth = ready + retrying.get(server, 0)
                     stats.append(QueueStats(queue, depth, None, consumers, None if ready else 0.0))
                 continue
@@ -142,7 +150,7 @@ class Inspector:
                     queue=queue,
                     depth=ready + retrying.get(server, 0),
                     in_flight=_count(row, "messages_unacknowledged"),
-                    consumers=_count(row, "consumers"),
+                    consumers=found[1] if found is not None else _count(row, "consumers"),
                     oldest_age=age,
                 )
             )
