@@ -17,7 +17,13 @@ from herald.brokers import broker_from_url
 from herald.brokers.redis import RedisBroker, RedisSettings
 from herald.bus import connect
 from herald.deadletter import DeadLetterReason
-from herald.errors import BrokerURLError, DecodeError, HeaderError, MessageTooLargeError
+from herald.errors import (
+    BrokerError,
+    BrokerURLError,
+    DecodeError,
+    HeaderError,
+    MessageTooLargeError,
+)
 from herald.message import Message
 from herald.testing.recorder import Recorder
 
@@ -231,6 +237,53 @@ async def test_settling_twice_is_refused_before_redis(broker: RedisBroker) -> No
         await delivery.retry(0, {})
 
 
+# -- closing ------------------------------------------------------------------------------
+
+
+async def test_closing_the_broker_ends_its_consumers(namespace: str) -> None:
+    """Consumers iterated in tasks of their own, never closed: one waiting for entries,
+    one for room in its window, one standing by on an exclusive queue, and one left
+    suspended after a delivery. ``close()`` returns; the waiting ones raise at once,
+    the suspended one when next asked; none counts as a consumer any more."""
+    url = shared_url(namespace, lease=30, block=1)
+    empty, full, suspended = (Subscription("closing", name) for name in ("a.b", "c.d", "e.f"))
+    locked = Subscription("closing", "g.h", exclusive=True)
+    async with redis_broker(url) as other:
+        for sub in (empty, full, suspended, locked):
+            await other.declare(sub)
+        await other.publish([Message(type=t, body=b"{}") for t in ("c.d", "c.d", "e.f")])
+        holder = other.consume(locked, Prefetch(1))
+        holding = asyncio.ensure_future(anext(holder))
+        await until(other, locked.queue, consumers=1)
+
+        broker = redis_broker(url)
+        await broker.connect()
+        got: list[Any] = []
+
+        async def drain(sub: Subscription) -> None:
+            async for delivery in broker.consume(sub, Prefetch(1)):
+                got.append(delivery)
+
+        tasks = [asyncio.create_task(drain(sub)) for sub in (empty, full, locked)]
+        stream = broker.consume(suspended, Prefetch(1))
+        await anext(stream)
+        for sub in (empty, full, suspended, locked):
+            await until(other, sub.queue, consumers=2 if sub is locked else 1)
+        assert len(got) == 1, "the full window holds one"
+        async with asyncio.timeout(20):  # a guard against hanging, not a bound
+            await broker.close()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert [type(r) for r in results] == [BrokerError] * 3, results
+        with pytest.raises(BrokerError, match="closed"):
+            await anext(stream)
+        for sub in (empty, full, suspended):
+            assert (await stats(other, sub.queue)).consumers == 0
+        assert (await stats(other, locked.queue)).consumers == 1
+        holding.cancel()
+        await asyncio.gather(holding, return_exceptions=True)
+        await holder.aclose()
+
+
 # -- prefetch: messages and bytes --------------------------------------------------------
 
 
@@ -401,8 +454,9 @@ async def _wait_letters(broker: RedisBroker, service: str, count: int) -> list[A
 
 @pytest.mark.parametrize("namespace", ["", "ns", "a{b", "x}y"])
 def test_a_services_keys_share_one_hash_slot(namespace: str) -> None:
-    """Every script that settles, claims, renews, retries, dead-letters or inspects
-    touches keys of one service only; those keys hash to one Cluster slot."""
+    """Every script that settles, claims, renews, retries, dead-letters, inspects or
+    takes an exclusive queue's lock touches keys of one service only; those keys hash
+    to one Cluster slot."""
     keys = RedisBroker(RedisSettings(namespace=namespace)).keys
     for service, queue in (("payroll", "payroll.employee.created"), ("hr", "hr.a.b.c")):
         slots = {
@@ -411,6 +465,8 @@ def test_a_services_keys_share_one_hash_slot(namespace: str) -> None:
                 keys.queue(queue),
                 keys.delayed(queue),
                 keys.consumers(queue),
+                keys.lock(queue),
+                keys.handoff(queue),
                 keys.dead_letters(service),
             )
         }

@@ -136,6 +136,7 @@ class RedisBroker(Broker):
         if parts is None:
             return
         try:
+            await parts.consumer.close()
             await parts.settler.drain()
             await parts.housekeeper.close()
         finally:
@@ -192,6 +193,8 @@ class RedisBroker(Broker):
             self.keys.queue(queue),
             self.keys.delayed(queue),
             self.keys.consumers(queue),
+            self.keys.lock(queue),
+            self.keys.handoff(queue),
         ]
         try:
             with self._table.converting(f"removing {queue}"):

@@ -42,6 +42,11 @@ class Holder:
     queue: str
     stream: str
     name: str
+    lock: str | None = None
+    """The queue's lock key when the subscription is exclusive."""
+    handoff: str | None = None
+    locked: bool = False
+    """Whether this consumer holds the lock (it takes deliveries; else it stands by)."""
     held: set[bytes] = field(default_factory=set)
     open: bool = True
     claim_soon: bool = False

@@ -6,7 +6,10 @@ is what queue inspection counts), and resets the idle time of every entry the
 consumer still holds unsettled. ``XAUTOCLAIM`` takes only entries idle for a whole
 lease, so a delivery stays with its consumer for as long as the process lives, however
 long its handler runs; once the process dies (or stops renewing an entry whose
-settlement failed), the entry is claimed by another consumer a lease later.
+settlement failed), the entry is claimed by another consumer a lease later. The
+consumer holding an exclusive queue's lock has it extended for another lease by the
+same script, as long as the lock still names it; when it does not (the heartbeat came
+more than a lease late and a standby took over) the consumer stands by again.
 
 The mover puts due retries from each consumed queue's delayed set back on the queue.
 It wakes at the next due time it knows of, when this process schedules a retry, and
@@ -74,7 +77,10 @@ class Housekeeper:
         holder.open = False
         if everything or not holder.held:
             self._holders.discard(holder)
+        holder.locked = False
         keys = [holder.stream, self._keys.consumers(holder.queue)]
+        if holder.lock is not None and holder.handoff is not None:
+            keys += [holder.lock, holder.handoff]
         try:
             async with self._beating:
                 args: list[Any] = [holder.group, holder.name, self._settings.lease_ms]
@@ -104,6 +110,8 @@ class Housekeeper:
 
     async def _renew_one(self, holder: Holder, client: Any) -> Any:
         keys = [holder.stream, self._keys.consumers(holder.queue)]
+        if holder.open and holder.locked and holder.lock is not None:
+            keys.append(holder.lock)
         args: list[Any] = [holder.group, holder.name, self._settings.lease_ms, int(holder.open)]
         return await self._renew(keys=keys, args=[*args, *holder.held], client=client)
 
@@ -114,14 +122,20 @@ class Housekeeper:
                 self._holders.intersection_update(holders)
                 if not holders:
                     continue
+                locking = [h.locked for h in holders]
                 try:
                     with self._table.converting("renewing leases"):
                         async with self._client.pipeline(transaction=False) as pipe:
                             for holder in holders:
                                 await self._renew_one(holder, pipe)
-                            await pipe.execute()
+                            results = await pipe.execute()
                 except Exception as exc:
                     log.warning("renewing the leases of %d consumers failed: %s", len(holders), exc)
+                    continue
+                for holder, locked, (_, still) in zip(holders, locking, results, strict=True):
+                    if locked and not still and holder.locked:
+                        log.warning("queue %s: the exclusive lock was lost", holder.queue)
+                        holder.locked = False
 
     async def _move_due(self) -> None:
         while not self._closing.is_set():

@@ -10,12 +10,19 @@ Every key a script touches is passed in ``KEYS``. The keys of one service (its q
 streams, their delayed sets and liveness sets, its dead letters) share a hash slot
 (see :mod:`.topology`), so every script but ``PUBLISH``, ``DECLARE``, ``UNDECLARE``
 and a replay across services stays within one slot.
+
+An exclusive queue has a lock: a string holding the name of the consumer taking its
+deliveries, set with ``PX`` a lease. ``ACQUIRE`` takes it when free, the heartbeat
+(``RENEW``) extends it only while it still names the holder, ``CLOSE`` deletes it only
+then and pushes to the queue's hand-off list, on which standbys block. ``READ`` and
+``CLAIM`` hand out nothing to a consumer the lock does not name.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ACK",
+    "ACQUIRE",
     "CLAIM",
     "CLOSE",
     "DEAD_LETTER",
@@ -114,10 +121,10 @@ return ok and 1 or 0
 """
 
 UNDECLARE = """
--- KEYS[1] bindings hash, KEYS[2] bindings version, KEYS[3] queue stream,
--- KEYS[4] its delayed set, KEYS[5] its liveness set; ARGV[1] queue, ARGV[2] version token
+-- KEYS[1] bindings hash, KEYS[2] bindings version, KEYS[3..] the queue's keys (stream,
+-- delayed set, liveness set, lock, hand-off list); ARGV[1] queue, ARGV[2] version token
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', unpack(KEYS, 3))
 redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
@@ -125,17 +132,30 @@ return 1
 READ = (
     _WINDOW
     + """
--- KEYS[1] queue stream
+-- KEYS[1] queue stream, KEYS[2] (exclusive queues only) its lock
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] deliveries held, ARGV[4] bytes held,
 -- ARGV[5] message bound, ARGV[6] byte bound, ARGV[7] lease ms
 -- New entries, as many as the prefetch window has room for. Those read beyond its
 -- byte bound are given back at once, claimable by any consumer as if never
--- delivered (idle = a lease, count 0). Returns {entries, how many were given back}.
+-- delivered (idle = a lease, count 0). Returns {entries, how many were given back,
+-- state}. State, for an exclusive queue: 'lost' (the lock names another consumer or
+-- nobody: nothing read), 'claim' (entries wait to be claimed, released or lost with a
+-- consumer: claim them first, nothing read), else the newest entry's id ('0-0' for
+-- none), after which a wait for new entries starts. '' for other queues.
+local state = ''
+if KEYS[2] then
+  if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {{}, 0, 'lost'} end
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[7], '-', '+', 1) > 0 then
+    return {{}, 0, 'claim'}
+  end
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  state = newest[1] and newest[1][1] or '0-0'
+end
 local held, bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_held, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
 local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
   'COUNT', math.max(1, max_held - held), 'STREAMS', KEYS[1], '>')
-if not reply then return {{}, 0} end
+if not reply then return {{}, 0, state} end
 local out, back = {}, 0
 for _, entry in ipairs(reply[1][2]) do
   if has_room(held, bytes, max_held, max_bytes) then
@@ -148,7 +168,7 @@ for _, entry in ipairs(reply[1][2]) do
     back = back + 1
   end
 end
-return {out, back}
+return {out, back, state}
 """
 )
 
@@ -156,13 +176,15 @@ CLAIM = (
     _NOW
     + _WINDOW
     + """
--- KEYS[1] queue stream, KEYS[2] its liveness set
--- ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4] XAUTOCLAIM cursor,
--- ARGV[5..8] as READ's ARGV[3..6]
+-- KEYS[1] queue stream, KEYS[2] its liveness set, KEYS[3] (exclusive queues only) its lock
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] idle ms (a lease; less when taking over an
+-- exclusive queue), ARGV[4] XAUTOCLAIM cursor, ARGV[5..8] as READ's ARGV[3..6]
 -- Entries idle for a whole lease (their consumer stopped renewing them: it died, or
 -- released them) are taken over while the window has room, each with its delivery
--- count. Returns {next cursor, {{id, fields, count}...}}; cursor 0-0: sweep done.
+-- count. Returns {next cursor, {{id, fields, count}...}}; cursor 0-0: sweep done;
+-- cursor 'lost': the lock of the exclusive queue names another consumer or nobody.
 -- A sweep starts by forgetting the consumer names that are not alive and own nothing.
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[2] then return {'lost', {}} end
 local cursor = ARGV[4]
 if cursor == '0-0' then
   local now = now_ms()
@@ -204,15 +226,27 @@ return {cursor, out}
 RENEW = (
     _NOW
     + """
--- KEYS[1] queue stream, KEYS[2] its liveness set
+-- KEYS[1] queue stream, KEYS[2] its liveness set, KEYS[3] (an exclusive queue's holder
+-- only) its lock
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4] 1 while the consumer
 -- is open, ARGV[5..] ids it holds
 -- The heartbeat: the consumer is alive for another lease, and the entries it holds
--- (still its own) get their idle time reset, so that nobody claims them.
+-- (still its own) get their idle time reset, so that nobody claims them. The lock is
+-- extended for a lease while it names the consumer (taken again if it lapsed and
+-- nobody took it). Returns {entries renewed or -1 (no stream), lock: 1 held, 0 lost}.
 local now = now_ms()
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local locked = 1
+if KEYS[3] then
+  local owner = redis.call('GET', KEYS[3])
+  if owner == ARGV[2] or not owner then
+    redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+  else
+    locked = 0
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, locked} end
 local claim, renewed = {KEYS[1], ARGV[1], ARGV[2], 0}, 0
 for j = 5, #ARGV do
   if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[j], ARGV[j], 1, ARGV[2]) > 0 then
@@ -225,9 +259,23 @@ for j = 5, #ARGV do
     claim = {KEYS[1], ARGV[1], ARGV[2], 0}
   end
 end
-return renewed
+return {renewed, locked}
 """
 )
+
+ACQUIRE = """
+-- KEYS[1] an exclusive queue's lock; ARGV[1] consumer, ARGV[2] lease ms
+-- Takes the lock for a lease if nobody holds it. Returns 0 when the consumer holds
+-- it now, else the ms until it lapses unless renewed (a lease if it never does).
+local owner = redis.call('GET', KEYS[1])
+if not owner or owner == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 0
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then ttl = tonumber(ARGV[2]) end
+return ttl
+"""
 
 RELEASE = """
 -- KEYS[1] queue stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4..] ids
@@ -246,15 +294,25 @@ return released
 """
 
 CLOSE = """
--- KEYS[1] queue stream, KEYS[2] its liveness set
+-- KEYS[1] queue stream, KEYS[2] its liveness set, KEYS[3], KEYS[4] (exclusive queues
+-- only) its lock and hand-off list
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4] 'all' or 'unheld',
 -- ARGV[5..] ids still held
 -- A consumer stops: it is no longer alive. What it owns but never handed out (a read
 -- cut short) is released; with 'all' (its broker closes) what it held becomes
 -- claimable at once too, keeping its count (lost with its consumer: an attempt). The
--- name leaves the group when it owns nothing (else a later sweep removes it).
+-- name leaves the group when it owns nothing (else a later sweep removes it). Last,
+-- the lock of an exclusive queue is let go, if the consumer holds it, and a standby
+-- woken through the hand-off list (one entry at most, gone after a lease).
 redis.call('ZREM', KEYS[2], ARGV[2])
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local function let_go()
+  if KEYS[3] and redis.call('GET', KEYS[3]) == ARGV[2] then
+    redis.call('DEL', KEYS[3], KEYS[4])
+    redis.call('RPUSH', KEYS[4], ARGV[2])
+    redis.call('PEXPIRE', KEYS[4], ARGV[3])
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then let_go(); return 0 end
 local held = {}
 for j = 5, #ARGV do held[ARGV[j]] = true end
 local start, owned = '-', 0
@@ -273,6 +331,7 @@ while true do
   start = '(' .. batch[#batch][1]
 end
 if owned == 0 then redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end
+let_go()
 return owned
 """
 

@@ -3,7 +3,8 @@
 Every key lives under ``<namespace>:herald:`` (``herald:`` without a namespace). The
 keys of one service carry the service as a hash tag, ``{<service>}``, so that a queue
 stream, its delayed retries, its consumers' liveness and the service's dead letters
-share one hash slot and the scripts settling a delivery touch a single slot. Only the
+share one hash slot and the scripts settling a delivery touch a single slot (an
+exclusive queue's lock and hand-off list too). Only the
 bindings (one hash and its version, per namespace) are untagged: a publish reads the
 version and fans out to the queues of any services, and so does a declaration.
 
@@ -71,6 +72,15 @@ class Keys:
     def consumers(self, queue: str) -> str:
         """Sorted set of the queue's live consumers (score: when they expire, ms)."""
         return f"{self._service(service_of(queue))}consumers:{queue}"
+
+    def lock(self, queue: str) -> str:
+        """String: the consumer taking deliveries from an exclusive queue (expires
+        unless renewed)."""
+        return f"{self._service(service_of(queue))}lock:{queue}"
+
+    def handoff(self, queue: str) -> str:
+        """List: pushed to when an exclusive queue's holder lets go; standbys block on it."""
+        return f"{self._service(service_of(queue))}handoff:{queue}"
 
     def dead_letters(self, service: str) -> str:
         """Stream of the service's dead letters."""
