@@ -22,7 +22,7 @@ from herald.errors import BrokerError
 from herald.testing.recorder import eventually
 
 from .conftest import redis_broker, shared_url
-from .helpers import stats, take, tick, until
+from .helpers import number, stats, take, tick, until
 
 pytestmark = pytest.mark.redis
 
@@ -134,10 +134,13 @@ async def test_a_standby_takes_over_within_the_lease_once_the_holder_is_killed(
         await until(broker, sub.queue, consumers=0)
 
 
-async def test_a_holder_that_stops_hands_over_at_once(namespace: str, collect: Collect) -> None:
-    """The lease is 30 s: a standby taking over within the collector's 20 s did not
-    wait for the lock to lapse. What the old holder still holds stays with it; once
-    released it comes to the new holder before anything newer."""
+async def test_a_holder_that_stops_hands_over_once_it_settled_what_it_held(
+    namespace: str, collect: Collect
+) -> None:
+    """The lease is 30 s, longer than the collector waits: every takeover here is a
+    hand-over, never a lapsed lock. A holder that stopped keeps the queue while it
+    holds a delivery; once that is settled (released here) the standby takes over,
+    and what was released comes to it before anything newer."""
     url = shared_url(namespace, lease=30, block=0.05)
     sub = _exclusive("stops")
     async with redis_broker(url) as a, redis_broker(url) as b:
@@ -153,15 +156,36 @@ async def test_a_holder_that_stops_hands_over_at_once(namespace: str, collect: C
         await one.ack()
         await first.aclose()
         assert (await stats(a, sub.queue)).consumers == 1, "a closed consumer counts no more"
-        got = await standby.count(4)
-        assert [d.message.id for d in got] == [m.id for m in sent[2:]]
-        assert (await stats(a, sub.queue)).in_flight == 5, "the old holder still holds its own"
+        await asyncio.sleep(0.5)
+        assert standby.items == [], "the stopped holder keeps the queue while it holds one"
         await two.release()
-        late = (await standby.count(5))[4]
-        assert (late.message.id, late.attempt) == (two.message.id, 1)
-        for delivery in standby.items:
+        got = await standby.count(5)
+        assert [d.message.id for d in got] == [m.id for m in sent[1:]]
+        assert [d.attempt for d in got] == [1] * 5, "a release counts no attempt"
+        for delivery in got:
             await delivery.ack()
-        await standby.close()
+
+
+async def test_a_holder_that_stops_holding_nothing_hands_over_at_once(
+    namespace: str, collect: Collect
+) -> None:
+    url = shared_url(namespace, lease=30, block=0.05)
+    sub = _exclusive("idle")
+    async with redis_broker(url) as a, redis_broker(url) as b:
+        await a.declare(sub)
+        await a.publish([tick(0)])
+        first = a.consume(sub, Prefetch(2))
+        await (await anext(first)).ack()
+        standby = collect(b, sub, Prefetch(10))
+        await until(a, sub.queue, consumers=2)
+        await a.publish([tick(n) for n in range(1, 4)])
+        await asyncio.sleep(0.5)
+        assert standby.items == []
+        await first.aclose()
+        got = await standby.count(3)
+        assert [number(d) for d in got] == [1, 2, 3]
+        for delivery in got:
+            await delivery.ack()
 
 
 async def test_a_closing_broker_leaves_what_it_held_to_the_standby_first(

@@ -23,7 +23,10 @@ for two thirds of a lease: the pending entries of a holder that died (its lock l
 a lease after its last renewal, and so did its entries), never those of a live one
 (renewed every third of a lease). Only then does it read new entries, and it claims
 released ones before reading on. It waits for new entries with a plain ``XREAD``, so
-that every delivery is made by a script that checked the lock.
+that every delivery is made by a script that checked the lock. A holder that stops
+gives back at once what it read but never handed out, and keeps the lock until it has
+settled everything it handed out (what it releases becomes claimable); then it lets
+go, and a standby takes over where it stopped.
 
 Closing the broker ends every consume loop: one waiting (for room, for entries, for
 the lock) raises :class:`herald.BrokerError` at once, one suspended at ``yield`` when

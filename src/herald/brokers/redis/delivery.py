@@ -8,11 +8,14 @@ removal of the original happen together or not at all.
 A delivery gives its prefetch slot back as soon as it is settled, and stops being
 held (renewed by the heartbeat) once the settlement is done or has failed: an entry
 whose settlement failed is no longer renewed, so it is claimed again after the lease.
+The last settlement of an exclusive queue's holder that stopped consuming lets go of
+the queue's lock (:meth:`Settler.hand_over`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +34,7 @@ from .wire import ATTEMPT_FIELD, ID_FIELD
 
 __all__ = ["Holder", "RedisDelivery", "Settler"]
 
+log = logging.getLogger("herald.brokers.redis")
 _ACK_CHUNK = 1000
 
 
@@ -78,6 +82,7 @@ class Settler:
         self._retry = client.register_script(scripts.RETRY)
         self._release = client.register_script(scripts.RELEASE)
         self._dead_letter = client.register_script(scripts.DEAD_LETTER)
+        self._let_go = client.register_script(scripts.LET_GO)
         self._acks: list[tuple[Holder, bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -87,6 +92,20 @@ class Settler:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_acks())
         await asyncio.shield(future)
+
+    async def hand_over(self, holder: Holder) -> None:
+        """Let go of the exclusive queue's lock once ``holder`` stopped consuming and
+        holds nothing more; a standby takes over at once."""
+        if holder.open or holder.held or not holder.locked:
+            return
+        holder.locked = False
+        assert holder.lock is not None and holder.handoff is not None
+        args: list[Any] = [holder.name, self._settings.lease_ms]
+        try:
+            with self._table.converting(f"handing {holder.queue} over"):
+                await self._let_go(keys=[holder.lock, holder.handoff], args=args)
+        except Exception as exc:  # the lock lapses after a lease anyway
+            log.warning("handing %s over failed: %s", holder.queue, exc)
 
     async def drain(self) -> None:
         """Wait for the acks already requested to be sent."""
@@ -206,15 +225,16 @@ class RedisDelivery(Delivery):
     def _settling(self) -> None:
         self._window.give(self._size)
 
-    def _settled(self) -> None:
+    async def _settled(self) -> None:
         self._holder.held.discard(self._entry_id)
+        await self._settler.hand_over(self._holder)
 
     async def _ack(self) -> None:
         self._settling()
         try:
             await self._settler.ack(self._holder, self._entry_id)
         finally:
-            self._settled()
+            await self._settled()
 
     async def _retry(self, delay: float, headers: Mapping[str, str]) -> None:
         self._settling()
@@ -222,14 +242,14 @@ class RedisDelivery(Delivery):
         try:
             await self._settler.retry(self._holder, self._entry_id, delay, self.attempt, merged)
         finally:
-            self._settled()
+            await self._settled()
 
     async def _release(self) -> None:
         self._settling()
         try:
             await self._settler.release(self._holder, self._entry_id)
         finally:
-            self._settled()
+            await self._settled()
 
     async def _dead_letter(self, reason: DeadLetterReason) -> None:
         self._settling()
@@ -238,4 +258,4 @@ class RedisDelivery(Delivery):
                 self._holder, self._entry_id, self.message.id, self.subscription.service, reason
             )
         finally:
-            self._settled()
+            await self._settled()

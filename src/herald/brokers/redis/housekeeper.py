@@ -9,7 +9,9 @@ long its handler runs; once the process dies (or stops renewing an entry whose
 settlement failed), the entry is claimed by another consumer a lease later. The
 consumer holding an exclusive queue's lock has it extended for another lease by the
 same script, as long as the lock still names it; when it does not (the heartbeat came
-more than a lease late and a standby took over) the consumer stands by again.
+more than a lease late and a standby took over) the consumer stands by again. A holder
+that stopped keeps the lock, renewed, until it has settled what it handed out (see
+:meth:`.Settler.hand_over`): its successor then starts exactly where it stopped.
 
 The mover puts due retries from each consumed queue's delayed set back on the queue.
 It wakes at the next due time it knows of, when this process schedules a retry, and
@@ -72,15 +74,16 @@ class Housekeeper:
 
     async def detach(self, holder: Holder, *, everything: bool = False) -> None:
         """``holder`` stopped consuming: it is no longer alive; what it read but never
-        handed out is released. What it still holds stays renewed until settled, unless
-        ``everything`` (the broker closes): then that is left to be claimed at once."""
+        handed out is released. What it still holds stays renewed until settled, and
+        so does an exclusive queue's lock, unless ``everything`` (the broker closes):
+        then what it held is left to be claimed at once, and the lock goes."""
         holder.open = False
+        keys = [holder.stream, self._keys.consumers(holder.queue)]
         if everything or not holder.held:
             self._holders.discard(holder)
-        holder.locked = False
-        keys = [holder.stream, self._keys.consumers(holder.queue)]
-        if holder.lock is not None and holder.handoff is not None:
-            keys += [holder.lock, holder.handoff]
+            if holder.lock is not None and holder.handoff is not None:
+                holder.locked = False
+                keys += [holder.lock, holder.handoff]
         try:
             async with self._beating:
                 args: list[Any] = [holder.group, holder.name, self._settings.lease_ms]
@@ -110,7 +113,7 @@ class Housekeeper:
 
     async def _renew_one(self, holder: Holder, client: Any) -> Any:
         keys = [holder.stream, self._keys.consumers(holder.queue)]
-        if holder.open and holder.locked and holder.lock is not None:
+        if holder.locked and holder.lock is not None:
             keys.append(holder.lock)
         args: list[Any] = [holder.group, holder.name, self._settings.lease_ms, int(holder.open)]
         return await self._renew(keys=keys, args=[*args, *holder.held], client=client)

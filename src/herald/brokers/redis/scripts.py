@@ -13,9 +13,9 @@ and a replay across services stays within one slot.
 
 An exclusive queue has a lock: a string holding the name of the consumer taking its
 deliveries, set with ``PX`` a lease. ``ACQUIRE`` takes it when free, the heartbeat
-(``RENEW``) extends it only while it still names the holder, ``CLOSE`` deletes it only
-then and pushes to the queue's hand-off list, on which standbys block. ``READ`` and
-``CLAIM`` hand out nothing to a consumer the lock does not name.
+(``RENEW``) extends it only while it still names the holder, ``LET_GO`` (or ``CLOSE``)
+deletes it only then and pushes to the queue's hand-off list, on which standbys block.
+``READ`` and ``CLAIM`` hand out nothing to a consumer the lock does not name.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "DEAD_LETTER",
     "DECLARE",
     "INSPECT",
+    "LET_GO",
     "MOVE_DUE",
     "PUBLISH",
     "READ",
@@ -56,6 +57,18 @@ end
 -- herald.window.Window's rule: room while both bounds are under; always for the first.
 local function has_room(held, bytes, max_held, max_bytes)
   return held == 0 or (held < max_held and bytes < max_bytes)
+end
+"""
+
+_LET_GO = """
+-- An exclusive queue's lock goes if it names the consumer; one standby blocking on
+-- the hand-off list is woken (the list holds one entry at most, for a lease at most).
+local function let_go(lock, handoff, consumer, lease)
+  if redis.call('GET', lock) ~= consumer then return 0 end
+  redis.call('DEL', lock, handoff)
+  redis.call('RPUSH', handoff, consumer)
+  redis.call('PEXPIRE', handoff, lease)
+  return 1
 end
 """
 
@@ -232,16 +245,15 @@ RENEW = (
 -- is open, ARGV[5..] ids it holds
 -- The heartbeat: the consumer is alive for another lease, and the entries it holds
 -- (still its own) get their idle time reset, so that nobody claims them. The lock is
--- extended for a lease while it names the consumer (taken again if it lapsed and
--- nobody took it). Returns {entries renewed or -1 (no stream), lock: 1 held, 0 lost}.
+-- extended for a lease while it names the consumer. Returns {entries renewed or -1
+-- (no stream), lock: 1 held, 0 lost}.
 local now = now_ms()
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local locked = 1
 if KEYS[3] then
-  local owner = redis.call('GET', KEYS[3])
-  if owner == ARGV[2] or not owner then
-    redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+  if redis.call('GET', KEYS[3]) == ARGV[2] then
+    redis.call('PEXPIRE', KEYS[3], ARGV[3])
   else
     locked = 0
   end
@@ -277,6 +289,15 @@ if ttl <= 0 then ttl = tonumber(ARGV[2]) end
 return ttl
 """
 
+LET_GO = (
+    _LET_GO
+    + """
+-- KEYS[1] an exclusive queue's lock, KEYS[2] its hand-off list
+-- ARGV[1] consumer, ARGV[2] lease ms. Returns 1 if the consumer held the lock.
+return let_go(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+"""
+)
+
 RELEASE = """
 -- KEYS[1] queue stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4..] ids
 -- Makes entries this consumer owns claimable at once (idle = a lease), each with its
@@ -293,26 +314,21 @@ end
 return released
 """
 
-CLOSE = """
--- KEYS[1] queue stream, KEYS[2] its liveness set, KEYS[3], KEYS[4] (exclusive queues
--- only) its lock and hand-off list
+CLOSE = (
+    _LET_GO
+    + """
+-- KEYS[1] queue stream, KEYS[2] its liveness set, KEYS[3], KEYS[4] (an exclusive
+-- queue's lock and hand-off list, when the consumer lets go of it now)
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] lease ms, ARGV[4] 'all' or 'unheld',
 -- ARGV[5..] ids still held
 -- A consumer stops: it is no longer alive. What it owns but never handed out (a read
 -- cut short) is released; with 'all' (its broker closes) what it held becomes
 -- claimable at once too, keeping its count (lost with its consumer: an attempt). The
--- name leaves the group when it owns nothing (else a later sweep removes it). Last,
--- the lock of an exclusive queue is let go, if the consumer holds it, and a standby
--- woken through the hand-off list (one entry at most, gone after a lease).
+-- name leaves the group when it owns nothing (else a later sweep removes it). An
+-- exclusive queue's lock, when passed, is let go (see let_go).
 redis.call('ZREM', KEYS[2], ARGV[2])
-local function let_go()
-  if KEYS[3] and redis.call('GET', KEYS[3]) == ARGV[2] then
-    redis.call('DEL', KEYS[3], KEYS[4])
-    redis.call('RPUSH', KEYS[4], ARGV[2])
-    redis.call('PEXPIRE', KEYS[4], ARGV[3])
-  end
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then let_go(); return 0 end
+if KEYS[3] then let_go(KEYS[3], KEYS[4], ARGV[2], ARGV[3]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local held = {}
 for j = 5, #ARGV do held[ARGV[j]] = true end
 local start, owned = '-', 0
@@ -331,9 +347,9 @@ while true do
   start = '(' .. batch[#batch][1]
 end
 if owned == 0 then redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end
-let_go()
 return owned
 """
+)
 
 ACK = """
 -- KEYS[1] queue stream; ARGV[1] group, ARGV[2..] ids
