@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from herald import Context, Service
 from herald.broker import Delivery, Prefetch, Subscription
 from herald.brokers.redis import RedisBroker
+from herald.bus import connect
 from herald.errors import BrokerError
+from herald.testing.events import Keyed
 from herald.testing.recorder import eventually
 
 from .conftest import redis_broker, shared_url
@@ -277,3 +280,47 @@ async def test_a_stalled_holder_that_lost_the_lock_stands_by(
         for delivery in got:
             await delivery.ack()
         await standby.close()
+
+
+async def test_a_worker_that_stops_hands_over_with_the_order_per_key_kept(
+    namespace: str,
+) -> None:
+    """Two workers of one exclusive service; the first stops mid-stream while its
+    handlers run and deliveries wait in its lanes (given back). The second takes over
+    once the first settled everything: every event handled once, and each key's
+    events finished in publish order across the two (a successor taking over while
+    the first still ran handlers would finish later events of their keys first)."""
+    keys, per_key = 8, 25
+    name = f"handover-{uuid.uuid4().hex[:6]}"
+    handled: list[tuple[str, str, int]] = []
+
+    def service(worker: str) -> Service:
+        s = Service(name, concurrency=4, prefetch=16, exclusive=True)
+
+        @s.on(Keyed)
+        async def handle(event: Keyed, ctx: Context) -> None:
+            await asyncio.sleep(0.05)
+            handled.append((worker, event.key, event.seq))
+
+        return s
+
+    url = shared_url(namespace, lease=30, block=0.05)
+    async with connect(url) as a, connect(url) as b:
+        first = await a.start(service("first"))
+        await a.publish_many(
+            (Keyed(key=f"k{k}", seq=s), f"k{k}") for s in range(per_key) for k in range(keys)
+        )
+        await eventually(lambda: len(handled) >= 40, 20, "the first handling")
+        second = await b.start(service("second"))
+        await first.stop()
+        await eventually(lambda: len(handled) >= keys * per_key, 60, "all handled")
+        await asyncio.sleep(0.2)
+        await second.stop()
+    assert sorted((k, s) for _, k, s in handled) == sorted(
+        (f"k{k}", s) for k in range(keys) for s in range(per_key)
+    ), "every event handled once"
+    workers = [w for w, _, _ in handled]
+    assert "second" in workers and workers == sorted(workers), "one worker, then the other"
+    for k in range(keys):
+        seqs = [s for _, key, s in handled if key == f"k{k}"]
+        assert seqs == list(range(per_key)), f"k{k}: {seqs}"
