@@ -82,14 +82,31 @@ def pids_of(name: str) -> list[int]:
     return [int(pid) for pid in found.stdout.split()]
 
 
-def _stop_pids(name: str, port: int) -> list[int]:
+def _stop_pids(name: str, port: int, timeout: float = 30.0) -> list[int]:
+    """SIGTERM every ``name`` process; return once each has exited and the port closed
+    (SIGKILL for one still there at ``timeout``)."""
     pids = pids_of(name)
     if not pids:
         raise RuntimeError(f"no {name} process found to stop")
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive := [pid for pid in pids if _running(pid)]:
+        if time.monotonic() > deadline:
+            for pid in alive:
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + timeout
+        time.sleep(0.1)
     wait_port_closed(port)
     return pids
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def restart_rabbitmq() -> None:
