@@ -22,6 +22,6 @@ that cannot apply to a broker says why. Run it for your own adapter::
 
 from .conformance import SCENARIOS, Scenario
 from .environment import Environment
-from .recorder import Recorder, eventually
+from .recorder import Recorder, eventually, until
 
-__all__ = ["SCENARIOS", "Environment", "Recorder", "Scenario", "eventually"]
+__all__ = ["SCENARIOS", "Environment", "Recorder", "Scenario", "eventually", "until"]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-__all__ = ["Recorder", "eventually"]
+__all__ = ["Recorder", "eventually", "until"]
 
 T = TypeVar("T")
 
@@ -31,6 +31,25 @@ async def eventually(
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def until(
+    probe: Callable[[], Awaitable[T]],
+    check: Callable[[T], bool],
+    timeout: float = 30.0,
+    what: str = "the expected state",
+    interval: float = 0.1,
+) -> T:
+    """The value of ``probe()`` once ``check`` accepts it; fail after ``timeout``
+    seconds, naming ``what`` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout:g}s; last: {value!r}")
         await asyncio.sleep(interval)
 
 

@@ -6,19 +6,17 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
-import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiormq
-import pytest
 from aiormq.abc import AbstractConnection
 from pamqp import commands as spec
 
 from herald.broker import Delivery
 
-from ...servers import IN_CI, port_open
+from ...servers import require_port, unavailable
 
 SERVER = "amqp://guest:guest@127.0.0.1:5672/"
 MANAGEMENT = "http://127.0.0.1:15672"
@@ -27,21 +25,12 @@ T = TypeVar("T")
 
 
 def require_server() -> None:
-    if port_open(5672):
-        return
-    if IN_CI:
-        pytest.fail("RabbitMQ not reachable on 127.0.0.1:5672 (CI=true: it must run)")
-    pytest.skip("RabbitMQ not reachable on 127.0.0.1:5672")
+    require_port(5672, "RabbitMQ")
 
 
 def require_management() -> None:
     require_server()
-    if port_open(15672):
-        return
-    message = "RabbitMQ management API not reachable on 127.0.0.1:15672"
-    if IN_CI:
-        pytest.fail(f"{message} (rabbitmq-plugins enable rabbitmq_management)")
-    pytest.skip(message)
+    require_port(15672, "RabbitMQ management API (rabbitmq-plugins enable rabbitmq_management)")
 
 
 def require_bunny() -> None:
@@ -51,32 +40,12 @@ def require_bunny() -> None:
         ).returncode
         == 0
     )
-    if found:
-        return
-    if IN_CI:
-        pytest.fail("ruby with the bunny gem is needed (apt-get install ruby-bunny)")
-    pytest.skip("ruby with the bunny gem is not installed")
+    if not found:
+        unavailable("ruby with the bunny gem is needed (apt-get install ruby-bunny)")
 
 
 async def next_of(stream: AsyncGenerator[Delivery, None], timeout: float = 10.0) -> Delivery:
     return await asyncio.wait_for(anext(stream), timeout)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    check: Callable[[T], bool],
-    timeout: float = 30.0,
-    what: str = "the expected state",
-) -> T:
-    """Poll ``probe()`` until ``check`` accepts its result; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if check(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout:g}s; last: {value!r}")
-        await asyncio.sleep(0.1)
 
 
 async def publish_raw(
@@ -141,47 +110,3 @@ async def close_connections_of(namespace: str) -> int:
     for pid in pids:
         await rabbitmqctl("close_connection", pid, "herald test: connection drop")
     return len(pids)
-
-
-class Proxy:
-    """A TCP proxy to RabbitMQ that a test can cut (every connection dropped, new ones
-    refused) and restore: an outage of the server for one client only."""
-
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
-        self.target = target
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._pipes):
-            writer.transport.abort()
-        self._pipes.clear()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._pipes.update((writer, up_writer))
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            self._pipes.discard(writer)
-            writer.transport.abort()

@@ -1,7 +1,7 @@
 """The RabbitMQ adapter against a server: names, confirms, attempts, input, recovery.
 
 Every test works in its own ``namespace=``; none stops or restarts the shared server
-(outages are a TCP proxy cut for one client, see ``support.Proxy``).
+(outages are a TCP relay cut for one client, see ``tests.relay.Relay``).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from herald.errors import (
 )
 from herald.message import Message
 
+from ...relay import Relay
 from ...servers import restart_rabbitmq
 from .support import (
     SERVER,
-    Proxy,
     close_connections_of,
     next_of,
     publish_raw,
@@ -528,7 +528,7 @@ async def test_an_outage_longer_than_reconnect_timeout_raises_then_recovers(
     namespace: str,
 ) -> None:
     require_server()
-    proxy = Proxy()
+    proxy = Relay(5672)
     await proxy.start()
     url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/?namespace={namespace}&reconnect_timeout=0.5"
     broker = broker_from_url(url)

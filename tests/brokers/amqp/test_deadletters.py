@@ -14,9 +14,10 @@ from herald.capabilities import DeadLetterAdmin
 from herald.deadletter import DeadLetterReason
 from herald.errors import BrokerError
 from herald.message import Message
+from herald.testing import until
 
 from .conftest import destroy
-from .support import SERVER, eventually, has_arguments, next_of, publish_raw
+from .support import SERVER, has_arguments, next_of, publish_raw
 
 pytestmark = pytest.mark.amqp
 
@@ -72,7 +73,7 @@ async def test_dead_letters_expire_after_the_retention(namespace: str) -> None:
         sub = Subscription("svc", "job.created")
         await dead_letter(broker, sub, [Message(type="job.created", body=b"old")])
         assert len(await broker.dead_letters("svc")) == 1
-        await eventually(
+        await until(
             lambda: broker.dead_letters("svc"), lambda letters: letters == [], what="expiry"
         )
     finally:

@@ -18,8 +18,9 @@ from herald.brokers import broker_from_url
 from herald.brokers.amqp import AMQPBroker
 from herald.errors import ConfigurationError
 from herald.message import Message
+from herald.testing import until
 
-from .support import MANAGEMENT, SERVER, eventually, require_management, require_server
+from .support import MANAGEMENT, SERVER, require_management, require_server
 
 pytestmark = pytest.mark.amqp
 
@@ -69,7 +70,7 @@ class Taker:
                 self._task.result()
             return len(self.items)
 
-        await eventually(taken, lambda got: got >= n, timeout, f"{n} deliveries")
+        await until(taken, lambda got: got >= n, timeout, f"{n} deliveries")
         return self.items[:n]
 
     async def close(self) -> None:
@@ -152,7 +153,7 @@ async def test_a_killed_holder_is_replaced_at_once_and_what_it_held_comes_first(
         line = await asyncio.wait_for(child.stdout.readline(), 30)
         assert line.split() == [b"0", b"1", b"2"], line
         standby = Taker(broker, EXCLUSIVE, Prefetch(10))
-        await eventually(lambda: consumers(broker, EXCLUSIVE), lambda n: n == 2, 20, "2 attached")
+        await until(lambda: consumers(broker, EXCLUSIVE), lambda n: n == 2, 20, "2 attached")
         await asyncio.sleep(0.5)
         assert standby.items == [], "the standby takes nothing while the holder lives"
         child.kill()
@@ -198,7 +199,7 @@ async def test_a_stopping_holder_hands_over_once_it_settled(
         held = await holder.count(3)
         assert bodies(held) == ["0", "1", "2"]
         standby = Taker(second, EXCLUSIVE, Prefetch(10))
-        await eventually(lambda: consumers(first, EXCLUSIVE), lambda n: n == 2, 20, "2 attached")
+        await until(lambda: consumers(first, EXCLUSIVE), lambda n: n == 2, 20, "2 attached")
         await holder.close()
         await asyncio.sleep(0.5)
         assert standby.items == [], "the standby waits while the holder settles"
@@ -298,11 +299,11 @@ async def test_with_a_standby_waiting_the_holder_still_gets_its_whole_window(
     them ends up holding four, in order, the other nothing."""
     await broker.declare(EXCLUSIVE)
     one = Taker(broker, EXCLUSIVE, Prefetch(4))
-    await eventually(lambda: consumers(broker, EXCLUSIVE), lambda n: n == 1, 20, "1 attached")
+    await until(lambda: consumers(broker, EXCLUSIVE), lambda n: n == 1, 20, "1 attached")
     other = Taker(second, EXCLUSIVE, Prefetch(4))
-    await eventually(lambda: consumers(broker, EXCLUSIVE), lambda n: n == 2, 20, "2 attached")
+    await until(lambda: consumers(broker, EXCLUSIVE), lambda n: n == 2, 20, "2 attached")
     await broker.publish(orders(6))
-    await eventually(
+    await until(
         lambda: asyncio.sleep(0, len(one.items) + len(other.items)), lambda n: n >= 4, 20, "4"
     )
     await asyncio.sleep(0.5)

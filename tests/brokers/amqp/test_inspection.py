@@ -19,9 +19,10 @@ from herald.brokers.amqp import AMQPBroker
 from herald.capabilities import QueueInspection, QueueStats
 from herald.errors import BrokerError, CapabilityError
 from herald.message import Message
+from herald.testing import until
 
 from .conftest import destroy
-from .support import MANAGEMENT, SERVER, eventually, next_of, require_management
+from .support import MANAGEMENT, SERVER, next_of, require_management
 
 pytestmark = pytest.mark.amqp
 
@@ -70,9 +71,9 @@ async def test_through_the_management_api(namespace: str, scene: object) -> None
         def counts(stats: list[QueueStats]) -> list[tuple[str, int, int | None, int | None]]:
             return [(s.queue, s.depth, s.in_flight, s.consumers) for s in stats]
 
-        named = await eventually(
+        named = await until(
             lambda: broker.inspect_queues([SUB.queue, IDLE.queue, "svc.nothing"]),
-            lambda stats: counts(stats) == wanted,
+            lambda stats: counts(stats) == wanted and stats[0].oldest_age is not None,
             what="the management stats",
         )
         created, idle = named
@@ -96,7 +97,7 @@ async def test_management_credentials_come_from_the_url(namespace: str) -> None:
     await wrong.connect()
     try:
         await good.declare(SUB)
-        await eventually(
+        await until(
             lambda: good.inspect_queues([SUB.queue]),
             lambda stats: [s.queue for s in stats] == [SUB.queue],
             what="the new queue",
@@ -129,7 +130,7 @@ async def test_consumers_are_counted_now_waiting_ones_too(namespace: str) -> Non
             [stats] = await inspector.inspect_queues([exclusive.queue])
             return stats.consumers
 
-        await eventually(consumers, lambda n: n == 2, 20, "two attached")
+        await until(consumers, lambda n: n == 2, 20, "two attached")
         for left, task in enumerate(tasks):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -41,7 +41,7 @@ async def raw() -> AsyncIterator[Client]:
 @pytest.fixture
 async def relay() -> AsyncIterator[Relay]:
     require_nats()
-    made = Relay()
+    made = Relay(4222)
     await made.start()
     try:
         yield made

@@ -36,12 +36,12 @@ from herald.errors import (
     PublishError,
 )
 from herald.message import Message
+from herald.testing import eventually
 
 from .support import (
     Relay,
     connected,
     counts_become,
-    eventually,
     nats_url,
     next_delivery,
     number,
@@ -344,7 +344,7 @@ async def test_releasing_then_stopping_at_once_keeps_the_counts_exact(
                 taken.append(delivery)
 
         taker = asyncio.create_task(take())
-        await eventually(lambda taken=taken: len(taken) == 2, "two taken")  # type: ignore[misc]
+        await eventually(lambda taken=taken: len(taken) == 2, 20, "two taken")  # type: ignore[misc]
         for delivery in taken[:2]:
             await delivery.release()
         taker.cancel()  # as a worker stops: right after the releases
@@ -425,7 +425,7 @@ async def test_a_failed_settlement_frees_its_slot_and_the_message_returns(
         taken = await next_delivery(stream)
         with caplog.at_level(logging.WARNING, logger="herald.brokers.nats"):
             await relay.cut()
-            await eventually(lambda: "disconnected" in caplog.text, "the client to notice")
+            await eventually(lambda: "disconnected" in caplog.text, 20, "the client to notice")
         with pytest.raises(ConnectionLostError, match="redelivered after ack_wait"):
             await taken.ack()
         await relay.restore()

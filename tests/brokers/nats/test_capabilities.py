@@ -17,11 +17,11 @@ from herald.brokers.nats.wire import to_headers
 from herald.capabilities import DeadLetterAdmin, QueueInspection, ReplyCapable
 from herald.deadletter import DeadLetter, DeadLetterReason
 from herald.errors import BrokerError
+from herald.testing import eventually
 
 from .support import (
     connected,
     counts_become,
-    eventually,
     nats_url,
     next_delivery,
     number,
@@ -166,7 +166,7 @@ async def test_dead_letters_expire_after_dlq_retention() -> None:
             async def expired() -> bool:
                 return await short.dead_letters("payroll") == []
 
-            await eventually(expired, "the dead letter to expire", timeout=30)
+            await eventually(expired, 30, "the dead letter to expire")
         finally:
             await short.close()
     finally:
@@ -195,12 +195,12 @@ async def test_the_runtime_dead_letters_what_the_adapter_could_not_decode(raw: C
             headers = {"cloudEvents_time": "yesterday"}
             await raw.jetstream().publish(subject, b'{"n": 1}', headers=headers)
             await bus.publish(Tick(n=2))
-            await eventually(lambda: seen == [2], "the good event")
+            await eventually(lambda: seen == [2], 20, "the good event")
 
             async def one_letter() -> bool:
                 return len(await broker.dead_letters("decoding")) == 1
 
-            await eventually(one_letter, "the undecodable one to be dead-lettered")
+            await eventually(one_letter, 20, "the undecodable one to be dead-lettered")
             (letter,) = await broker.dead_letters("decoding")
             assert letter.reason.error_type == "DecodeError" and letter.reason.attempts == 1
             assert letter.message.headers == {"herald-raw-cloudEvents_time": "yesterday"}

@@ -21,13 +21,13 @@ from herald.brokers.nats import NATSBroker
 from herald.brokers.nats.exclusive import MARGIN, POLL
 from herald.brokers.nats.state import LIVE_TTL
 from herald.errors import BrokerError, ConfigurationError
+from herald.testing import eventually
 from herald.testing.events import Tick
 
 from .support import (
     Relay,
     connected,
     counts_become,
-    eventually,
     nats_url,
     next_delivery,
     number,
@@ -121,7 +121,7 @@ async def test_a_killed_holders_successor_takes_over_in_order_within_the_bound(
             sys.executable, "-m", "herald.testing.child", url, service, os.fspath(out),
             "--pause-after", "5", "--exclusive", stdin=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        await eventually(lambda: out.with_suffix(".paused").exists(), "the child", timeout=60)
+        await eventually(lambda: out.with_suffix(".paused").exists(), 60, "the child")
         successor = broker.consume(queue, Prefetch(64))
         first = asyncio.ensure_future(anext(successor))
         await counts_become(broker, queue.queue, (17, 8, 2))  # it holds its prefetch of 8

@@ -22,8 +22,9 @@ from herald.headers import CORRELATION_ID, DEADLINE, REPLY_STATUS, REPLY_TO
 from herald.message import Message
 from herald.replies import QueueReplyTransport
 from herald.rpc import request_type
+from herald.testing import eventually
 
-from .support import Relay, eventually, nats_url, require_nats
+from .support import Relay, nats_url, require_nats
 
 pytestmark = pytest.mark.nats
 
@@ -116,7 +117,7 @@ async def test_fifty_concurrent_calls_share_one_inbox(bus: herald.Bus, raw: Clie
         *(bus.request(Double(n=n), Doubled, timeout=20) for n in range(50))
     )
     assert [r.value for r in replies] == [2 * n for n in range(50)]
-    await eventually(lambda: len(wire.seen) == 50, "the requests on the wire")
+    await eventually(lambda: len(wire.seen) == 50, 20, "the requests on the wire")
     assert len(wire.reply_addresses()) == 1
     await worker.stop()
 
@@ -241,7 +242,7 @@ async def test_requests_with_forged_reply_addresses_are_dead_lettered(
     async def all_dead() -> bool:
         return len(await broker.dead_letters("calc")) == len(FORGED)
 
-    await eventually(all_dead, "every forged request to be dead-lettered")
+    await eventually(all_dead, 20, "every forged request to be dead-lettered")
     letters = await broker.dead_letters("calc")
     assert sorted(letter.message.id for letter in letters) == sorted(sent)
     assert {letter.reason.error_type for letter in letters} == {"HeaderError"}
@@ -265,9 +266,9 @@ async def test_calls_work_after_the_callers_connection_drops(
             assert (await caller.request(Double(n=2), Doubled, timeout=10)).value == 4
             with caplog.at_level(logging.INFO, logger="herald.brokers.nats"):
                 await relay.cut()
-                await eventually(lambda: "disconnected" in caplog.text, "the drop")
+                await eventually(lambda: "disconnected" in caplog.text, 20, "the drop")
                 await relay.restore()
-                await eventually(lambda: "reconnected" in caplog.text, "the reconnection")
+                await eventually(lambda: "reconnected" in caplog.text, 20, "the reconnection")
             assert (await caller.request(Double(n=3), Doubled, timeout=10)).value == 6
             assert len(wire.reply_addresses()) == 1, "same inbox, subscribed again"
             await worker.stop()

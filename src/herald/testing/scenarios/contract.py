@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 from ...broker import Broker, Delivery, Prefetch, Subscription
 from ...capabilities import DeadLetterAdmin, QueueInspection, QueueStats
@@ -14,7 +13,7 @@ from ...deadletter import DeadLetterReason
 from ...errors import SettleError
 from ...message import Message
 from ..environment import Environment
-from ..recorder import eventually
+from ..recorder import eventually, until
 
 __all__ = [
     "contract_exclusive_consumers_take_turns",
@@ -178,7 +177,7 @@ async def contract_queue_inspection_counts(env: Environment) -> None:
             (found,) = await broker.inspect_queues([sub.queue, "no-such.queue"])
             return found
 
-        idle = await _until(stats, lambda s: s.depth == 5, "5 waiting")
+        idle = await until(stats, lambda s: s.depth == 5, what="5 waiting")
         assert idle.in_flight in (0, None) and idle.consumers in (0, None), idle
         assert idle.oldest_age is None or idle.oldest_age >= 0
         taker = _Taker(broker, sub, Prefetch(2))
@@ -189,29 +188,20 @@ async def contract_queue_inspection_counts(env: Environment) -> None:
                 def counted(s: QueueStats, d: int = depth, f: int = in_flight) -> bool:
                     return s.depth == d and s.in_flight in (f, None)
 
-                busy = await _until(stats, counted, f"{depth} waiting and {in_flight} in flight")
+                busy = await until(
+                    stats, counted, what=f"{depth} waiting and {in_flight} in flight"
+                )
                 assert busy.consumers in (1, None), busy
                 for delivery in held:
                     await delivery.ack()
-            await _until(stats, lambda s: s.depth == 0 and s.in_flight in (0, None), "all acked")
+            await until(
+                stats, lambda s: s.depth == 0 and s.in_flight in (0, None), what="all acked"
+            )
         finally:
             await taker.close()
-        await _until(stats, lambda s: s.consumers in (0, None), "the consumer gone")
+        await until(stats, lambda s: s.consumers in (0, None), what="the consumer gone")
         everything = {s.queue for s in await broker.inspect_queues()}
         assert sub.queue in everything
-
-
-async def _until(
-    read: Callable[[], Awaitable[QueueStats]], check: Callable[[QueueStats], bool], what: str
-) -> QueueStats:
-    deadline = time.monotonic() + 20
-    while True:
-        stats = await read()
-        if check(stats):
-            return stats
-        if time.monotonic() > deadline:
-            raise AssertionError(f"queue stats never showed {what}: {stats}")
-        await asyncio.sleep(0.1)
 
 
 async def contract_exclusive_consumers_take_turns(env: Environment) -> None:
