@@ -244,9 +244,9 @@ def test_run_handles_published_events_and_stops_on_sigterm(
     out = tmp_path / "handled.txt"
     service = children(
         "--log-format", "json", "run", "tests.demo_app:service", "--broker", sqlite_url,
-        DEMO_APP_OUT=str(out),
+        "--concurrency", "3", DEMO_APP_OUT=str(out),
     )  # fmt: skip
-    service.wait_for(service.err, "consuming")
+    service.wait_for(service.err, "(concurrency 3)")
     published = herald_cli(
         "publish", "demo.ping", "--data", '{"text": "hello"}', "--key", "k1", "--broker", sqlite_url
     )

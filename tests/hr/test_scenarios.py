@@ -84,6 +84,9 @@ async def test_giftcards_joins_a_running_platform(platform: Platform) -> None:
     await eventually(
         lambda: _at_least(created, 20), timeout=30, what="creates before giftcards", interval=0.25
     )
+    # Everything created so far was published (payroll has it) before giftcards existed.
+    before = {guid for _, guid in created[:20]}
+    await wait_records(hr, "payroll", before, 60)
     await hr.start("giftcards")
     stop_after.append(time.monotonic())
     await asyncio.wait_for(creator, 120)
@@ -94,6 +97,7 @@ async def test_giftcards_joins_a_running_platform(platform: Platform) -> None:
     cards = Counter(card["employee_guid"] for card in await hr.records("giftcards"))
     assert all(cards[guid] == 1 for guid in after)
     assert max(cards.values()) == 1
+    assert not before & set(cards), "no card for employees published before giftcards joined"
 
     await wait_records(hr, "payroll", {guid for _, guid in created}, 60)
     assert all(r["changes"] == 1 for r in await hr.records("payroll"))

@@ -8,14 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
 import pytest
 
+import herald
 from hr_platform.supervisor import command, run_platform
 
+from ..servers import require_port
 from .platform import eventually, free_port
 
 
@@ -115,3 +118,64 @@ async def test_supervisor_runs_restarts_and_stops_the_platform(workdir: Path) ->
 def test_unknown_services_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown service"):
         asyncio.run(run_platform("memory://x", without={"hr-wbe"}))
+
+
+@pytest.mark.parametrize(
+    ("scheme", "port"), [("nats", 4222), ("redis", 6379)], ids=["nats", "redis"]
+)
+async def test_herald_demo_runs_the_platform_on_nats_and_redis(
+    workdir: Path, scheme: str, port: int
+) -> None:
+    """``herald demo --broker URL --without giftcards``: the README's promise."""
+    require_port(port, scheme)
+    namespace = f"demo{uuid.uuid4().hex[:8]}"
+    url = {
+        "nats": f"nats://127.0.0.1:4222/?namespace={namespace}",
+        "redis": f"redis://127.0.0.1:6379/0?namespace={namespace}",
+    }[scheme]
+    ports = {"hr-web": free_port(), "payroll": free_port(), "giftcards": free_port()}
+    argv = [sys.executable, "-m", "herald", "demo", "--broker", url, "--without", "giftcards"]
+    argv += ["--data-dir", str(workdir), f"--web-port={ports['hr-web']}"]
+    argv += [f"--{name}-port={ports[name]}" for name in ("payroll", "giftcards")]
+    demo = await asyncio.to_thread(_spawn, argv, workdir / "demo.log")
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            created = None
+
+            async def create() -> bool:
+                nonlocal created
+                try:
+                    created = await http.post(
+                        f"http://127.0.0.1:{ports['hr-web']}/api/employees",
+                        json={
+                            "first_name": "N",
+                            "last_name": "R",
+                            "email": "n@r.io",
+                            "salary": "2",
+                        },
+                    )
+                except httpx.HTTPError:
+                    return False
+                return created.status_code == 201
+
+            await eventually(create, timeout=60, what="an employee created", interval=0.5)
+
+            async def on_payroll() -> bool:
+                try:
+                    got = await http.get(f"http://127.0.0.1:{ports['payroll']}/api/payroll")
+                except httpx.HTTPError:
+                    return False
+                return len(got.json()) == 1
+
+            await eventually(on_payroll, timeout=60, what="the payroll record", interval=0.5)
+        assert set(children(demo.pid)) == {"employees", "hr-web", "payroll"}
+        assert "not started: giftcards" in (workdir / "demo.log").read_text()
+        demo.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(demo.wait, 40) == 0
+    finally:
+        if demo.poll() is None:
+            for pid in children(demo.pid).values():
+                os.kill(pid, signal.SIGKILL)
+            demo.kill()
+        async with herald.connect(url) as bus:
+            await bus.broker.destroy()
