@@ -171,7 +171,15 @@ SPECS = [
         "nats", lambda token, tmp: f"nats://127.0.0.1:4222?namespace=t{token}", 4222, restart_nats
     ),
     BrokerSpec("redis", lambda token, tmp: f"redis://127.0.0.1:6379/0?namespace=t{token}", 6379),
+    BrokerSpec("sqs", lambda token, tmp: _sqs_url(f"t{token}")),
 ]
+
+
+def _sqs_url(namespace: str) -> str:
+    """moto, started by the tests on a loopback port (FIFO queues: see docs/sqs.md)."""
+    from .brokers.sqs.server import sqs_url
+
+    return sqs_url(namespace)
 
 __all__ = [
     "IN_CI",

@@ -26,6 +26,10 @@ NOT_APPLICABLE = {
     "amqp": {},
     "nats": {"large_message": "bodies of at most"},
     "redis": {"broker_restart_under_load_loses_nothing": "no restart hook"},
+    "sqs": {
+        "large_message": "bodies of at most",
+        "broker_restart_under_load_loses_nothing": "no restart hook",
+    },
 }
 """Per broker: the scenarios that do not apply, and a fragment of the reason why."""
 

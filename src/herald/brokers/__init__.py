@@ -36,6 +36,7 @@ _BUILTIN = {
     "tls": "herald.brokers.nats:NATSBroker [nats]",
     "redis": "herald.brokers.redis:RedisBroker [redis]",
     "rediss": "herald.brokers.redis:RedisBroker [redis]",
+    "sqs": "herald.brokers.sqs:SQSBroker [sqs]",
 }
 """Herald's own, for a source tree run without installed metadata."""
 
