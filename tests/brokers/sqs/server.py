@@ -24,7 +24,7 @@ __all__ = ["CREDENTIALS", "MotoServer", "free_port", "shared_endpoint", "sqs_url
 
 CREDENTIALS = "test:test"
 """moto takes any credentials; the URL carries these so child processes need no env."""
-_LAUNCHER = Path(__file__).with_name("fast_moto.py")
+_LAUNCHER = Path(__file__).with_name("launch_moto.py")
 _SHARED: MotoServer | None = None
 
 

@@ -166,7 +166,6 @@ class SQSBroker(Broker):
             if not queue_gone(exc.__cause__):
                 raise
             parts.topology.forget("")  # the topic is gone (an emulator restarted): again
-            parts.publisher.forget()
             await parts.publisher.publish(messages)
 
     async def declare(self, subscription: Subscription) -> None:

@@ -37,7 +37,7 @@ from .filters import exact
 from .keeper import Keeper
 from .settings import SQSSettings
 from .topology import QueueInfo, Topology
-from .wire import BODY, MAX_SIZE, decode
+from .wire import BASE64, BODY, MAX_SIZE, decode
 
 __all__ = ["QueueConsumer"]
 
@@ -244,5 +244,7 @@ class _Polling:
 def _size(received: dict[str, Any]) -> int:
     body = received.get("MessageAttributes", {}).get(BODY)
     if body is not None:
-        return len(body.get("BinaryValue") or b"")
+        if "BinaryValue" in body:
+            return len(body["BinaryValue"])
+        return len(body.get("StringValue") or "") * 3 // 4 if body.get("DataType") == BASE64 else 0
     return len(str(received.get("Body", "")).encode())

@@ -16,11 +16,13 @@ from typing import Any
 
 from ...errors import ErrorTable, MessageTooLargeError, PublishError
 from ...message import Message
-from .batch import Batcher, EntryError
+from .batch import BATCH
 from .topology import Topology
 from .wire import MAX_SIZE, encode, group_id, token
 
-__all__ = ["Publisher", "entry_of"]
+__all__ = ["LANES", "Publisher", "entry_of"]
+
+LANES = 8
 
 
 def entry_of(message: Message, fifo: bool, *, dedup: str | None = None) -> tuple[dict[str, Any], int]:
@@ -37,48 +39,61 @@ def entry_of(message: Message, fifo: bool, *, dedup: str | None = None) -> tuple
 
 
 class Publisher:
-    """Publishes batches to the namespace topic."""
+    """Publishes batches to the namespace topic.
+
+    The messages of one publish go out in :data:`LANES` lanes by key, each lane's
+    calls one after another and the lanes at once: the messages of one key reach
+    SNS in the order given (which a FIFO topic keeps), and a large publish is not
+    one call at a time.
+    """
 
     def __init__(self, sns: Any, topology: Topology, table: ErrorTable) -> None:
         self._sns = sns
         self._topology = topology
         self._table = table
-        self._batcher: Batcher | None = None
 
     async def publish(self, messages: Sequence[Message]) -> None:
         fifo = self._topology.names.fifo
-        entries = [entry_of(message, fifo) for message in messages]
-        batcher = await self._batch()
+        lanes: dict[int, list[tuple[dict[str, Any], int]]] = {}
+        for message in messages:
+            entry, size = entry_of(message, fifo)
+            lane = hash(group_id(message)) % LANES
+            lanes.setdefault(lane, []).append((_as_publish(entry), size))
+        topic = await self._topology.topic()
         results = await asyncio.gather(
-            *(batcher.submit(_as_publish(entry), size) for entry, size in entries),
-            return_exceptions=True,
+            *(self._lane(topic, entries) for entries in lanes.values()), return_exceptions=True
         )
         failures = [r for r in results if isinstance(r, BaseException)]
-        if not failures:
-            return
-        first = failures[0]
-        if isinstance(first, EntryError):
-            raise PublishError(
-                f"{len(failures)} of {len(messages)} message(s) not published: {first}"
-            ) from first
-        raise first
+        if failures:
+            raise failures[0]
 
-    async def _batch(self) -> Batcher:
-        if self._batcher is None:
-            topic = await self._topology.topic()
-
-            async def call(entries: list[dict[str, Any]]) -> dict[str, Any]:
-                reply: dict[str, Any] = await self._sns.publish_batch(
-                    TopicArn=topic, PublishBatchRequestEntries=entries
+    async def _lane(self, topic: str, entries: list[tuple[dict[str, Any], int]]) -> None:
+        for chunk in _chunks(entries):
+            batch = [{**entry, "Id": str(n)} for n, entry in enumerate(chunk)]
+            with self._table.converting("publishing", PublishError):
+                reply = await self._sns.publish_batch(
+                    TopicArn=topic, PublishBatchRequestEntries=batch
                 )
-                return reply
+            failed = reply.get("Failed") or []
+            if failed:
+                first = failed[0]
+                raise PublishError(
+                    f"SNS refused {len(failed)} of {len(batch)} message(s): "
+                    f"{first.get('Code', '')}: {first.get('Message', '')}"
+                )
 
-            self._batcher = Batcher(call, "publishing", self._table, PublishError)
-        return self._batcher
 
-    def forget(self) -> None:
-        """The topic may have changed (re-created): look it up again."""
-        self._batcher = None
+def _chunks(entries: list[tuple[dict[str, Any], int]]) -> list[list[dict[str, Any]]]:
+    """Entries in calls of at most ten and 256 KiB together."""
+    chunks: list[list[dict[str, Any]]] = [[]]
+    total = 0
+    for entry, size in entries:
+        if chunks[-1] and (len(chunks[-1]) == BATCH or total + size > MAX_SIZE):
+            chunks.append([])
+            total = 0
+        chunks[-1].append(entry)
+        total += size
+    return chunks
 
 
 def _as_publish(entry: dict[str, Any]) -> dict[str, Any]:

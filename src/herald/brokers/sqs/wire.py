@@ -11,12 +11,15 @@ one message attribute each. SQS carries at most ten message attributes, so:
   object in ``herald-headers``;
 - a body that is not text SQS accepts (UTF-8 without control characters other than
   tab, newline and carriage return), or is empty, travels in the ``herald-body``
-  attribute (Binary; the String ``empty`` for an empty body) under a one-character
+  attribute (base64; the String ``empty`` for an empty body) under a one-character
   placeholder body.
 
-A value SQS cannot carry as a String (control characters) goes as Binary, its UTF-8
-bytes. SQS counts the body and every attribute's name, type and value against its
-256 KiB limit; :func:`encode` reports that size.
+A value SQS cannot carry as a String (control characters, bytes) goes base64 in an
+attribute of type ``String.base64``: SNS hands Binary attributes to SQS intact on
+AWS, but moto's raw delivery stores them so that receiving them fails, and base64
+text goes through both. Binary attributes other publishers send are read too. SQS
+counts the body and every attribute's name, type and value against its 256 KiB
+limit; :func:`encode` reports that size (a base64 value counts 4/3 of its bytes).
 
 What arrives is input: anyone allowed to send to a queue can send anything. A
 message that does not decode still becomes a message (best effort) with its error:
@@ -36,6 +39,7 @@ True
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -49,6 +53,7 @@ from ...topic import is_pattern, validate_pattern
 from ...wire import CE_PREFIX, CE_PREFIXES, MAX_ATTRIBUTE, decode_message
 
 __all__ = [
+    "BASE64",
     "BODY",
     "HEADERS",
     "MAX_ATTRIBUTES",
@@ -70,6 +75,7 @@ TYPE = f"{CE_PREFIX}type"
 WORDS = "herald-words"
 BODY = "herald-body"
 HEADERS = "herald-headers"
+BASE64 = "String.base64"
 UNDECODABLE_TYPE = "herald.undecodable"
 _RESERVED = frozenset((WORDS, BODY, HEADERS))
 _PLACEHOLDER = "."
@@ -110,7 +116,7 @@ def encode(message: Message) -> Encoded:
         decoded = _as_text(body)
         if decoded is None:
             text = _PLACEHOLDER
-            attributes[BODY] = {"DataType": "Binary", "BinaryValue": body}
+            attributes[BODY] = _base64(body)
         else:
             text = decoded
     headers = message.headers
@@ -172,7 +178,11 @@ def token(text: str) -> str:
 def _value(text: str) -> Attribute:
     if _TEXT.fullmatch(text):
         return {"DataType": "String", "StringValue": text}
-    return {"DataType": "Binary", "BinaryValue": text.encode()}
+    return _base64(text.encode())
+
+
+def _base64(data: bytes) -> Attribute:
+    return {"DataType": BASE64, "StringValue": base64.b64encode(data).decode()}
 
 
 def _attribute_name(name: str) -> bool:
@@ -199,6 +209,11 @@ def _attribute_value(attribute: Any) -> str | bytes:
         value = attribute.get("StringValue")
     if not isinstance(value, str | bytes):
         raise DecodeError(f"message attribute of type {attribute.get('DataType')!r} has no value")
+    if attribute.get("DataType") == BASE64:
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            raise DecodeError("a String.base64 message attribute is not base64") from None
     return value
 
 
