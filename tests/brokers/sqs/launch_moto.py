@@ -4,7 +4,8 @@
    all its messages, each message's visibility read through ``unix_time()``, which
    builds two datetimes) several times for every message sent and received, so its
    cost grows with the square of a queue's length. ``unix_time()`` with no argument
-   is the current Unix time: here it is ``time.time()``, the same value.
+   is the current Unix time: here it is ``time.time()``, the same value; and within
+   one operation (one send, one receive) a queue's attributes are computed once.
 2. A FIFO bug. SQS blocks a message group while one of its messages is in flight.
    moto keeps received messages in a "pending" set and drops them from it lazily,
    when a receive finds them visible again; a receive that finds several expired
@@ -16,8 +17,12 @@
    receives at once can both take one message, two deletes at once rebuild the
    message list from the same copy (one deletion is lost and the message comes
    back), a send during a delete is lost. Here each queue's receive, send, delete
-   and visibility change runs under that queue's own lock (a long poll releases it
-   while it waits), as each is atomic on SQS.
+   and visibility change runs under that queue's own lock, as each is atomic on SQS.
+4. Long polls. moto's long poll decides once, when it starts, which message groups
+   are blocked, and spins while messages of blocked groups wait: a group freed by an
+   ack meanwhile is not served until the poll ends. Here a long poll is a series of
+   immediate receives 20 ms apart until one brings messages or the wait is over
+   (the queue's lock is free in between), which serves a freed group at once, as SQS does.
 
 Nothing else of moto's behaviour is touched.
 """
@@ -58,10 +63,50 @@ _ATOMIC = (
 def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def atomic(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
-        with self.get_queue(queue_name)._messages_lock:
-            return method(self, queue_name, *args, **kwargs)
+        queue = self.get_queue(queue_name)
+        with queue._messages_lock:
+            outer = queue.__dict__.get("_attributes_cache") is not None
+            if not outer:
+                queue._attributes_cache = {}
+            try:
+                return method(self, queue_name, *args, **kwargs)
+            finally:
+                if not outer:
+                    queue._attributes_cache = None
 
     return atomic
+
+
+def _cached_attributes(original: Any) -> property:
+    def attributes(queue: Any) -> Any:
+        cache = queue.__dict__.get("_attributes_cache")
+        if cache is None:
+            return original.fget(queue)
+        if "all" not in cache:
+            cache["all"] = original.fget(queue)
+        return cache["all"]
+
+    return property(attributes)
+
+
+def _polling(receive: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(receive)
+    def long_poll(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> Any:
+        deadline = time.time() + (wait_seconds_timeout or 0)
+        while True:
+            found = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+            if found or time.time() >= deadline:
+                return found
+            time.sleep(0.02)
+
+    return long_poll
 
 
 def _pending_groups(queue: Any) -> set[str]:
@@ -86,7 +131,10 @@ def main(argv: list[str]) -> None:
     backend = moto.sqs.models.SQSBackend
     for name in _ATOMIC:
         setattr(backend, name, _locked(getattr(backend, name)))
-    moto.sqs.models.Queue.pending_message_groups = property(_pending_groups)  # type: ignore[method-assign,assignment]
+    backend.receive_message = _polling(backend.receive_message)
+    queue_class = moto.sqs.models.Queue
+    queue_class.attributes = _cached_attributes(queue_class.attributes)
+    queue_class.pending_message_groups = property(_pending_groups)  # type: ignore[method-assign,assignment]
     from moto.server import main as serve
 
     serve(argv)
