@@ -12,9 +12,10 @@ A received message is handed out with ``attempt`` = its receive count. On a queu
 whose patterns SNS cannot match exactly (see :mod:`.filters`), a message that
 decoded and whose type none of the patterns matches is deleted, never handed out.
 
-When the consumer stops, receives still in flight finish in the background and
-what they bring is made visible again at once (SQS counts those receives), as is
-what was received and not handed out. A transient queue is deleted.
+When the consumer stops, what was received and not handed out is made visible again
+at once; receives still in flight finish in the background, and what they bring is
+made visible again when the last of them is over (SQS counts each of those
+receives: once, not once per receive still in flight). A transient queue is deleted.
 """
 
 from __future__ import annotations
@@ -169,11 +170,19 @@ class QueueConsumer:
             held = Held(url, received["ReceiptHandle"], now + self._settings.visibility, now, size)
             state.largest = max(state.largest, size)
             if state.stopped:
-                self._later(self._settler.change(held, 0))
+                state.leftover.append(held)
                 continue
             state.lease.held[held.receipt] = held
             state.ready.append((received, held))
+        if state.stopped and not state.polls and state.leftover:
+            # given back once every receive is over: a receive still in flight would
+            # take a message given back earlier again, counting one more receive
+            leftover, state.leftover = state.leftover, []
+            self._later(self._give_back(leftover))
         state.arrived.set()
+
+    async def _give_back(self, held: list[Held]) -> None:
+        await asyncio.gather(*(self._settler.change(h, 0) for h in held))
 
     async def _stop(self, lease: Lease, state: _Polling) -> None:
         state.stopped = True
@@ -229,6 +238,7 @@ class _Polling:
         self.largest = 0
         self.failure: BrokerError | None = None
         self.stopped = False
+        self.leftover: list[Held] = []
 
     @property
     def ready_bytes(self) -> int:
