@@ -177,9 +177,10 @@ SPECS = [
 
 def _sqs_url(namespace: str) -> str:
     """moto, started by the tests on a loopback port (FIFO queues: see docs/sqs.md)."""
-    from .brokers.sqs.server import sqs_url
+    from .brokers.sqs.server import sqs_url  # noqa: PLC0415 - it imports this module
 
     return sqs_url(namespace)
+
 
 __all__ = [
     "IN_CI",

@@ -36,7 +36,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import moto.core.utils as utils
+import moto.sns.models
+import moto.sqs.models
+from moto.core import utils
+from moto.server import main as serve
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -121,9 +124,6 @@ def _pending_groups(queue: Any) -> set[str]:
 def main(argv: list[str]) -> None:
     utils.unix_time = unix_time
     utils.unix_time_millis = unix_time_millis
-    import moto.sns.models
-    import moto.sqs.models
-
     for module in (moto.sqs.models, moto.sns.models):
         for name, patched in (("unix_time", unix_time), ("unix_time_millis", unix_time_millis)):
             if hasattr(module, name):
@@ -131,12 +131,10 @@ def main(argv: list[str]) -> None:
     backend = moto.sqs.models.SQSBackend
     for name in _ATOMIC:
         setattr(backend, name, _locked(getattr(backend, name)))
-    backend.receive_message = _polling(backend.receive_message)
+    setattr(backend, "receive_message", _polling(backend.receive_message))  # noqa: B010
     queue_class = moto.sqs.models.Queue
-    queue_class.attributes = _cached_attributes(queue_class.attributes)
-    queue_class.pending_message_groups = property(_pending_groups)  # type: ignore[method-assign,assignment]
-    from moto.server import main as serve
-
+    setattr(queue_class, "attributes", _cached_attributes(queue_class.attributes))  # noqa: B010
+    setattr(queue_class, "pending_message_groups", property(_pending_groups))  # noqa: B010
     serve(argv)
 
 

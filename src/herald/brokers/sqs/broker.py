@@ -108,7 +108,9 @@ class SQSBroker(Broker):
             Publisher(clients.sns, topology, table),
             settler,
             keeper,
-            QueueConsumer(clients.sqs, topology, settings, table, settler, keeper, lock, self._info),
+            QueueConsumer(
+                clients.sqs, topology, settings, table, settler, keeper, lock, self._info
+            ),
             DeadLetterStore(clients.sqs, topology, settings, table, settler),
             Inspector(clients.sqs, clients.cloudwatch, topology, table),
         )
@@ -143,7 +145,9 @@ class SQSBroker(Broker):
             async for page in clients.sqs.get_paginator("list_queues").paginate(
                 QueueNamePrefix=topology.names.prefix, MaxResults=1000
             ):
-                urls += [u for u in page.get("QueueUrls") or () if OURS.fullmatch(u.rsplit("/")[-1])]
+                urls += [
+                    u for u in page.get("QueueUrls") or () if OURS.fullmatch(u.rsplit("/")[-1])
+                ]
             await asyncio.gather(*(self._delete_ours(url) for url in urls))
         topology.forget("")
 

@@ -55,9 +55,7 @@ async def open_clients(settings: SQSSettings) -> Clients:
     try:
         sqs = await stack.enter_async_context(session.create_client("sqs", **options))
         sns = await stack.enter_async_context(session.create_client("sns", **options))
-        cloudwatch = await stack.enter_async_context(
-            session.create_client("cloudwatch", **options)
-        )
+        cloudwatch = await stack.enter_async_context(session.create_client("cloudwatch", **options))
     except BaseException:
         await stack.aclose()
         raise

@@ -108,11 +108,14 @@ class QueueConsumer:
         self, lease: Lease, state: _Polling, received: dict[str, Any], held: Held
     ) -> SQSDelivery | None:
         message, error = decode(received)
-        if error is None and not state.exact:
-            if not any(matches(p, message.type) for p in state.patterns):
-                lease.held.pop(held.receipt, None)
-                self._later(self._settler.delete(held))
-                return None
+        if (
+            error is None
+            and not state.exact
+            and not any(matches(p, message.type) for p in state.patterns)
+        ):
+            lease.held.pop(held.receipt, None)
+            self._later(self._settler.delete(held))
+            return None
         lease.window.take(held.size)
         count = received.get("Attributes", {}).get("ApproximateReceiveCount", "1")
         return SQSDelivery(

@@ -69,12 +69,13 @@ class Keeper:
         """Start keeping ``lease``; announce it on its queue (tags: the queue's now)."""
         consumer = f"{CONSUMER}{uuid.uuid4().hex[:12]}"
         self._leases[lease] = consumer
-        expired = [k for k, v in tags.items() if k.startswith(CONSUMER) and _expiry(v) < time.time()]
-        with contextlib.suppress(BrokerError):
-            with self._table.converting("announcing a consumer"):
-                if expired:
-                    await self._sqs.untag_queue(QueueUrl=lease.url, TagKeys=expired)
-                await self._announce(lease, consumer)
+        expired = [
+            k for k, v in tags.items() if k.startswith(CONSUMER) and _expiry(v) < time.time()
+        ]
+        with contextlib.suppress(BrokerError), self._table.converting("announcing a consumer"):
+            if expired:
+                await self._sqs.untag_queue(QueueUrl=lease.url, TagKeys=expired)
+            await self._announce(lease, consumer)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._beat(), name="herald:sqs:keeper")
 

@@ -25,12 +25,16 @@ __all__ = ["LANES", "Publisher", "entry_of"]
 LANES = 8
 
 
-def entry_of(message: Message, fifo: bool, *, dedup: str | None = None) -> tuple[dict[str, Any], int]:
+def entry_of(
+    message: Message, fifo: bool, *, dedup: str | None = None
+) -> tuple[dict[str, Any], int]:
     """A ``PublishBatch``/``SendMessageBatch`` entry for ``message`` (without ``Id``) and
     its size as SQS counts it; :class:`herald.MessageTooLargeError` over 256 KiB."""
     encoded = encode(message)
     if encoded.size > MAX_SIZE:
-        raise MessageTooLargeError(message.id, encoded.size, MAX_SIZE, "sqs:// (body and attributes)")
+        raise MessageTooLargeError(
+            message.id, encoded.size, MAX_SIZE, "sqs:// (body and attributes)"
+        )
     entry: dict[str, Any] = {"MessageAttributes": encoded.attributes}
     if fifo:
         entry["MessageGroupId"] = group_id(message)

@@ -39,8 +39,8 @@ from .settings import FORTNIGHT, SQSSettings
 
 __all__ = [
     "KIND",
-    "OURS",
     "NAME",
+    "OURS",
     "PATTERN",
     "SUBSCRIPTION",
     "Names",

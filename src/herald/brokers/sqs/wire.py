@@ -32,7 +32,8 @@ message that does not decode still becomes a message (best effort) with its erro
 >>> out = encode(m)
 >>> sorted(out.attributes)[:3], out.body
 (['cloudEvents_datacontenttype', 'cloudEvents_id', 'cloudEvents_source'], '.')
->>> back, error = decode({"MessageId": "m-2", "Body": out.body, "MessageAttributes": out.attributes})
+>>> back, error = decode(
+...     {"MessageId": "m-2", "Body": out.body, "MessageAttributes": out.attributes})
 >>> (back.body, back.subject, dict(back.headers), error) == (m.body, "k 1", {"x": ""}, None)
 True
 """
