@@ -98,6 +98,12 @@ class SQSSettings:
             raise BrokerURLError(
                 shown, "query parameter 'endpoint'", "expected http(s)://host[:port]"
             )
+        if parsed.query.get("dlq_retention", "").strip() in ("0", "0.0"):
+            raise BrokerURLError(
+                shown,
+                "query parameter 'dlq_retention'",
+                f"SQS keeps nothing for ever: from 60 to {FORTNIGHT:,} seconds (14 days)",
+            )
         namespace = parsed.option("namespace", "")
         if namespace and not _NAMESPACE.fullmatch(namespace):
             raise BrokerURLError(

@@ -250,17 +250,37 @@ class Topology:
         self._locks.pop(subscription.queue, None)
 
     async def _create(self, name: str, attributes: dict[str, str], tags: dict[str, str]) -> str:
+        """The URL of queue ``name``, created with ``attributes`` and ``tags`` unless it
+        exists (``CreateQueue`` of an existing queue would replace its tags on some
+        implementations: the patterns, subscription and consumers they record). An
+        existing queue gets ``MessageRetentionPeriod`` brought up to date."""
+        try:
+            reply = await self._sqs.get_queue_url(QueueName=name)
+        except Exception as exc:
+            if not queue_gone(exc):
+                raise
+        else:
+            url = str(reply["QueueUrl"])
+            await self._retention(url, attributes["MessageRetentionPeriod"])
+            return url
         try:
             reply = await self._sqs.create_queue(QueueName=name, Attributes=attributes, tags=tags)
         except Exception as exc:
             if error_code(exc) not in ("QueueAlreadyExists", "QueueNameExists"):
                 raise
-            # it exists with other attributes (a changed retention): bring them up to date
             url = str((await self._sqs.get_queue_url(QueueName=name))["QueueUrl"])
-            settable = {k: v for k, v in attributes.items() if k != "FifoQueue"}
-            await self._sqs.set_queue_attributes(QueueUrl=url, Attributes=settable)
+            await self._retention(url, attributes["MessageRetentionPeriod"])
             return url
         return str(reply["QueueUrl"])
+
+    async def _retention(self, url: str, retention: str) -> None:
+        reply = await self._sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["MessageRetentionPeriod"]
+        )
+        if reply.get("Attributes", {}).get("MessageRetentionPeriod") != retention:
+            await self._sqs.set_queue_attributes(
+                QueueUrl=url, Attributes={"MessageRetentionPeriod": retention}
+            )
 
     def _attributes(self, topic: str, name: str, retention: int, fifo: bool) -> dict[str, str]:
         queue_arn = self.queue_arn(topic, name)
