@@ -32,13 +32,13 @@ def lets_through(found: dict[str, Any] | None, event_type: str) -> bool:
 
 def _match(rule: Any, value: Any) -> bool:
     if isinstance(rule, str):
-        return rule == value
+        return bool(rule == value)
     if "prefix" in rule:
-        return str(value).startswith(rule["prefix"])
+        return str(value).startswith(str(rule["prefix"]))
     if "suffix" in rule:
-        return str(value).endswith(rule["suffix"])
+        return str(value).endswith(str(rule["suffix"]))
     operator, number = rule["numeric"]
-    return value == number if operator == "=" else value >= number
+    return bool(value == number if operator == "=" else value >= number)
 
 
 @given(st.lists(PATTERNS, min_size=1, max_size=3), TYPES)
