@@ -5,6 +5,9 @@
   ``PublishBatch`` calls of ten, at most eight at once; a paced latency event is one
   ``Publish``; the consumer runs four loops of ``ReceiveMessage`` (ten, long poll 1 s)
   each followed by one ``DeleteMessageBatch``.
+* ``aiobotocore-attrs``: the same, each message with the eight message attributes
+  Herald sends (CloudEvents attributes, word count) and the subscription with a filter
+  policy on the type, as Herald's: what those cost moto, apart from the client.
 * ``herald``: see :mod:`benchmarks.herald_contender` (standard queues, ``wait=1``).
 
 Both run against moto (``BENCH_SQS_ENDPOINT``, else a moto server this suite starts on
@@ -36,7 +39,7 @@ from .herald_contender import HeraldContender
 from .report import faster_than, p99_within
 from .suite import Suite
 
-__all__ = ["SUITE", "AiobotocoreContender", "HeraldSQS"]
+__all__ = ["SUITE", "AiobotocoreAttributes", "AiobotocoreContender", "HeraldSQS"]
 
 CAP = 3000
 LAUNCHER = Path(__file__).resolve().parents[1] / "tests" / "brokers" / "sqs" / "launch_moto.py"
@@ -92,26 +95,48 @@ class HeraldSQS(HeraldContender):
         )
 
 
+def _attributes(seq: int) -> dict[str, Any]:
+    """Eight attributes shaped like Herald's (for ``aiobotocore-attrs``)."""
+    values = {
+        "cloudEvents_specversion": "1.0",
+        "cloudEvents_id": f"{seq:032x}",
+        "cloudEvents_source": "bench",
+        "cloudEvents_type": "bench.event",
+        "cloudEvents_time": "2026-01-01T00:00:00+00:00",
+        "cloudEvents_datacontenttype": "application/json",
+    }
+    attributes = {k: {"DataType": "String", "StringValue": v} for k, v in values.items()}
+    attributes["herald-words"] = {"DataType": "Number", "StringValue": "2"}
+    return attributes
+
+
 class _SNSPublisher:
-    def __init__(self, sns: Any, topic: str) -> None:
+    def __init__(self, sns: Any, topic: str, attributes: bool) -> None:
         self._sns = sns
         self._topic = topic
+        self._attributes = attributes
         self._slots = asyncio.Semaphore(8)
 
     async def publish(self, events: Sequence[tuple[int, int]]) -> None:
         if len(events) == 1:
             seq, sent_ns = events[0]
-            await self._sns.publish(TopicArn=self._topic, Message=make_body(seq, sent_ns).decode())
+            extra = {"MessageAttributes": _attributes(seq)} if self._attributes else {}
+            await self._sns.publish(
+                TopicArn=self._topic, Message=make_body(seq, sent_ns).decode(), **extra
+            )
             return
         await asyncio.gather(
             *(self._batch(events[start : start + 10]) for start in range(0, len(events), 10))
         )
 
     async def _batch(self, events: Sequence[tuple[int, int]]) -> None:
-        entries = [
+        entries: list[dict[str, Any]] = [
             {"Id": str(n), "Message": make_body(seq, sent_ns).decode()}
             for n, (seq, sent_ns) in enumerate(events)
         ]
+        if self._attributes:
+            for entry, (seq, _) in zip(entries, events, strict=True):
+                entry["MessageAttributes"] = _attributes(seq)
         async with self._slots:
             await self._sns.publish_batch(TopicArn=self._topic, PublishBatchRequestEntries=entries)
 
@@ -119,6 +144,7 @@ class _SNSPublisher:
 class AiobotocoreContender(Contender):
     name = "aiobotocore"
     max_events = CAP
+    attributes = False
 
     @property
     def _names(self) -> tuple[str, str]:
@@ -140,9 +166,10 @@ class AiobotocoreContender(Contender):
         arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))[
             "Attributes"
         ]["QueueArn"]
-        await sns.subscribe(
-            TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
-        )
+        attributes = {"RawMessageDelivery": "true"}
+        if self.attributes:
+            attributes["FilterPolicy"] = '{"cloudEvents_type": ["bench.event"]}'
+        await sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes=attributes)
         return topic, url
 
     async def check(self) -> None:
@@ -156,7 +183,7 @@ class AiobotocoreContender(Contender):
     async def _publisher(self) -> AsyncIterator[Publisher]:
         async with self._clients() as (sqs, sns):
             topic, _ = await self._declare(sqs, sns)
-            yield _SNSPublisher(sns, topic)
+            yield _SNSPublisher(sns, topic, self.attributes)
 
     async def consume(self, recorder: Recorder, ready: Callable[[], None]) -> None:
         async with self._clients() as (sqs, sns):
@@ -166,7 +193,10 @@ class AiobotocoreContender(Contender):
             async def loop() -> None:
                 while not recorder.complete:
                     reply = await sqs.receive_message(
-                        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                        QueueUrl=url,
+                        MaxNumberOfMessages=10,
+                        WaitTimeSeconds=1,
+                        MessageAttributeNames=["All"] if self.attributes else [],
                     )
                     received = reply.get("Messages") or []
                     for message in received:
@@ -187,9 +217,18 @@ class AiobotocoreContender(Contender):
             await sqs.delete_queue(QueueUrl=url)
 
 
+class AiobotocoreAttributes(AiobotocoreContender):
+    name = "aiobotocore-attrs"
+    attributes = True
+
+    @property
+    def _names(self) -> tuple[str, str]:
+        return f"bench{self.run_id}-attrs-topic", f"bench{self.run_id}-attrs-queue"
+
+
 SUITE = Suite(
     "sqs",
-    (AiobotocoreContender, HeraldSQS),
+    (AiobotocoreContender, AiobotocoreAttributes, HeraldSQS),
     baseline="aiobotocore",
     targets={
         ("herald", THROUGHPUT): [faster_than("aiobotocore", 0.8)],
