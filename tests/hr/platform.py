@@ -17,11 +17,12 @@ import httpx
 
 from herald.testing import eventually
 
+from ..brokers.sqs.server import shared_endpoint, sqs_url
 from ..servers import require_port
 
 __all__ = ["BROKERS", "Platform", "broker_url", "eventually", "free_port", "require_broker"]
 
-BROKERS = ("sqlite", "amqp")
+BROKERS = ("sqlite", "amqp", "sqs")
 READY_TIMEOUT = 40.0
 
 
@@ -35,12 +36,16 @@ def require_broker(scheme: str) -> None:
     """Fail in CI, skip elsewhere, when the broker's server is not running."""
     if scheme == "amqp":
         require_port(5672, "RabbitMQ")
+    if scheme == "sqs":
+        shared_endpoint()  # moto, started on a loopback port (skips where not installed)
 
 
 def broker_url(scheme: str, workdir: Path) -> str:
     token = uuid.uuid4().hex[:10]
     if scheme == "sqlite":
         return f"sqlite:///{workdir}/herald.db"
+    if scheme == "sqs":
+        return sqs_url(f"hr{token}")  # FIFO: payroll gets each employee's changes in order
     return f"amqp://guest:guest@127.0.0.1:5672/?namespace=hr{token}"
 
 

@@ -36,8 +36,12 @@ from .settings import SQSSettings
 from .topology import KIND, OURS, QueueInfo, Topology
 from .wire import MAX_SIZE
 
-__all__ = ["ATTRIBUTE_ROOM", "SQSBroker"]
+__all__ = ["ATTRIBUTE_ROOM", "CLOSE_WAIT", "SQSBroker"]
 
+CLOSE_WAIT = 2.0
+"""Seconds ``close()`` lets stopped consumers' receives still in flight end (and give
+back what they bring) before cutting them off: a receive cut off may have taken
+messages, which come back after the visibility timeout, one receive counted."""
 ATTRIBUTE_ROOM = 4096
 """Bytes of the 256 KiB kept for message attributes (CloudEvents attributes and
 headers): a body up to ``max_message_bytes`` is accepted while its attributes fit."""
@@ -123,8 +127,8 @@ class SQSBroker(Broker):
             with contextlib.suppress(Exception):
                 await parts.settler.drain()
             background = list(parts.consumer.background)
-            if background:
-                await asyncio.wait(background, timeout=self.settings.wait + 5)
+            if background:  # stopped consumers' last receives and give-backs
+                await asyncio.wait(background, timeout=CLOSE_WAIT)
             for task in background:
                 task.cancel()
             await parts.keeper.close()

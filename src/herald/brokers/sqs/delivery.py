@@ -33,6 +33,7 @@ from .batch import Batcher
 from .publisher import entry_of
 from .settings import MAX_VISIBILITY
 from .topology import Topology
+from .wire import DIRECT_MAX, MAX_SIZE
 
 __all__ = ["Held", "Lease", "SQSDelivery", "Settler"]
 
@@ -103,8 +104,10 @@ class Settler:
         entry = {"ReceiptHandle": held.receipt, "VisibilityTimeout": seconds}
         await self._batcher("change_message_visibility_batch", held.url).submit(entry)
 
-    async def send(self, url: str, message: Message, *, fifo: bool, dedup: str) -> None:
-        entry, size = entry_of(message, fifo, dedup=dedup)
+    async def send(
+        self, url: str, message: Message, *, fifo: bool, dedup: str, limit: int = MAX_SIZE
+    ) -> None:
+        entry, size = entry_of(message, fifo, dedup=dedup, limit=limit)
         entry["MessageBody"] = entry.pop("_body")
         await self._batcher("send_message_batch", url).submit(entry, size)
 
@@ -159,5 +162,6 @@ class SQSDelivery(Delivery):
         service = self.subscription.service
         url = await self._settler.dead_letter_queue(service)
         stored = DeadLetter(self.message, reason).to_stored()
-        await self._settler.send(url, stored, fifo=False, dedup="")
+        # straight to SQS, which takes 1 MiB: the largest message with its reason fits
+        await self._settler.send(url, stored, fifo=False, dedup="", limit=DIRECT_MAX)
         await self._settler.delete(self._held)

@@ -26,15 +26,13 @@ LANES = 8
 
 
 def entry_of(
-    message: Message, fifo: bool, *, dedup: str | None = None
+    message: Message, fifo: bool, *, dedup: str | None = None, limit: int = MAX_SIZE
 ) -> tuple[dict[str, Any], int]:
     """A ``PublishBatch``/``SendMessageBatch`` entry for ``message`` (without ``Id``) and
-    its size as SQS counts it; :class:`herald.MessageTooLargeError` over 256 KiB."""
+    its size as SQS counts it; :class:`herald.MessageTooLargeError` over ``limit``."""
     encoded = encode(message)
-    if encoded.size > MAX_SIZE:
-        raise MessageTooLargeError(
-            message.id, encoded.size, MAX_SIZE, "sqs:// (body and attributes)"
-        )
+    if encoded.size > limit:
+        raise MessageTooLargeError(message.id, encoded.size, limit, "sqs:// (body and attributes)")
     entry: dict[str, Any] = {"MessageAttributes": encoded.attributes}
     if fifo:
         entry["MessageGroupId"] = group_id(message)

@@ -36,6 +36,7 @@ from .connection import Clients
 from .errors import error_code, queue_gone
 from .filters import policy
 from .settings import FORTNIGHT, SQSSettings
+from .wire import DIRECT_MAX
 
 __all__ = [
     "KIND",
@@ -189,7 +190,10 @@ class Topology:
         url = self._urls.get(name)
         if url is None:
             tags = {KIND: "dlq", NAME: f"{service}.dlq"[:256]}
-            attributes = {"MessageRetentionPeriod": str(self._settings.dlq_retention)}
+            attributes = {
+                "MessageRetentionPeriod": str(self._settings.dlq_retention),
+                "MaximumMessageSize": str(DIRECT_MAX),
+            }
             with self._table.converting(f"declaring the dead-letter queue of {service}"):
                 url = await self._create(name, attributes, tags)
             self._urls[name] = url

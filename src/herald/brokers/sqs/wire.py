@@ -56,6 +56,7 @@ from ...wire import CE_PREFIX, CE_PREFIXES, MAX_ATTRIBUTE, decode_message
 __all__ = [
     "BASE64",
     "BODY",
+    "DIRECT_MAX",
     "HEADERS",
     "MAX_ATTRIBUTES",
     "MAX_SIZE",
@@ -71,6 +72,8 @@ __all__ = [
 
 MAX_SIZE = 262_144
 """256 KiB: the most SNS publishes, and what SQS counted before it took 1 MiB."""
+DIRECT_MAX = 1_048_576
+"""1 MiB: the most SQS takes sent to a queue directly (dead-letter queues are made so)."""
 MAX_ATTRIBUTES = 10
 TYPE = f"{CE_PREFIX}type"
 WORDS = "herald-words"
