@@ -249,3 +249,17 @@ async def until(broker: SQSBroker, queue: str, check: Callable[[QueueStats], boo
         assert time.monotonic() < deadline, f"never: {stats}"
         await asyncio.sleep(0.1)
     return stats
+
+
+async def test_a_message_at_the_limit_is_dead_lettered_with_its_reason(broker: SQSBroker) -> None:
+    sub = Subscription("big", "item")
+    await broker.declare(sub)
+    body = b"x" * broker.features.max_message_bytes
+    await broker.publish([Message(type="item", body=body)])
+    taker = Taker(broker, sub)
+    (delivery,) = await taker.count(1)
+    assert delivery.size == len(body)
+    await delivery.dead_letter(DeadLetterReason(sub.queue, "Big", "e" * 4000, 1))
+    await taker.close()
+    (letter,) = await broker.dead_letters("big")
+    assert letter.message.body == body and letter.reason.error_message == "e" * 4000
