@@ -32,7 +32,16 @@ from .errors import DecodeError
 from .message import Message
 from .topic import is_pattern, validate_pattern
 
-__all__ = ["CE_PREFIX", "CE_PREFIXES", "content_id", "decode_message", "encode_headers"]
+__all__ = [
+    "CE_PREFIX",
+    "CE_PREFIXES",
+    "MAX_ATTRIBUTE",
+    "UNDECODABLE_TYPE",
+    "content_id",
+    "decode_message",
+    "encode_headers",
+    "is_event_type",
+]
 
 CE_PREFIX = "cloudEvents_"
 CE_PREFIXES = ("cloudEvents_", "cloudEvents:", "ce-", "ce_")
@@ -40,6 +49,8 @@ _ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "dataco
 _HEADER_TO_ATTRIBUTE = {f"{prefix}{name}": name for prefix in CE_PREFIXES for name in _ATTRIBUTES}
 MAX_ATTRIBUTE = 4096
 """Longest attribute value accepted (ids, sources, subjects, types)."""
+UNDECODABLE_TYPE = "herald.undecodable"
+"""The type of a best-effort message rebuilt from input that could not be decoded."""
 
 
 def encode_headers(message: Message) -> dict[str, str]:
@@ -73,7 +84,7 @@ def decode_message(
     event_type = attrs.get("type") or default_type
     if not event_type:
         raise DecodeError("message has no CloudEvents type and no routing key to take it from")
-    if not _is_event_type(event_type):
+    if not is_event_type(event_type):
         raise DecodeError(f"CloudEvents type {event_type[:200]!r} is not an event type")
     attrs["type"] = event_type
     if content_type and "datacontenttype" not in attrs:
@@ -98,7 +109,15 @@ def content_id(event_type: str, headers: Mapping[str, str], body: bytes) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _is_event_type(text: str) -> bool:
+def is_event_type(text: str) -> bool:
+    """Whether ``text`` is a plain event type: a valid topic word list, no wildcards,
+    at most :data:`MAX_ATTRIBUTE` characters.
+
+    >>> is_event_type("employee.created"), is_event_type("employee.*"), is_event_type("")
+    (True, False, False)
+    """
+    if not text or len(text) > MAX_ATTRIBUTE:
+        return False
     try:
         validate_pattern(text)
     except ValueError:

@@ -38,13 +38,19 @@ from pamqp import commands as spec
 from ...errors import HeaderError
 from ...headers import ATTEMPT, MAX_ATTEMPT, REPLY_TO, attempt_from
 from ...message import Message
-from ...topic import is_pattern, validate_pattern
-from ...wire import CE_PREFIXES, MAX_ATTRIBUTE, content_id, decode_message, encode_headers
+from ...wire import (
+    CE_PREFIXES,
+    MAX_ATTRIBUTE,
+    UNDECODABLE_TYPE,
+    content_id,
+    decode_message,
+    encode_headers,
+    is_event_type,
+)
 from .topology import is_reply_address
 
 __all__ = [
     "DELIVERY_COUNT",
-    "UNDECODABLE",
     "attempt_header",
     "attempt_of",
     "best_effort",
@@ -55,7 +61,6 @@ __all__ = [
 ]
 
 DELIVERY_COUNT = "x-delivery-count"
-UNDECODABLE = "herald.undecodable"
 _TRANSPORT_HEADERS = frozenset({ATTEMPT, DELIVERY_COUNT, "x-death"})
 _TRANSPORT_PREFIXES = ("x-first-death-", "x-last-death-")
 
@@ -106,14 +111,14 @@ def best_effort(delivered: DeliveredMessage) -> Message:
         if not _transport(str(name)) and not str(name).startswith(CE_PREFIXES)
     }
     key = delivered.routing_key or ""
-    kind = key if _is_event_type(key) else UNDECODABLE
+    kind = key if is_event_type(key) else UNDECODABLE_TYPE
     message_id = props.message_id
     if not message_id or len(message_id) > MAX_ATTRIBUTE:
         message_id = content_id(kind, headers, delivered.body)
     try:
         return Message(type=kind, body=delivered.body, id=message_id, headers=headers)
     except (TypeError, ValueError):
-        return Message(type=UNDECODABLE, body=delivered.body, id=message_id)
+        return Message(type=UNDECODABLE_TYPE, body=delivered.body, id=message_id)
 
 
 def attempt_header(headers: Mapping[str, Any]) -> int:
@@ -170,13 +175,3 @@ def _number_text(name: str, value: object) -> str:
 
 def _transport(name: str) -> bool:
     return name in _TRANSPORT_HEADERS or name.startswith(_TRANSPORT_PREFIXES)
-
-
-def _is_event_type(text: str) -> bool:
-    if not text or len(text) > 255:
-        return False
-    try:
-        validate_pattern(text)
-    except ValueError:
-        return False
-    return not is_pattern(text)

@@ -46,9 +46,10 @@ from ...broker import Subscription
 from ...errors import ConfigurationError, HeraldError, MessageTooLargeError, PublishError
 from ...message import Message
 from ...topic import validate_pattern
+from ...wire import is_event_type
 from .errors import TABLE
 from .state import LIVE_TTL, Bucket, open_bucket
-from .wire import header_bytes, is_event_type
+from .wire import header_bytes
 
 __all__ = [
     "BucketNames",

@@ -27,18 +27,15 @@ from collections.abc import Mapping
 
 from ...errors import DecodeError, HeaderError, MessageTooLargeError, PublishError
 from ...message import Message
-from ...topic import is_pattern, validate_pattern
-from ...wire import MAX_ATTRIBUTE, decode_message, encode_headers
+from ...wire import MAX_ATTRIBUTE, UNDECODABLE_TYPE, decode_message, encode_headers, is_event_type
 
 __all__ = [
     "ENCODED",
     "MSG_ID",
     "RAW_PREFIX",
-    "UNDECODABLE",
     "check_fits",
     "from_headers",
     "header_bytes",
-    "is_event_type",
     "message_id_of",
     "to_headers",
     "undecodable",
@@ -48,7 +45,6 @@ MSG_ID = "Nats-Msg-Id"
 ENCODED = "Herald-B64"
 RAW_PREFIX = "herald-raw-"
 """An undecodable message keeps the headers it arrived with under this prefix."""
-UNDECODABLE = "herald.undecodable"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BLOCK = len(b"NATS/1.0\r\n") + len(b"\r\n")
 _LINE = len(b": \r\n")
@@ -145,17 +141,8 @@ def undecodable(
         if _TOKEN.fullmatch(name) and len(name) <= 200
     }
     return Message(
-        type=event_type if event_type and is_event_type(event_type) else UNDECODABLE,
+        type=event_type if event_type and is_event_type(event_type) else UNDECODABLE_TYPE,
         body=body,
         id=message_id_of(raw, message_id),
         headers=headers,
     )
-
-
-def is_event_type(text: str) -> bool:
-    """Whether ``text`` is a plain event type (no wildcards)."""
-    try:
-        validate_pattern(text)
-    except ValueError:
-        return False
-    return not is_pattern(text)

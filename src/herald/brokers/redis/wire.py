@@ -25,14 +25,20 @@ from typing import Any
 from ...errors import DecodeError, HeaderError, MessageError
 from ...headers import attempt_from
 from ...message import Message
-from ...topic import is_pattern, validate_pattern
-from ...wire import CE_PREFIX, CE_PREFIXES, MAX_ATTRIBUTE, decode_message, encode_headers
+from ...wire import (
+    CE_PREFIX,
+    CE_PREFIXES,
+    MAX_ATTRIBUTE,
+    UNDECODABLE_TYPE,
+    decode_message,
+    encode_headers,
+    is_event_type,
+)
 
 __all__ = [
     "ATTEMPT_FIELD",
     "BODY_FIELD",
     "ID_FIELD",
-    "UNDECODABLE_TYPE",
     "decode_entry",
     "encode_fields",
     "stored_message",
@@ -41,7 +47,6 @@ __all__ = [
 BODY_FIELD = "body"
 ATTEMPT_FIELD = "herald-attempt"
 ID_FIELD = f"{CE_PREFIX}id"
-UNDECODABLE_TYPE = "herald.undecodable"
 _BODY, _ATTEMPT = BODY_FIELD.encode(), ATTEMPT_FIELD.encode()
 _RESERVED = frozenset((_BODY, _ATTEMPT))
 _TYPE_FIELDS = tuple(f"{prefix}type" for prefix in CE_PREFIXES)
@@ -108,16 +113,8 @@ def _salvage(entry_id: bytes, raw: Mapping[bytes, bytes], body: bytes) -> Messag
     message_id = next((headers[n] for n in _ID_FIELDS if n in headers), "")
     kept = {k: v for k, v in headers.items() if not k.startswith(CE_PREFIXES)}
     return Message(
-        type=event_type if _is_event_type(event_type) else UNDECODABLE_TYPE,
+        type=event_type if is_event_type(event_type) else UNDECODABLE_TYPE,
         body=body,
         id=message_id if 0 < len(message_id) <= MAX_ATTRIBUTE else entry_id.decode(),
         headers=kept,
     )
-
-
-def _is_event_type(text: str) -> bool:
-    try:
-        validate_pattern(text)
-    except ValueError:
-        return False
-    return not is_pattern(text)

@@ -28,10 +28,9 @@ from typing import Any
 from ...errors import DecodeError, HeaderError, MessageError
 from ...headers import MAX_ATTEMPT
 from ...message import Message
-from ...topic import is_pattern, validate_pattern
-from ...wire import MAX_ATTRIBUTE, content_id
+from ...wire import MAX_ATTRIBUTE, UNDECODABLE_TYPE, content_id, is_event_type
 
-__all__ = ["COLUMNS", "MESSAGE_COLUMNS_SQL", "UNDECODABLE", "Encoded", "Row", "decode_row"]
+__all__ = ["COLUMNS", "MESSAGE_COLUMNS_SQL", "Encoded", "Row", "decode_row"]
 
 COLUMNS = (
     "type", "id", "source", "subject", "time", "datacontenttype", "specversion", "headers", "body",
@@ -48,7 +47,6 @@ MESSAGE_COLUMNS_SQL = """
     body BLOB NOT NULL"""
 Encoded = tuple[str, str, str, str | None, str, str, str, str, bytes]
 """The values of :data:`COLUMNS` for one message; ``[0]`` is its type."""
-UNDECODABLE = "herald.undecodable"
 _ATTRIBUTES = COLUMNS[:7]
 _MAX_HEADERS_JSON = 1024 * 1024
 
@@ -102,7 +100,7 @@ def decode(values: Sequence[Any]) -> Message:
         _refuse_types(values)
     if max(map(len, texts)) > MAX_ATTRIBUTE:
         raise DecodeError(f"a column of the row is over {MAX_ATTRIBUTE} characters long")
-    if not _is_event_type(event_type):
+    if not is_event_type(event_type):
         raise DecodeError(f"type column {event_type[:200]!r} is not an event type")
     if type(body) is not bytes:
         raise DecodeError(f"body column holds {_kind(body)}, not a blob")
@@ -133,8 +131,8 @@ def _refuse_types(values: Sequence[Any]) -> None:
 def best_effort(values: Sequence[Any]) -> Message:
     """What can be salvaged from a row :func:`decode` refused: its body and type."""
     event_type, body = values[0], values[8]
-    if not (isinstance(event_type, str) and _is_event_type(event_type)):
-        event_type = UNDECODABLE
+    if not (isinstance(event_type, str) and is_event_type(event_type)):
+        event_type = UNDECODABLE_TYPE
     if isinstance(body, str):
         body = body.encode("utf-8", "replace")
     elif not isinstance(body, bytes):
@@ -160,14 +158,6 @@ def _headers(raw: object) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _is_event_type(text: str) -> bool:
-    try:
-        validate_pattern(text)
-    except ValueError:
-        return False
-    return not is_pattern(text) and len(text) <= MAX_ATTRIBUTE
-
-
 def _kind(value: object) -> str:
     if isinstance(value, str | bytes):
         return f"{type(value).__name__} of length {len(value)}"

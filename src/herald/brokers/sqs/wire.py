@@ -50,8 +50,14 @@ from typing import Any
 
 from ...errors import DecodeError, MessageError, PublishError
 from ...message import Message
-from ...topic import is_pattern, validate_pattern
-from ...wire import CE_PREFIX, CE_PREFIXES, MAX_ATTRIBUTE, decode_message
+from ...wire import (
+    CE_PREFIX,
+    CE_PREFIXES,
+    MAX_ATTRIBUTE,
+    UNDECODABLE_TYPE,
+    decode_message,
+    is_event_type,
+)
 
 __all__ = [
     "BASE64",
@@ -61,7 +67,6 @@ __all__ = [
     "MAX_ATTRIBUTES",
     "MAX_SIZE",
     "TYPE",
-    "UNDECODABLE_TYPE",
     "WORDS",
     "Encoded",
     "decode",
@@ -80,7 +85,6 @@ WORDS = "herald-words"
 BODY = "herald-body"
 HEADERS = "herald-headers"
 BASE64 = "String.base64"
-UNDECODABLE_TYPE = "herald.undecodable"
 _RESERVED = frozenset((WORDS, BODY, HEADERS))
 _PLACEHOLDER = "."
 _TEXT = re.compile("[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]+")
@@ -260,16 +264,8 @@ def _salvage(sqs_id: str, received: Mapping[str, Any], raw: Mapping[str, Any]) -
     message_id = next((texts[n] for n in _ID_NAMES if n in texts), "")
     kept = {k: v for k, v in texts.items() if not k.startswith(CE_PREFIXES) and k not in _RESERVED}
     return Message(
-        type=event_type if _is_event_type(event_type) else UNDECODABLE_TYPE,
+        type=event_type if is_event_type(event_type) else UNDECODABLE_TYPE,
         body=body,
         id=message_id if 0 < len(message_id) <= MAX_ATTRIBUTE else sqs_id or "unknown",
         headers=kept,
     )
-
-
-def _is_event_type(text: str) -> bool:
-    try:
-        validate_pattern(text)
-    except ValueError:
-        return False
-    return not is_pattern(text)
