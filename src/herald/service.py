@@ -38,7 +38,7 @@ from .retry import RetryPolicy
 from .rpc import request_type, rpc_handler
 from .topic import validate_pattern
 
-__all__ = ["RPCEndpoint", "Handler", "Service"]
+__all__ = ["Handler", "RPCEndpoint", "Service"]
 
 F = TypeVar("F", bound=HandlerFunc)
 
@@ -103,9 +103,7 @@ class Service:
                 raise ConfigurationError(f"{item!r} is not a herald.Middleware")
         for event_class in publishes:
             if not (isinstance(event_class, type) and issubclass(event_class, Event)):
-                raise ConfigurationError(
-                    f"publishes= takes Event subclasses, got {event_class!r}"
-                )
+                raise ConfigurationError(f"publishes= takes Event subclasses, got {event_class!r}")
             event_class.event_type()  # raises if the class has no event type
         self.name = name
         self.concurrency = concurrency

@@ -198,7 +198,9 @@ class _Builder:
             message["x-protobuf-message"] = descriptor.full_name
         else:
             content_type = event_class.__content_type__
-            message["contentType"] = "application/json" if content_type == PROTOBUF else content_type
+            message["contentType"] = (
+                "application/json" if content_type == PROTOBUF else content_type
+            )
             message["payload"] = self.schemas.model(event_class, mode)
         if self.server.is_amqp:
             message["bindings"] = {

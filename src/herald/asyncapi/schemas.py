@@ -71,7 +71,7 @@ class MessageDescriptor(Protocol):
     full_name: str
     fields: Any
 
-    def GetOptions(self) -> Any: ...  # noqa: N802 (protobuf's name)
+    def GetOptions(self) -> Any: ...
 
 
 class Schemas:
@@ -124,9 +124,7 @@ class Schemas:
         schemas: dict[str, Any] = dict(self._protobuf)
         renames: dict[str, str] = {}
         if self._models:
-            keys, top = models_json_schema(
-                list(self._models), ref_template=REF_PREFIX + "{model}"
-            )
+            keys, top = models_json_schema(list(self._models), ref_template=REF_PREFIX + "{model}")
             schemas.update(top.get("$defs", {}))
             renames = {
                 REF_PREFIX + _placeholder(model, mode): keys[(model, mode)]["$ref"]
