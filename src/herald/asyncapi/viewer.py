@@ -134,7 +134,12 @@ def _handler(files: dict[str, tuple[str, bytes]]) -> type[BaseHTTPRequestHandler
         server_version = "herald-docs"
 
         def do_GET(self) -> None:
-            found = files.get(self.path.split("?", 1)[0])
+            path = self.path.split("?", 1)[0]
+            if path == "/favicon.ico":
+                self.send_response(HTTPStatus.NO_CONTENT)
+                self.end_headers()
+                return
+            found = files.get(path)
             if found is None:
                 self.send_error(HTTPStatus.NOT_FOUND)
                 return
