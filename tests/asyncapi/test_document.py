@@ -47,6 +47,10 @@ def edge_services() -> list[herald.Service]:
     async def audit(message: herald.Message) -> None:
         pass
 
+    @watcher.on("billing.*")
+    async def billing(message: herald.Message) -> None:
+        pass
+
     @watcher.on(Scored)
     async def scored(event: Scored) -> None:
         pass
@@ -219,6 +223,10 @@ def test_edge_cases() -> None:
     assert "bindings" not in channels["queue.watcher.audit"]
     assert channels["queue.watcher.audit"]["x-herald-bindings"] == [{"pattern": "audit.#"}]
     assert list(channels["queue.watcher.audit"]["messages"]) == ["AnyEvent"]
+    billing = channels["queue.watcher.billing._star_"]  # keys allow letters, digits, _ . -
+    assert billing["address"] == "watcher.billing.*"
+    assert list(billing["messages"]) == ["AnyEvent-2"]
+    assert "watcher.billing._star_" in doc["operations"]
     assert channels["queue.games.rpc.employee.created"]["x-herald-single-active-consumer"]
     # A protobuf-only event is sent as protobuf and received as either.
     sent = doc["operations"]["games.publish.game.scored"]["messages"]

@@ -28,6 +28,7 @@ with a ``reply``: the answer goes to the address in the request's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ from pydantic import BaseModel
 
 from .. import __version__
 from ..codec import CodecRegistry
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DecodeError
 from ..event import Event
 from ..handler import Handler
 from ..headers import CORRELATION_ID, DEADLINE, REPLY_STATUS, REPLY_TO
@@ -127,11 +128,18 @@ def _descriptor(event_class: type[Event], codecs: CodecRegistry | None) -> Any:
     if declared is None and codecs is not None:
         try:
             codec = codecs.get(PROTOBUF)
-        except Exception:  # no protobuf codec registered
+        except DecodeError:  # no protobuf codec registered
             return None
         finder = getattr(codec, "message_class", None)
         declared = finder(event_class) if callable(finder) else None
     return getattr(declared, "DESCRIPTOR", None)
+
+
+def _key(text: str) -> str:
+    """``text`` as a component, channel or operation key (``[A-Za-z0-9_.-]+``): a
+    queue named by its pattern (``audit.#``) keeps its wildcards readable."""
+    text = text.replace("*", "_star_").replace("#", "_hash_")
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", text)
 
 
 def _ref(*parts: str) -> dict[str, str]:
@@ -173,6 +181,7 @@ class _Builder:
         found = self._ids.get((key, kind))
         if found is not None:
             return found
+        name = _key(name)
         candidate, n = name, 1
         while candidate in self.messages:
             n += 1
@@ -229,7 +238,7 @@ class _Builder:
         event_type = event_class.event_type()
         own = event_class.__content_type__ == PROTOBUF
         message_id = self._event_message(event_class, "serialization", protobuf=own)
-        channel_id = f"event.{event_type}"
+        channel_id = _key(f"event.{event_type}")
         channel = self.channels.setdefault(
             channel_id,
             {
@@ -254,7 +263,7 @@ class _Builder:
                     "bindingVersion": AMQP_BINDING,
                 }
             }
-        self.operations[f"{service.name}.publish.{event_type}"] = {
+        self.operations[_key(f"{service.name}.publish.{event_type}")] = {
             "action": "send",
             "channel": _ref("channels", channel_id),
             "title": f"{service.name} publishes {event_type}",
@@ -267,7 +276,7 @@ class _Builder:
     ) -> str:
         subscription = handler.subscription
         queue = self.server.queue(subscription.queue)
-        channel_id = f"queue.{subscription.queue}"
+        channel_id = _key(f"queue.{subscription.queue}")
         channel: dict[str, Any] = {
             "address": queue,
             "title": queue,
@@ -333,7 +342,7 @@ class _Builder:
         operation["tags"] = [{"name": service.name}]
         operation["x-herald-handler"] = handler.name
         operation["x-herald-attempts"] = handler.retry.attempts
-        self.operations[subscription.queue] = operation
+        self.operations[_key(subscription.queue)] = operation
 
     def _any_message(self, patterns: str) -> str:
         message_id = self._message_id("any", patterns, "AnyEvent")
@@ -376,7 +385,7 @@ class _Builder:
         }
         operation["tags"] = [{"name": service.name}]
         operation["x-herald-handler"] = handler.name
-        self.operations[handler.subscription.queue] = operation
+        self.operations[_key(handler.subscription.queue)] = operation
 
     def _request_message(self, request: type[Event]) -> str:
         message_id = self._message_id(request, "request", request.__name__)

@@ -7,7 +7,7 @@ The bundle is not in the repository: ``make install`` copies it from the npm pac
 (``.../node_modules/@asyncapi/react-component``).
 
 >>> page = viewer_page({"info": {"title": "</script><b>x"}})
->>> "</script><b>" in page, "<\\\\/script><b>x" in page
+>>> "</script><b>" in page, "\\\\u003c/script>\\\\u003cb>x" in page
 (False, True)
 """
 
@@ -61,7 +61,7 @@ def find_assets(folder: str | os.PathLike[str] | None = None) -> Assets:
 def viewer_page(document: dict[str, Any]) -> str:
     """The HTML page that renders ``document`` (embedded) with the standalone bundle."""
     title = html.escape(str(document.get("info", {}).get("title", "AsyncAPI")))
-    embedded = json.dumps(document).replace("</", "<\\/")
+    embedded = json.dumps(document).replace("<", "\\u003c")  # no </script>, no <!--
     return f"""<!doctype html>
 <html lang="en">
 <head>
