@@ -148,5 +148,12 @@ def add_docs_commands(
             parser.add_argument("-o", "--output", metavar="FILE", help="default: stdout")
         else:
             parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
-            parser.add_argument("--port", type=int, default=8080, help="0: any free port")
-            parser.add_argument("--viewer", metavar="DIR", help="@asyncapi/react-component")
+            parser.add_argument(
+                "--port", type=int, default=8080, help="default: 8080; 0: any free port"
+            )
+            parser.add_argument(
+                "--viewer",
+                metavar="DIR",
+                help="a folder holding the npm package @asyncapi/react-component "
+                "(default: the bundle make install copied into herald)",
+            )
