@@ -73,7 +73,12 @@ class Viewer:
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(TIMEOUT)
+        try:
+            return self.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
 
 async def test_the_viewer_shows_the_hr_platform() -> None:
@@ -86,6 +91,7 @@ async def test_the_viewer_shows_the_hr_platform() -> None:
     viewer = Viewer()
     try:
         url = viewer.url()
+        assert url.startswith("http://127.0.0.1:")  # local only, unless --host says otherwise
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(
                 executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
