@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NPM_DIR := .npm
+NPM_STAMP := $(NPM_DIR)/node_modules/.installed
+VIEWER := src/herald/asyncapi/viewer
 
 .PHONY: run test lint format bench soak clean install
 
-install: $(STAMP)
+install: $(STAMP) $(NPM_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,10 +17,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	touch $(STAMP)
 
+# AsyncAPI: the official parser (tests validate documents with it) and the React
+# component's standalone bundle, which `herald docs serve` serves (no CDN). Versions are
+# pinned in .npm/package-lock.json; needs Node 20 and npm.
+$(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
+	cd $(NPM_DIR) && SCARF_ANALYTICS=false npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(VIEWER)
+	cp $(NPM_DIR)/node_modules/@asyncapi/react-component/browser/standalone/index.js \
+	   $(NPM_DIR)/node_modules/@asyncapi/react-component/styles/default.min.css $(VIEWER)/
+	touch $(NPM_STAMP)
+
 run: $(STAMP)
 	$(VENV)/bin/herald demo
 
-test: $(STAMP) lint
+test: $(STAMP) $(NPM_STAMP) lint
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -40,4 +53,4 @@ soak: $(STAMP)
 	$(PY) -m pytest -m soak --run-soak
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache $(NPM_DIR)/node_modules $(VIEWER)

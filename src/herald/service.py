@@ -9,13 +9,25 @@
 ...     pass
 >>> [h.subscription.queue for h in payroll.handlers]
 ['payroll.employee.created']
+
+What a service publishes is declared on it (``publishes=``), for the AsyncAPI
+document (``herald docs asyncapi``); it does not restrict what the handlers may
+publish:
+
+>>> employees = herald.Service("employees", publishes=[EmployeeCreated])
+>>> [cls.event_type() for cls in employees.publishes]
+['employee.created']
 """
 
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
+
+from pydantic import BaseModel
 
 from .broker import MiB, Prefetch, Subscription
 from .errors import ConfigurationError
@@ -26,9 +38,28 @@ from .retry import RetryPolicy
 from .rpc import request_type, rpc_handler
 from .topic import validate_pattern
 
-__all__ = ["Handler", "Service"]
+__all__ = ["Handler", "RPCEndpoint", "Service"]
 
 F = TypeVar("F", bound=HandlerFunc)
+
+
+@dataclass(frozen=True, slots=True)
+class RPCEndpoint:
+    """A request a service answers: the request class, the reply model (``None``: not
+    declared) and the queue requests arrive on."""
+
+    request: type[Event]
+    reply: type[BaseModel] | None
+    queue: str
+
+
+def _reply_model(func: HandlerFunc) -> type[BaseModel] | None:
+    """The pydantic model ``func`` is annotated to return, if it can be resolved."""
+    try:
+        returned = typing.get_type_hints(func).get("return")
+    except Exception:  # annotations naming what the module cannot resolve
+        return None
+    return returned if isinstance(returned, type) and issubclass(returned, BaseModel) else None
 
 
 class Service:
@@ -42,7 +73,9 @@ class Service:
     (inside the bus's own) and around what they publish through ``ctx.publish``.
     ``exclusive=True`` makes one process of the service at a time consume each of
     its queues, the others standing by: ordering per key then holds across
-    processes, not only within one.
+    processes, not only within one. ``publishes`` declares the event classes the
+    service publishes (through ``ctx.publish``, an outbox, ...), for its AsyncAPI
+    document; nothing else reads it.
     """
 
     def __init__(
@@ -55,6 +88,7 @@ class Service:
         prefetch_bytes: int = 64 * MiB,
         middleware: Sequence[Middleware] = (),
         exclusive: bool = False,
+        publishes: Sequence[type[Event]] = (),
     ) -> None:
         if not name or "." in name or "/" in name or " " in name:
             raise ConfigurationError(
@@ -67,6 +101,10 @@ class Service:
         for item in middleware:
             if not isinstance(item, Middleware):
                 raise ConfigurationError(f"{item!r} is not a herald.Middleware")
+        for event_class in publishes:
+            if not (isinstance(event_class, type) and issubclass(event_class, Event)):
+                raise ConfigurationError(f"publishes= takes Event subclasses, got {event_class!r}")
+            event_class.event_type()  # raises if the class has no event type
         self.name = name
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
@@ -74,7 +112,9 @@ class Service:
         self.prefetch_bytes = prefetch_bytes
         self.middleware = tuple(middleware)
         self.exclusive = exclusive
+        self.publishes: tuple[type[Event], ...] = tuple(dict.fromkeys(publishes))
         self.handlers: list[Handler] = []
+        self.endpoints: list[RPCEndpoint] = []
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, handlers={len(self.handlers)})"
@@ -83,28 +123,42 @@ class Service:
         """The prefetch window of each of this service's consumers."""
         return Prefetch(self.prefetch or max(concurrency * 4, 32), self.prefetch_bytes)
 
-    def rpc(self, request: type[Event], *, timeout: float | None = None) -> Callable[[F], F]:
+    def rpc(
+        self,
+        request: type[Event],
+        *,
+        timeout: float | None = None,
+        reply: type[BaseModel] | None = None,
+    ) -> Callable[[F], F]:
         """Register a request/reply handler: it takes the request (and optionally the
         context) and returns a pydantic model, the reply. Raise an
         :class:`herald.ExpectedError` subclass (``NotFound``, ``Invalid``, ...) to
         answer with an error the caller catches by class; any other exception
         reaches the caller as :class:`herald.RemoteError`. Requests are not retried.
+        ``reply`` names the reply model for the AsyncAPI document when the function's
+        return annotation does not.
         """
         if not (isinstance(request, type) and issubclass(request, Event)):
             raise ConfigurationError(f"@{self.name}.rpc() takes an Event subclass, got {request!r}")
         topic = request_type(request.event_type())
+        if reply is not None and not (isinstance(reply, type) and issubclass(reply, BaseModel)):
+            raise ConfigurationError(f"reply= takes a pydantic model class, got {reply!r}")
 
         def register(func: F) -> F:
             wants_context = self._check_signature(func)
+            subscription = Subscription(self.name, topic, (topic,), exclusive=self.exclusive)
             self._add(
                 Handler(
                     rpc_handler(func, request, wants_context),
-                    Subscription(self.name, topic, (topic,), exclusive=self.exclusive),
+                    subscription,
                     None,
                     RetryPolicy(attempts=1),
                     timeout,
                     True,
                 )
+            )
+            self.endpoints.append(
+                RPCEndpoint(request, reply or _reply_model(func), subscription.queue)
             )
             return func
 

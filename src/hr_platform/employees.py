@@ -24,8 +24,11 @@ from .directory import Directory, metadata, outbox
 from .events import (
     CreateEmployee,
     DeleteEmployee,
+    EmployeeCreated,
+    EmployeeDeleted,
     EmployeeList,
     EmployeeRecord,
+    EmployeeUpdated,
     GetEmployee,
     SearchEmployees,
     UpdateEmployee,
@@ -36,7 +39,12 @@ __all__ = ["build_service", "local_api", "run_employees"]
 
 
 def build_service(directory: Directory) -> herald.Service:
-    service = herald.Service("employees", concurrency=16)
+    # The events are published by the outbox relay, not by a handler.
+    service = herald.Service(
+        "employees",
+        concurrency=16,
+        publishes=[EmployeeCreated, EmployeeUpdated, EmployeeDeleted],
+    )
 
     @service.rpc(SearchEmployees)
     async def search(request: SearchEmployees) -> EmployeeList:

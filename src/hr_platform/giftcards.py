@@ -76,6 +76,7 @@ def build_service(db: Database) -> herald.Service:
 
     @service.on(NewEmployee)
     async def issue_card(event: NewEmployee, ctx: herald.Context) -> None:
+        """Issue the new employee's weekly dining gift card (once)."""
         async with db.writing(), db.sessions() as session, session.begin():
             if not await inbox.claim(session, ctx):
                 return

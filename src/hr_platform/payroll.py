@@ -130,6 +130,7 @@ def build_service(db: Database) -> herald.Service:
     # handled in publish order across types (a delete never overtakes an update).
     @service.on("employee.*", name="employee")
     async def employee_changed(message: herald.Message, ctx: herald.Context) -> None:
+        """Open, update or close the employee's payroll record."""
         event_class = LIFECYCLE.get(message.type)
         if event_class is None:
             ctx.logger.info("no payroll change for %s", message.type)
