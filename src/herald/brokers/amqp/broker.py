@@ -108,6 +108,11 @@ class AMQPBroker(Broker):
     def __repr__(self) -> str:
         return f"AMQPBroker({str(self.settings)!r})"
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (:class:`herald.capabilities.ConnectionStatus`)."""
+        return self.connection.is_connected
+
     async def connect(self) -> None:
         await self.connection.connect()
 

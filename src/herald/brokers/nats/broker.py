@@ -110,6 +110,12 @@ class NATSBroker(Broker):
     def __repr__(self) -> str:
         return f"NATSBroker({self.settings.shown_url!r})"
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (:class:`herald.capabilities.ConnectionStatus`)."""
+        session = self._session
+        return session is not None and bool(session.nc.is_connected)
+
     async def connect(self) -> None:
         async with self._lock:
             if self._session is not None:
