@@ -51,7 +51,7 @@ class Monitor(abc.ABC):
     """Reads something every ``interval`` seconds into gauges, until stopped.
 
     ``async with monitor:`` (or :meth:`start` / :meth:`stop`) runs it in the
-    background; :meth:`refresh` reads once, now.
+    background, :meth:`run` in the foreground; :meth:`refresh` reads once, now.
     """
 
     def __init__(
@@ -86,7 +86,7 @@ class Monitor(abc.ABC):
     def start(self) -> None:
         """Begin reading in the background (the first reading at once)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"herald:{self!r}")
+            self._task = asyncio.create_task(self.run(), name=f"herald:{self!r}")
 
     async def stop(self) -> None:
         """Stop reading; the gauges keep their last values."""
@@ -103,7 +103,8 @@ class Monitor(abc.ABC):
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Read every ``interval`` seconds until cancelled (what :meth:`start` runs)."""
         while True:
             await self.refresh()
             await asyncio.sleep(self.interval)
