@@ -46,12 +46,16 @@ async def test_each_service_counts_its_part_of_three_hires(hr: Platform) -> None
     for i in range(3):
         assert (await hr.create(i, "obs")).status_code == 201
 
-    payroll = {"service": "payroll", "queue": "payroll.employee"}
+    payroll = {
+        "service": "payroll",
+        "queue": "payroll.employee",
+        "handler": "build_service.<locals>.employee_changed",
+        "outcome": "acked",
+    }
     handled = "herald_deliveries_handled_total"
 
     async def payroll_done() -> bool:
-        samples = await scrape(hr, "payroll")
-        return value(samples, handled, **payroll, handler="build_service.<locals>.employee_changed", outcome="acked") == 3  # fmt: skip
+        return value(await scrape(hr, "payroll"), handled, **payroll) == 3
 
     await eventually(payroll_done, timeout=30, what="payroll's three acks", interval=0.2)
     web = await scrape(hr, "hr-web")
@@ -60,5 +64,10 @@ async def test_each_service_counts_its_part_of_three_hires(hr: Platform) -> None
     employees = await scrape(hr, "employees")
     published = "herald_messages_published_total"
     assert value(employees, published, event_type="employee.created", outcome="confirmed") == 3
-    create = {"service": "employees", "queue": "employees.rpc.employees.create"}
-    assert value(employees, handled, **create, handler="build_service.<locals>.create", outcome="acked") == 3  # fmt: skip
+    create = {
+        "service": "employees",
+        "queue": "employees.rpc.employees.create",
+        "handler": "build_service.<locals>.create",
+        "outcome": "acked",
+    }
+    assert value(employees, handled, **create) == 3
