@@ -22,14 +22,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import herald
 from herald.brokers.memory import MemoryBroker
 from herald.capabilities import QueueStats
+from herald.cli import main
 from herald.health import Health, ProbeServer, health_routes
 from herald.metrics import MetricsMiddleware, QueueMonitor, metrics_routes
 from herald.metrics.outbox import OutboxMonitor
 from herald.outbox import Outbox, OutboxRelay
 from herald.testing import eventually
 
+from . import demo_app
 from .hr.platform import free_port
-from .test_cli import ROOT, Child, child_env, children, herald_cli, sqlite_url, wait
+from .test_cli import ROOT, Child, child_env, children, sqlite_url, wait
 
 __all__ = ["children", "sqlite_url"]  # fixtures shared with the CLI tests
 
@@ -287,12 +289,7 @@ def test_herald_run_serves_metrics_and_probes_on_one_port(
     service.wait_for(service.err, "/healthz, /metrics, /readyz")
     wait(lambda: _status(port, "/readyz") == 200, "ready")
     assert _status(port, "/healthz") == 200
-    for text in ("a", "b", "c"):
-        done = herald_cli(
-            "publish", "demo.ping", "--data", f'{{"text": "{text}"}}', "--broker", sqlite_url
-        )
-        assert done.returncode == 0, done.stderr
-    assert herald_cli("publish", "demo.poison", "--broker", sqlite_url).returncode == 0
+    asyncio.run(publish_demo_events(sqlite_url))
     labels = {"service": "demoapp", "queue": "demoapp.demo.poison", "handler": "refuse"}
 
     def dead_lettered() -> bool:
@@ -310,6 +307,13 @@ def test_herald_run_serves_metrics_and_probes_on_one_port(
     assert service.stop(signal.SIGTERM) == 0
 
 
+async def publish_demo_events(url: str) -> None:
+    """Three pings and one poison, as ``herald publish`` would send them."""
+    async with herald.connect(url) as bus:
+        await bus.publish_many([demo_app.Ping(text=text) for text in "abc"])
+        await bus.publish(herald.Message(type="demo.poison", body=b"{}"))
+
+
 def _status(port: int, path: str) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
@@ -320,9 +324,7 @@ def _status(port: int, path: str) -> int:
         return 0
 
 
-def test_metrics_port_is_checked() -> None:
-    done = herald_cli(
-        "run", "tests.demo_app:service", "--metrics-port", "nine", "--broker", "memory://x"
-    )
-    assert done.returncode == 2
-    assert "expected PORT or HOST:PORT, got 'nine'" in done.stderr
+def test_metrics_port_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", "tests.demo_app:service", "--metrics-port", "nine", "--broker", "memory://x"]
+    assert main(argv) == 2
+    assert "expected PORT or HOST:PORT, got 'nine'" in capsys.readouterr().err

@@ -122,7 +122,10 @@ class ProbeServer:
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(
-            target=server.serve_forever, name=f"herald-http:{self.port}", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # how soon close() is noticed
+            name=f"herald-http:{self.port}",
+            daemon=True,
         )
         self._thread.start()
 
