@@ -9,7 +9,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -18,6 +18,7 @@ from herald.health import Health, ProbeServer, asgi_app, health_routes
 from herald.testing import eventually
 
 from .brokers.amqp.support import require_server
+from .brokers.nats.support import nats_url, require_nats
 from .relay import Relay
 
 
@@ -90,13 +91,30 @@ async def test_unknown_paths_and_methods_are_refused() -> None:
         assert posted.value.code == 405
 
 
-@pytest.mark.amqp
-async def test_readiness_follows_a_cut_amqp_connection_and_its_recovery() -> None:
+def amqp_url(port: int) -> str:
     require_server()
-    relay = Relay(5672)
-    await relay.start()
     namespace = f"th{uuid.uuid4().hex[:10]}"
-    url = f"amqp://guest:guest@127.0.0.1:{relay.port}/?namespace={namespace}&reconnect_timeout=0.5"
+    return f"amqp://guest:guest@127.0.0.1:{port}/?namespace={namespace}&reconnect_timeout=0.5"
+
+
+def nats_server_url(port: int) -> str:
+    require_nats()
+    return nats_url(port=port)
+
+
+@pytest.mark.parametrize(
+    ("server", "make_url"),
+    [
+        pytest.param(5672, amqp_url, marks=pytest.mark.amqp, id="amqp"),
+        pytest.param(4222, nats_server_url, marks=pytest.mark.nats, id="nats"),
+    ],
+)
+async def test_readiness_follows_a_cut_connection_and_its_recovery(
+    server: int, make_url: Callable[[int], str]
+) -> None:
+    relay = Relay(server)
+    await relay.start()
+    url = make_url(relay.port)
     seen: list[int] = []
     try:
         async with herald.connect(url) as bus:
