@@ -71,8 +71,9 @@ MiB = 1024 * 1024
 class AMQPBroker(Broker):
     """RabbitMQ through aiormq, with its own connection recovery.
 
-    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection` and
-    :class:`herald.ReplyCapable` (RabbitMQ's direct reply-to).
+    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection`,
+    :class:`herald.ReplyCapable` (RabbitMQ's direct reply-to) and
+    :class:`herald.capabilities.ConnectionStatus`.
     """
 
     schemes = ("amqp", "amqps")

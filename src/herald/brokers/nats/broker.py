@@ -82,8 +82,8 @@ def outgoing(prepared: Sequence[Prepared]) -> list[Outgoing]:
 class NATSBroker(Broker):
     """A bus on NATS JetStream (server 2.9 or later).
 
-    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection` and
-    :class:`herald.ReplyCapable`.
+    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection`,
+    :class:`herald.ReplyCapable` and :class:`herald.capabilities.ConnectionStatus`.
     """
 
     schemes = ("nats", "tls")
