@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -328,3 +329,10 @@ def test_metrics_port_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["run", "tests.demo_app:service", "--metrics-port", "nine", "--broker", "memory://x"]
     assert main(argv) == 2
     assert "expected PORT or HOST:PORT, got 'nine'" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv[3] = f"127.0.0.1:{port}"
+        assert main(argv) == 2
+    assert f"cannot serve /metrics on 127.0.0.1:{port}: " in capsys.readouterr().err

@@ -66,7 +66,13 @@ async def serving_endpoints(
     servers = [ProbeServer(routes, host=host, port=port) for (host, port), routes in wanted.items()]
     try:
         for server in servers:
-            server.start()
+            try:
+                server.start()
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot serve {', '.join(sorted(server.routes))} on "
+                    f"{server.host}:{server.port}: {exc.strerror or exc}"
+                ) from exc
             log.info(
                 "serving %s on %s:%d", ", ".join(sorted(server.routes)), server.host, server.port
             )
