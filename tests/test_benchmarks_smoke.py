@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import LATENCY, THROUGHPUT, percentile  # noqa: E402
+from benchmarks.metrics_bench import main as metrics_bench  # noqa: E402
 from benchmarks.report import Row, at_least, faster_than, judge, p99_within, render  # noqa: E402
 
 COLUMNS = ["workload", "contender", "events", "seconds", "events/s", "p50 ms", "p99 ms"]
@@ -127,3 +130,12 @@ def test_unreachable_server_is_reported_not_fatal(tmp_path: Path) -> None:
         assert row["events_per_s"] is None
         assert row["met"] is None
     assert "unavailable: " in stdout
+
+
+def test_metrics_bench_runs_both_modes_interleaved(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics_bench(["--events", "300", "--rounds", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[:2]] == [["metrics", "off"], ["metrics", "on"]]
+    assert all(len(line.split("(")[1].split()) == 2 for line in lines[:2])  # two runs each
+    assert lines[2].startswith("overhead of metrics: ")
+    assert "2 interleaved rounds of 300 events on memory://" in lines[2]

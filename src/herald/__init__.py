@@ -58,7 +58,7 @@ from .errors import (
 from .event import Event
 from .handler import Handler
 from .message import Message
-from .middleware import Middleware, Next, Outcome, PublishNext
+from .middleware import Middleware, Next, Outcome, PublishNext, RequestNext
 from .retry import RetryPolicy
 from .rpc import ExpectedError, Invalid, NotFound, RemoteError
 from .service import Service
@@ -110,6 +110,7 @@ __all__ = [
     "RemoteError",
     "ReplyCapable",
     "ReplyTransport",
+    "RequestNext",
     "RetainedHistory",
     "RetryPolicy",
     "Service",

@@ -37,7 +37,7 @@ from .deadletter import DeadLetter
 from .errors import CapabilityError, ConfigurationError
 from .event import Event
 from .message import Message
-from .middleware import Middleware, PublishNext, publish_chain
+from .middleware import Middleware, PublishNext, publish_chain, request_chain
 from .replies import ReplyChannel, accepts_reply_address, send_reply
 from .rpc import decode_reply, request_type
 from .service import Service
@@ -79,6 +79,7 @@ class Bus:
         self._send: PublishNext = publish_chain(self.middleware, broker.publish)
         self._workers: list[Worker] = []
         self._replies: ReplyChannel | None = None
+        self._requests = any(type(m).request is not Middleware.request for m in self.middleware)
 
     def __repr__(self) -> str:
         return f"Bus({self.url!r})"
@@ -197,6 +198,11 @@ class Bus:
             for task in (stopper, *waiters):
                 task.cancel()
 
+    @property
+    def workers(self) -> tuple[Worker, ...]:
+        """The workers this bus started and that were not stopped through it."""
+        return tuple(self._workers)
+
     # -- request/reply ----------------------------------------------------------
 
     async def request(
@@ -213,9 +219,19 @@ class Bus:
         :class:`herald.RemoteError` for any other failure of the handler."""
         if self._replies is None:
             self._replies = ReplyChannel(self.broker)
+        channel = self._replies
         message = self.message(request, key=key)
         message = replace(message, type=request_type(message.type))
-        reply = await self._replies.call(message, timeout)
+        if self._requests:
+
+            async def call(message: Message) -> Message:
+                reply = await channel.call(message, timeout)
+                decode_reply(reply, None)  # an error reply raises here, inside the chain
+                return reply
+
+            reply = await request_chain(self.middleware, call)(message)
+        else:
+            reply = await channel.call(message, timeout)
         result = decode_reply(reply, response)
         assert result is not None
         return result

@@ -14,6 +14,8 @@ False
 - :class:`QueueInspection`: depth, in flight, consumers and the age of the oldest
   waiting message, per queue, for dashboards and metrics.
 - :class:`RetainedHistory`: copy retained events into a new queue (backfill).
+- :class:`ConnectionStatus`: whether the connection to the server is up right now
+  (readiness probes); a broker without it is taken as connected while open.
 
 The bus raises :class:`herald.CapabilityError` when asked for one its broker lacks.
 """
@@ -31,6 +33,7 @@ from .deadletter import DeadLetter
 from .message import Message
 
 __all__ = [
+    "ConnectionStatus",
     "DeadLetterAdmin",
     "QueueInspection",
     "QueueStats",
@@ -130,3 +133,13 @@ class RetainedHistory(Protocol):
     async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
         """Copy retained events matching ``subscription`` (published at or after
         ``since``; ``None``: the oldest retained) into its queue; return how many."""
+
+
+@runtime_checkable
+class ConnectionStatus(Protocol):
+    """A broker that keeps a connection to its server and reconnects by itself."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now: False before ``connect()``, while
+        reconnecting, and after ``close()``."""

@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds running handlers get to finish on shutdown (default: 30)",
     )
+    run.add_argument(
+        "--metrics-port",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics at /metrics (needs herald[metrics])",
+    )
+    run.add_argument(
+        "--health-port",
+        metavar="[HOST:]PORT",
+        help="serve /healthz and /readyz (may be the metrics port)",
+    )
 
     publish = _command(sub, common, "publish", publish_command, "publish one event")
     publish.add_argument("type", metavar="TYPE", help="event type, e.g. employee.created")

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from .broker import Prefetch, Subscription
 from .bus import Bus, connect
 from .cli_common import UsageError, broker_url, stop_on_signals, until_stopped
+from .cli_endpoints import endpoint_address, metrics_middleware, serving_endpoints
 from .display import json_body, one_line, safe_json
 from .message import Message
 from .service import Service
@@ -79,11 +80,15 @@ async def run_command(args: argparse.Namespace) -> int:
     names = [service.name for service in services]
     if len(set(names)) != len(names):
         raise UsageError(f"the same service is named twice: {', '.join(names)}")
-    async with connect(broker_url(args)) as bus:
+    metrics = endpoint_address(args.metrics_port) if args.metrics_port else None
+    health = endpoint_address(args.health_port) if args.health_port else None
+    middleware = metrics_middleware(metrics is not None)
+    async with connect(broker_url(args), middleware=middleware) as bus:
         log.info("serving %s on %s", ", ".join(names), bus.url)
-        await bus.serve(
-            *services, concurrency=args.concurrency, shutdown_timeout=args.shutdown_timeout
-        )
+        async with serving_endpoints(bus, names, metrics=metrics, health=health):
+            await bus.serve(
+                *services, concurrency=args.concurrency, shutdown_timeout=args.shutdown_timeout
+            )
     return 0
 
 

@@ -6,7 +6,9 @@ returns the delivery's :class:`Outcome`; the worker settles that outcome after t
 whole chain returned, so a middleware sees it, may replace it (an inbox whose commit
 failed turns an ack into a retry), or may return one without calling on (an inbox
 that has seen the message acks it). ``publish`` gets the envelopes of a batch and
-may add headers (trace context) before passing them on.
+may add headers (trace context) before passing them on. ``request`` runs around an
+RPC call of the bus (``Bus.request``): it gets the request envelope and returns the
+reply, or sees the error the call raised (no reply in time, an error reply).
 
 Order: the bus's middleware, then the service's, then the built-ins —
 :class:`RetryMiddleware` (exceptions become a retry or a dead letter by the handler's
@@ -66,12 +68,14 @@ __all__ = [
     "Next",
     "Outcome",
     "PublishNext",
+    "RequestNext",
     "RetryMiddleware",
     "TimeoutMiddleware",
     "dead_letter",
     "failure",
     "handler_chain",
     "publish_chain",
+    "request_chain",
     "shutting_down",
 ]
 
@@ -109,10 +113,12 @@ RELEASE = Outcome("release")
 
 Next = Callable[[Context], Awaitable[Outcome]]
 PublishNext = Callable[[Sequence[Message]], Awaitable[None]]
+RequestNext = Callable[[Message], Awaitable[Message]]
 
 
 class Middleware:
-    """Base class of middleware; override :meth:`handle`, :meth:`publish` or both.
+    """Base class of middleware; override :meth:`handle`, :meth:`publish`,
+    :meth:`request`, or several.
 
     A method left as inherited costs nothing: it is not put in the chain.
     """
@@ -124,6 +130,11 @@ class Middleware:
     async def publish(self, messages: Sequence[Message], call_next: PublishNext) -> None:
         """Run around a publish of ``messages`` (a batch); pass on what is to be sent."""
         await call_next(messages)
+
+    async def request(self, message: Message, call_next: RequestNext) -> Message:
+        """Run around an RPC call sending ``message``; return the reply (an error
+        reply raises its error out of ``call_next``)."""
+        return await call_next(message)
 
 
 def handler_chain(middleware: Sequence[Middleware], terminal: Next) -> Next:
@@ -141,6 +152,15 @@ def publish_chain(middleware: Sequence[Middleware], terminal: PublishNext) -> Pu
     for item in reversed(middleware):
         if type(item).publish is not Middleware.publish:
             call = functools.partial(item.publish, call_next=call)
+    return call
+
+
+def request_chain(middleware: Sequence[Middleware], terminal: RequestNext) -> RequestNext:
+    """``terminal`` wrapped by the ``request`` of each middleware, first outermost."""
+    call = terminal
+    for item in reversed(middleware):
+        if type(item).request is not Middleware.request:
+            call = functools.partial(item.request, call_next=call)
     return call
 
 

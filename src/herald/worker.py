@@ -141,6 +141,7 @@ class Worker:
         self._running = 0
         self._drained = asyncio.Event()
         self._stopping = False
+        self._subscribed: set[str] = set()
         self.handled = 0
         """Handler runs finished so far, each with its outcome (acked, retried,
         released or dead-lettered; in-process retries of keyed deliveries count too)."""
@@ -196,6 +197,14 @@ class Worker:
         await self._give_back_waiting()
         log.info("service %s stopped", self.service.name)
 
+    def consumers(self) -> dict[str, bool]:
+        """Each queue of the service, and whether its consumer is running: subscribed,
+        not waiting to subscribe again after a failure, not stopped."""
+        return {
+            queue: queue in self._subscribed and not self._stopping
+            for queue in (h.subscription.queue for h in self.service.handlers)
+        }
+
     async def wait(self) -> None:
         """Return when a consumer failed for good (raises its error) — normally never."""
         if self._consumers:
@@ -203,11 +212,13 @@ class Worker:
 
     async def _consume(self, handler: Handler) -> None:
         failures = 0
-        chain = self._chains[handler.subscription.queue]
+        queue = handler.subscription.queue
+        chain = self._chains[queue]
         while not self._stopping:
             stream: AsyncGenerator[Delivery, None] | None = None
             try:
                 stream = self._broker.consume(handler.subscription, self.prefetch)
+                self._subscribed.add(queue)
                 async for delivery in stream:
                     failures = 0
                     self._dispatch(handler, chain, delivery)
@@ -217,6 +228,7 @@ class Worker:
                     "queue %s: consumer ended; subscribing again", handler.subscription.queue
                 )
             except Exception as exc:
+                self._subscribed.discard(queue)
                 delay = RESUBSCRIBE_DELAY[min(failures, len(RESUBSCRIBE_DELAY) - 1)]
                 failures += 1
                 log.log(
@@ -229,6 +241,7 @@ class Worker:
                 )
                 await asyncio.sleep(delay)
             finally:
+                self._subscribed.discard(queue)
                 if stream is not None:
                     with contextlib.suppress(Exception):
                         await stream.aclose()

@@ -17,6 +17,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 import herald
+from herald.metrics import QueueMonitor
+from herald.metrics.outbox import OutboxMonitor
 from herald.outbox import OutboxRelay
 
 from .database import Database
@@ -33,7 +35,7 @@ from .events import (
     SearchEmployees,
     UpdateEmployee,
 )
-from .process import platform_codecs, run_until_stopped, web_server
+from .process import connect, observe, run_until_stopped, web_server
 
 __all__ = ["build_service", "local_api", "run_employees"]
 
@@ -123,13 +125,17 @@ async def run_employees(broker: str, db_url: str, port: int | None, host: str) -
     await db.create_tables()
     directory = Directory(db, outbox)
     try:
-        async with herald.connect(broker, source="employees", codecs=platform_codecs()) as bus:
+        async with connect(broker, "employees") as bus:
             relay = OutboxRelay(db.engine, bus, outbox, poll_interval=0.5)
             worker = await bus.start(build_service(directory))
-            server = web_server(local_api(directory), host, port) if port else None
+            server = None
+            if port:
+                app = local_api(directory)
+                observe(app, bus, ["employees"])
+                server = web_server(app, host, port)
             await run_until_stopped(
                 "employees",
-                [relay.run],
+                [relay.run, QueueMonitor(bus).run, OutboxMonitor(db.engine, outbox).run],
                 server=server,
                 worker=worker,
                 url=f"http://{host}:{port}/employees" if port else "",

@@ -15,8 +15,12 @@ from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import herald
+from herald.health import Health
+from herald.metrics import MetricsMiddleware, QueueMonitor, exposed_registry
 from herald.protobuf import with_protobuf
 from herald.signals import stop_on_signals
 
@@ -25,6 +29,8 @@ from .proto import EmployeeMessage
 
 __all__ = [
     "WebServer",
+    "connect",
+    "observe",
     "platform_codecs",
     "run_consumer_service",
     "run_until_stopped",
@@ -43,6 +49,29 @@ def platform_codecs() -> herald.CodecRegistry:
             "employee.deleted": EmployeeMessage,
         }
     )
+
+
+def connect(broker: str, name: str) -> herald.Bus:
+    """The bus of service ``name``, recording Prometheus metrics."""
+    return herald.connect(
+        broker, source=name, codecs=platform_codecs(), middleware=[MetricsMiddleware()]
+    )
+
+
+def observe(app: FastAPI, bus: herald.Bus, services: Iterable[str] = ()) -> None:
+    """Add ``/metrics`` (Prometheus) and ``/readyz`` (broker connected, every consumer of
+    ``services`` running) to a service's web app; its ``/healthz`` says it is up."""
+    health = Health(bus, services=tuple(services))
+    registry = exposed_registry()
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:  # a plain def: rendered in a thread, off the event loop
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        probe = health.ready()
+        return Response(probe.body(), status_code=probe.status, media_type="application/json")
 
 
 class WebServer(uvicorn.Server):
@@ -135,11 +164,13 @@ async def run_consumer_service(
     """A service with its own database, one worker and a web page at ``/<name>``."""
     await db.create_tables()
     try:
-        async with herald.connect(broker, source=name, codecs=platform_codecs()) as bus:
+        async with connect(broker, name) as bus:
             worker = await bus.start(service)
+            observe(app, bus, [service.name])
+            monitor = QueueMonitor(bus)
             await run_until_stopped(
                 name,
-                [],
+                [monitor.run],
                 server=web_server(app, host, port),
                 worker=worker,
                 url=f"http://{host}:{port}/{name}",

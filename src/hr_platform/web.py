@@ -30,7 +30,7 @@ from .events import (
     UpdateEmployee,
 )
 from .pages import render, wants_json
-from .process import platform_codecs, run_until_stopped, web_server
+from .process import connect, observe, run_until_stopped, web_server
 
 __all__ = ["EmployeesClient", "create_app", "run_web"]
 
@@ -244,8 +244,9 @@ def _api(client: EmployeesClient) -> APIRouter:
 
 
 async def run_web(broker: str, port: int, host: str, timeout: float = 10.0) -> None:
-    async with herald.connect(broker, source="hr-web", codecs=platform_codecs()) as bus:
+    async with connect(broker, "hr-web") as bus:
         app = create_app(EmployeesClient(bus, timeout))
+        observe(app, bus)
         await run_until_stopped(
             "hr-web", [], server=web_server(app, host, port), url=f"http://{host}:{port}"
         )

@@ -71,8 +71,9 @@ MiB = 1024 * 1024
 class AMQPBroker(Broker):
     """RabbitMQ through aiormq, with its own connection recovery.
 
-    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection` and
-    :class:`herald.ReplyCapable` (RabbitMQ's direct reply-to).
+    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection`,
+    :class:`herald.ReplyCapable` (RabbitMQ's direct reply-to) and
+    :class:`herald.capabilities.ConnectionStatus`.
     """
 
     schemes = ("amqp", "amqps")
@@ -107,6 +108,11 @@ class AMQPBroker(Broker):
 
     def __repr__(self) -> str:
         return f"AMQPBroker({str(self.settings)!r})"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (:class:`herald.capabilities.ConnectionStatus`)."""
+        return self.connection.is_connected
 
     async def connect(self) -> None:
         await self.connection.connect()

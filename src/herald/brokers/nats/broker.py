@@ -82,8 +82,8 @@ def outgoing(prepared: Sequence[Prepared]) -> list[Outgoing]:
 class NATSBroker(Broker):
     """A bus on NATS JetStream (server 2.9 or later).
 
-    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection` and
-    :class:`herald.ReplyCapable`.
+    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection`,
+    :class:`herald.ReplyCapable` and :class:`herald.capabilities.ConnectionStatus`.
     """
 
     schemes = ("nats", "tls")
@@ -109,6 +109,12 @@ class NATSBroker(Broker):
 
     def __repr__(self) -> str:
         return f"NATSBroker({self.settings.shown_url!r})"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (:class:`herald.capabilities.ConnectionStatus`)."""
+        session = self._session
+        return session is not None and bool(session.nc.is_connected)
 
     async def connect(self) -> None:
         async with self._lock:
