@@ -79,6 +79,7 @@ class Bus:
         self._send: PublishNext = publish_chain(self.middleware, broker.publish)
         self._workers: list[Worker] = []
         self._replies: ReplyChannel | None = None
+        self._send_request: PublishNext | None = None
 
     def __repr__(self) -> str:
         return f"Bus({self.url!r})"
@@ -210,12 +211,14 @@ class Bus:
         """Send ``request`` to the service that handles it and return its reply as
         ``response``. Raises :class:`herald.TimeoutError` when no reply comes within
         ``timeout`` seconds, the handler's :class:`herald.ExpectedError` subclass, or
-        :class:`herald.RemoteError` for any other failure of the handler."""
+        :class:`herald.RemoteError` for any other failure of the handler. The request
+        goes through the publish middleware like any publish."""
         if self._replies is None:
             self._replies = ReplyChannel(self.broker)
+            self._send_request = publish_chain(self.middleware, self._replies.send_requests)
         message = self.message(request, key=key)
         message = replace(message, type=request_type(message.type))
-        reply = await self._replies.call(message, timeout)
+        reply = await self._replies.call(message, timeout, self._send_request)
         result = decode_reply(reply, response)
         assert result is not None
         return result

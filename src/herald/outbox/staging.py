@@ -17,6 +17,7 @@ from ..codec import CodecRegistry, default_codecs
 from ..errors import MessageTooLargeError
 from ..event import Event
 from ..message import Message
+from ..tracing import stamp
 from .tables import (
     Executor,
     lease_table,
@@ -95,13 +96,14 @@ class Outbox:
     ) -> Message:
         """The envelope that :meth:`stage` stores for ``event`` (same rules as
         ``Bus.message``); raises :class:`herald.MessageTooLargeError` for a body over
-        ``max_message_bytes``."""
+        ``max_message_bytes``. It carries its creation context (the trace it was
+        staged in, see :func:`herald.tracing.stamp`) in its headers."""
         message = self.codecs.envelope(event, source=self.source, key=key, headers=headers)
         if len(message.body) > self.max_message_bytes:
             raise MessageTooLargeError(
                 message.id, len(message.body), self.max_message_bytes, f"outbox {self.name}"
             )
-        return message
+        return stamp(message)
 
     async def stage(
         self,
