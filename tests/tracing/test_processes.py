@@ -1,0 +1,123 @@
+"""One trace across processes, on every broker that has more than one process: the
+test process asks a child (RPC), the child publishes an event while answering, the
+test process handles it. The child exports its spans to a file; both halves must
+form one tree, joined by the W3C trace context the messages carried."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import herald
+from herald.tracing import TracingMiddleware, messaging_system
+
+from ..servers import SPECS, BrokerSpec
+from .child import Ping, Pong, Ponged
+from .spans import by_name, read_spans, record_of
+
+ROOT = Path(__file__).resolve().parents[2]
+CROSS_PROCESS = [
+    pytest.param(spec, id=spec.scheme, marks=[getattr(pytest.mark, spec.scheme)])
+    if spec.port is not None or spec.scheme == "sqs"
+    else pytest.param(spec, id=spec.scheme)
+    for spec in SPECS
+    if spec.scheme != "memory"
+]
+
+
+def test_every_multi_process_broker_is_covered() -> None:
+    assert {p.values[0].scheme for p in CROSS_PROCESS} == {s.scheme for s in SPECS} - {"memory"}
+
+
+async def _wait_for(path: Path, child: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not path.exists():
+            assert child.poll() is None, f"child exited with {child.returncode}"
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("spec", CROSS_PROCESS)
+async def test_one_trace_across_processes(spec: BrokerSpec, tmp_path: Path) -> None:
+    spec.require()
+    url = spec.make_url(uuid.uuid4().hex[:10], tmp_path)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = TracingMiddleware.for_url(url, parent=True, tracer_provider=provider)
+    watcher = herald.Service("watcher")
+    seen: list[int] = []
+
+    @watcher.on(Ponged)
+    async def record(event: Ponged) -> None:
+        seen.append(event.n)
+
+    child_spans = tmp_path / "child-spans.jsonl"
+    async with herald.connect(url, source="test", middleware=[tracing]) as bus:
+        worker = await bus.start(watcher)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.tracing.child", url, os.fspath(child_spans)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            await _wait_for(child_spans.with_suffix(".ready"), child)
+            with provider.get_tracer("test").start_as_current_span("request") as root:
+                pong = await bus.request(Ping(n=7), Pong, timeout=30)
+            assert pong.n == 7
+            async with asyncio.timeout(30):
+                while worker.handled < 1:
+                    await asyncio.sleep(0.02)
+            await worker.stop()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(child.wait, 30)
+            with contextlib.suppress(Exception):
+                await bus.broker.destroy()
+    assert seen == [7]
+    assert child.returncode == 0
+
+    here = by_name(record_of(span) for span in exporter.get_finished_spans())
+    there = by_name(read_spans(child_spans))
+    assert set(here) == {"request", "send rpc.tracing.ping", "process tracing.ponged",
+                         "ack tracing.ponged"}  # fmt: skip
+    assert set(there) == {"process rpc.tracing.ping", "send tracing.ponged",
+                          "ack rpc.tracing.ping"}  # fmt: skip
+    trace_id = root.get_span_context().trace_id
+    assert {span.trace_id for span in [*here.values(), *there.values()]} == {trace_id}
+
+    send_request, served = here["send rpc.tracing.ping"], there["process rpc.tracing.ping"]
+    assert send_request.parent_id == here["request"].span_id
+    assert (send_request.kind, served.kind) == ("PRODUCER", "CONSUMER")
+    assert served.parent_id == send_request.span_id  # parent=True: the creation context
+    assert served.links == (send_request.span_id,)  # and always a link to it
+    assert there["send tracing.ponged"].parent_id == served.span_id
+    handled = here["process tracing.ponged"]
+    assert handled.parent_id == there["send tracing.ponged"].span_id
+    assert handled.links == (there["send tracing.ponged"].span_id,)
+    assert here["ack tracing.ponged"].parent_id == handled.span_id
+    assert there["ack rpc.tracing.ping"].parent_id == served.span_id
+    assert here["ack tracing.ponged"].kind == "CLIENT"
+
+    system = messaging_system(url)
+    assert served.attributes["messaging.system"] == system
+    assert served.attributes["messaging.consumer.group.name"] == "tracee"
+    assert served.attributes["messaging.destination.subscription.name"] == "tracee.rpc.tracing.ping"
+    conversation = send_request.attributes["messaging.message.conversation_id"]
+    assert served.attributes["messaging.message.conversation_id"] == conversation
+    assert served.attributes["messaging.message.id"] == send_request.attributes[
+        "messaging.message.id"
+    ]
+    assert handled.attributes["herald.outcome"] == "acked"
+    assert handled.attributes["messaging.system"] == system
