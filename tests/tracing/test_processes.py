@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import herald
+from herald.testing.recorder import eventually
 from herald.tracing import TracingMiddleware, messaging_system
 
 from ..servers import SPECS, BrokerSpec
@@ -40,11 +40,9 @@ def test_every_multi_process_broker_is_covered() -> None:
     assert {p.values[0].scheme for p in CROSS_PROCESS} == {s.scheme for s in SPECS} - {"memory"}
 
 
-async def _wait_for(path: Path, child: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not path.exists():
-            assert child.poll() is None, f"child exited with {child.returncode}"
-            await asyncio.sleep(0.05)
+def _ready(path: Path, child: asyncio.subprocess.Process) -> bool:
+    assert child.returncode is None, f"child exited with {child.returncode}"
+    return path.exists()
 
 
 @pytest.mark.parametrize("spec", CROSS_PROCESS)
@@ -65,24 +63,24 @@ async def test_one_trace_across_processes(spec: BrokerSpec, tmp_path: Path) -> N
     child_spans = tmp_path / "child-spans.jsonl"
     async with herald.connect(url, source="test", middleware=[tracing]) as bus:
         worker = await bus.start(watcher)
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.tracing.child", url, os.fspath(child_spans)],
+        child = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "tests.tracing.child", url, os.fspath(child_spans)),
             cwd=ROOT,
-            stdin=subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL,
         )
+        ready = child_spans.with_suffix(".ready")
         try:
-            await _wait_for(child_spans.with_suffix(".ready"), child)
+            await eventually(lambda: _ready(ready, child), 30, "the child to start", 0.05)
             with provider.get_tracer("test").start_as_current_span("request") as root:
                 pong = await bus.request(Ping(n=7), Pong, timeout=30)
             assert pong.n == 7
-            async with asyncio.timeout(30):
-                while worker.handled < 1:
-                    await asyncio.sleep(0.02)
+            await eventually(lambda: worker.handled == 1, 30, "the event from the child")
             await worker.stop()
         finally:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(child.wait, 30)
+            async with asyncio.timeout(30):
+                await child.wait()
             with contextlib.suppress(Exception):
                 await bus.broker.destroy()
     assert seen == [7]
@@ -116,8 +114,8 @@ async def test_one_trace_across_processes(spec: BrokerSpec, tmp_path: Path) -> N
     assert served.attributes["messaging.destination.subscription.name"] == "tracee.rpc.tracing.ping"
     conversation = send_request.attributes["messaging.message.conversation_id"]
     assert served.attributes["messaging.message.conversation_id"] == conversation
-    assert served.attributes["messaging.message.id"] == send_request.attributes[
-        "messaging.message.id"
-    ]
+    assert (
+        served.attributes["messaging.message.id"] == send_request.attributes["messaging.message.id"]
+    )
     assert handled.attributes["herald.outcome"] == "acked"
     assert handled.attributes["messaging.system"] == system
