@@ -65,10 +65,13 @@ def _trace_ids(record: logging.LogRecord) -> tuple[str, str] | None:
 
 class TraceIdFilter(logging.Filter):
     """Notes the current span's ids on each record as it is made, for handlers that
-    format records later (in another thread or task); :func:`configure` adds it."""
+    format records later (in another thread or task); :func:`configure` adds it. It
+    also sets ``record.trace_ids`` (`` trace=... span=...``, or empty outside a span)
+    for ``%``-style formats of other handlers: ``"%(message)s%(trace_ids)s"``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        _trace_ids(record)
+        ids = _trace_ids(record)
+        record.trace_ids = "" if ids is None else f" trace={ids[0]} span={ids[1]}"
         return True
 
 

@@ -31,6 +31,7 @@ from .events import (
     UpdateEmployee,
 )
 from .process import platform_codecs, run_until_stopped, web_server
+from .telemetry import middleware
 
 __all__ = ["build_service", "local_api", "run_employees"]
 
@@ -115,7 +116,9 @@ async def run_employees(broker: str, db_url: str, port: int | None, host: str) -
     await db.create_tables()
     directory = Directory(db, outbox)
     try:
-        async with herald.connect(broker, source="employees", codecs=platform_codecs()) as bus:
+        async with herald.connect(
+            broker, source="employees", codecs=platform_codecs(), middleware=middleware(broker)
+        ) as bus:
             relay = OutboxRelay(db.engine, bus, outbox, poll_interval=0.5)
             worker = await bus.start(build_service(directory))
             server = web_server(local_api(directory), host, port) if port else None

@@ -22,6 +22,7 @@ from herald.signals import stop_on_signals
 
 from .database import Database
 from .proto import EmployeeMessage
+from .telemetry import middleware
 
 __all__ = [
     "WebServer",
@@ -135,7 +136,9 @@ async def run_consumer_service(
     """A service with its own database, one worker and a web page at ``/<name>``."""
     await db.create_tables()
     try:
-        async with herald.connect(broker, source=name, codecs=platform_codecs()) as bus:
+        async with herald.connect(
+            broker, source=name, codecs=platform_codecs(), middleware=middleware(broker)
+        ) as bus:
             worker = await bus.start(service)
             await run_until_stopped(
                 name,

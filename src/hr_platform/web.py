@@ -31,6 +31,7 @@ from .events import (
 )
 from .pages import render, wants_json
 from .process import platform_codecs, run_until_stopped, web_server
+from .telemetry import middleware
 
 __all__ = ["EmployeesClient", "create_app", "run_web"]
 
@@ -244,7 +245,9 @@ def _api(client: EmployeesClient) -> APIRouter:
 
 
 async def run_web(broker: str, port: int, host: str, timeout: float = 10.0) -> None:
-    async with herald.connect(broker, source="hr-web", codecs=platform_codecs()) as bus:
+    async with herald.connect(
+        broker, source="hr-web", codecs=platform_codecs(), middleware=middleware(broker)
+    ) as bus:
         app = create_app(EmployeesClient(bus, timeout))
         await run_until_stopped(
             "hr-web", [], server=web_server(app, host, port), url=f"http://{host}:{port}"
