@@ -41,7 +41,8 @@ FORMATS = ("text", "json")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LogFormat = Literal["text", "json"]
 
-_RESERVED = ("time", "level", "logger", "message", "exception", "stack", "trace_id", "span_id")
+_RESERVED = ("time", "level", "logger", "message", "exception", "stack")
+_IDS = ("trace_id", "span_id")
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -50,15 +51,18 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 def _trace_ids(record: logging.LogRecord) -> tuple[str, str] | None:
-    """The trace and span id (hex) of the span current where ``record`` was made."""
-    ids = getattr(record, "otel_ids", None)
+    """The trace and span id (hex) of the span current where ``record`` was made, or
+    else those of its ``herald`` fields (the worker's line about a delivery's outcome,
+    logged after its span ended)."""
+    ids: tuple[str, str] | tuple[()] | None = getattr(record, "otel_ids", None)
     if ids is None:
         span = trace.get_current_span().get_span_context()
-        ids = (
-            (trace.format_trace_id(span.trace_id), trace.format_span_id(span.span_id))
-            if span.is_valid
-            else ()
-        )
+        if span.is_valid:
+            ids = (trace.format_trace_id(span.trace_id), trace.format_span_id(span.span_id))
+        else:
+            fields = _fields(record)
+            trace_id, span_id = fields.get("trace_id"), fields.get("span_id")
+            ids = (trace_id, span_id) if type(trace_id) is type(span_id) is str else ()
         record.otel_ids = ids
     return ids or None
 
@@ -110,7 +114,8 @@ class JSONFormatter(logging.Formatter):
         if ids is not None:
             data["trace_id"], data["span_id"] = ids
         for name, value in _fields(record).items():
-            data[f"herald_{name}" if name in _RESERVED else name] = value
+            if ids is None or name not in _IDS:
+                data[f"herald_{name}" if name in _RESERVED + _IDS else name] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         if record.stack_info:

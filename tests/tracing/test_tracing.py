@@ -132,6 +132,14 @@ async def test_parent_mode_makes_one_tree_and_logs_carry_the_trace(
     (line,) = [line for line in lines if line["message"] == "welcoming Ada"]
     assert line["trace_id"] == f"{found['process staff.hired'].trace_id:032x}"
     assert line["span_id"] == f"{found['process staff.hired'].span_id:016x}"
+    finished = [line for line in lines if line.get("event") == "finished"]
+    assert len(finished) == 2
+    for line in finished:
+        process = found[f"process {line['type']}"]
+        assert (line["trace_id"], line["span_id"]) == (
+            f"{process.trace_id:032x}",
+            f"{process.span_id:016x}",
+        )
 
 
 async def test_process_spans_link_to_the_creation_context_by_default(

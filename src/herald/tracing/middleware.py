@@ -12,8 +12,12 @@
 - ``{ack|retry|release|dead_letter} {event type}`` (CLIENT, operation type
   ``settle``) around the settlement, a child of the process span.
 
-Without an OpenTelemetry SDK configured the spans cost little and record nothing, but
-an incoming creation context is still passed on to the messages a handler publishes.
+Lines logged during a process span carry its trace and span id (see
+:mod:`herald.logs`), and so does the worker's line about the delivery's outcome.
+
+Without an OpenTelemetry SDK configured the spans cost little and record nothing;
+with ``parent=True`` an incoming creation context is still passed on to the messages
+a handler publishes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ..deadletter import DeadLetterReason
 from ..headers import CORRELATION_ID
 from ..message import Message
 from ..middleware import Middleware, Next, Outcome, PublishNext
+from ..worker import LOG_FIELDS
 from . import attributes as attr
 from .attributes import messaging_system
 from .propagation import creation_context, has_trace_context, inject
@@ -153,6 +158,12 @@ class TracingMiddleware(Middleware):
         )
         if span.is_recording():
             ctx.delivery = _TracedDelivery(ctx.delivery, self, span)
+        here = span.get_span_context()
+        if here.is_valid:
+            ctx.state.setdefault(LOG_FIELDS, {}).update(
+                trace_id=trace.format_trace_id(here.trace_id),
+                span_id=trace.format_span_id(here.span_id),
+            )
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=False):
                 outcome = await call_next(ctx)
