@@ -368,3 +368,27 @@ async def test_the_outbox_keeps_the_creation_context_of_the_transaction(
     assert found["process staff.hired"].parent_id == create.span_id
     assert found["process staff.hired"].links == (create.span_id,)
     assert {s.trace_id for s in found.values()} == {root.get_span_context().trace_id}
+
+
+async def test_settle_spans_can_be_left_out(exporter: InMemorySpanExporter) -> None:
+    tracing = TracingMiddleware(settle=False, tracer_provider=provider_for(exporter))
+    svc = herald.Service("welcome")
+
+    @svc.on(Hired)
+    async def hired(event: Hired) -> None:
+        pass
+
+    async with herald.connect(url(), middleware=[tracing]) as bus:
+        worker = await bus.start(svc)
+        await bus.publish(Hired(name="Ada"))
+        await eventually(lambda: worker.handled == 1, what="handled")
+        await worker.stop()
+    assert sorted(s.name for s in spans(exporter)) == ["process staff.hired", "send staff.hired"]
+
+
+def test_the_benchmark_runs_every_way_and_counts_events() -> None:
+    from benchmarks.tracing_bench import MODES, run  # noqa: PLC0415 - a benchmark module
+
+    runs = run(events=50, rounds=1)
+    assert set(runs) == set(MODES)
+    assert all(len(values) == 1 and values[0] > 0 for values in runs.values())

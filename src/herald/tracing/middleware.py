@@ -59,7 +59,8 @@ class TracingMiddleware(Middleware):
     the child of the message's creation context, besides linking to it (the
     conventions' opt-in); a publish of one message that already has a creation
     context, outside any span (an outbox relay), then becomes its child too.
-    ``tracer_provider`` defaults to the global one.
+    ``settle=False`` leaves out the settle spans (a third of the spans, and of the
+    cost, per delivery). ``tracer_provider`` defaults to the global one.
     """
 
     def __init__(
@@ -67,10 +68,12 @@ class TracingMiddleware(Middleware):
         *,
         system: str = "herald",
         parent: bool = False,
+        settle: bool = True,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.system = system
         self.parent = parent
+        self.settle = settle
         self._tracer = tracer_for(tracer_provider)
 
     @classmethod
@@ -79,10 +82,16 @@ class TracingMiddleware(Middleware):
         url: str,
         *,
         parent: bool = False,
+        settle: bool = True,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> TracingMiddleware:
         """A middleware whose ``messaging.system`` is that of the broker at ``url``."""
-        return cls(system=messaging_system(url), parent=parent, tracer_provider=tracer_provider)
+        return cls(
+            system=messaging_system(url),
+            parent=parent,
+            settle=settle,
+            tracer_provider=tracer_provider,
+        )
 
     def __repr__(self) -> str:
         return f"TracingMiddleware(system={self.system!r}, parent={self.parent})"
@@ -156,7 +165,7 @@ class TracingMiddleware(Middleware):
             attributes=attributes,
             links=links,
         )
-        if span.is_recording():
+        if self.settle and span.is_recording():
             ctx.delivery = _TracedDelivery(ctx.delivery, self, span)
         here = span.get_span_context()
         if here.is_valid:

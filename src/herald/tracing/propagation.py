@@ -52,6 +52,7 @@ MAX_TRACESTATE = 512
 """Longest ``tracestate`` read (the W3C limit a propagator must pass on)."""
 _PREFIXES = ("", "cloudEvents_", "cloudEvents:", "ce-", "ce_")
 _LIMITS = {TRACEPARENT: MAX_TRACEPARENT, TRACESTATE: MAX_TRACESTATE}
+_TRACEPARENTS = tuple(prefix + TRACEPARENT for prefix in _PREFIXES)
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -102,4 +103,6 @@ def creation_context(headers: Mapping[str, str]) -> SpanContext | None:
 
 def has_trace_context(headers: Mapping[str, str]) -> bool:
     """Whether ``headers`` hold a ``traceparent`` under any accepted name."""
-    return any(prefix + TRACEPARENT in headers for prefix in _PREFIXES)
+    if not headers:
+        return False
+    return any(name in headers for name in _TRACEPARENTS)
