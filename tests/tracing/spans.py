@@ -26,6 +26,7 @@ class SpanRecord:
     attributes: dict[str, Any]
     status: str
     process: str
+    trace_state: str = ""
 
 
 def record_of(span: ReadableSpan, process: str = "test") -> SpanRecord:
@@ -41,6 +42,7 @@ def record_of(span: ReadableSpan, process: str = "test") -> SpanRecord:
         attributes=dict(span.attributes or {}),
         status=span.status.status_code.name,
         process=process,
+        trace_state=context.trace_state.to_header(),
     )
 
 

@@ -14,9 +14,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 import herald
 from herald.testing.recorder import eventually
@@ -27,6 +29,14 @@ from .child import Ping, Pong, Ponged
 from .spans import by_name, read_spans, record_of
 
 ROOT = Path(__file__).resolve().parents[2]
+UPSTREAM = SpanContext(
+    0x5B8EFFF798038103D269B633813FC60C,
+    0xEEE19B7EC3C1B174,
+    is_remote=True,
+    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    trace_state=TraceState([("herald", "t1")]),
+)
+"""A caller upstream of the test, whose trace state must reach the child."""
 CROSS_PROCESS = [
     pytest.param(spec, id=spec.scheme, marks=[getattr(pytest.mark, spec.scheme)])
     if spec.port is not None or spec.scheme == "sqs"
@@ -71,7 +81,9 @@ async def test_one_trace_across_processes(spec: BrokerSpec, tmp_path: Path) -> N
         ready = child_spans.with_suffix(".ready")
         try:
             await eventually(lambda: _ready(ready, child), 30, "the child to start", 0.05)
-            with provider.get_tracer("test").start_as_current_span("request") as root:
+            upstream = trace.set_span_in_context(NonRecordingSpan(UPSTREAM))
+            tracer = provider.get_tracer("test")
+            with tracer.start_as_current_span("request", context=upstream) as root:
                 pong = await bus.request(Ping(n=7), Pong, timeout=30)
             assert pong.n == 7
             await eventually(lambda: worker.handled == 1, 30, "the event from the child")
@@ -93,7 +105,10 @@ async def test_one_trace_across_processes(spec: BrokerSpec, tmp_path: Path) -> N
     assert set(there) == {"process rpc.tracing.ping", "send tracing.ponged",
                           "ack rpc.tracing.ping"}  # fmt: skip
     trace_id = root.get_span_context().trace_id
+    assert trace_id == UPSTREAM.trace_id
     assert {span.trace_id for span in [*here.values(), *there.values()]} == {trace_id}
+    # tracestate travelled too: the child's spans inherited it from the request's context
+    assert {span.trace_state for span in there.values()} == {"herald=t1"}
 
     send_request, served = here["send rpc.tracing.ping"], there["process rpc.tracing.ping"]
     assert send_request.parent_id == here["request"].span_id

@@ -217,6 +217,8 @@ async def test_failures_mark_the_process_span_and_each_settlement_has_its_span(
     assert [s.attributes["herald.outcome"] for s in processes] == ["retried", "dead-lettered"]
     assert all(s.attributes["error.type"] == "RuntimeError" for s in processes)
     assert all(s.status == "ERROR" for s in processes)
+    (send,) = [s for s in records if s.kind == "PRODUCER"]
+    assert [s.links for s in processes] == [(send.span_id,), (send.span_id,)]  # retried copy
     settles = [s for s in records if s.kind == "CLIENT"]
     assert [s.name for s in settles] == ["retry staff.hired", "dead_letter staff.hired"]
     assert [s.parent_id for s in settles] == [s.span_id for s in processes]
