@@ -12,7 +12,9 @@ round, interleaved (off, api, sdk, sdk-nosettle, off, ...) in one process:
   them;
 - ``sdk-nosettle``: the same with ``settle=False`` (no ack spans).
 
-It prints each way's median and its ratio to ``off``.
+It prints each way's median throughput (events/s, wall clock) and its ratio to
+``off``, and the median CPU time per event (all of the process's threads, the SDK's
+export thread included): on a shared machine the CPU time is the steadier figure.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -39,6 +41,13 @@ MODES = ("off", "api", "sdk", "sdk-nosettle")
 
 class Tick(herald.Event, type="bench.tick"):
     n: int
+
+
+class Round(NamedTuple):
+    rate: float
+    """Events/s, wall clock."""
+    cpu: float
+    """CPU microseconds per event."""
 
 
 class Dropping(SpanExporter):
@@ -63,8 +72,8 @@ def _middleware(mode: str) -> tuple[list[herald.Middleware], TracerProvider | No
     return [TracingMiddleware(settle=settle, tracer_provider=provider)], provider
 
 
-async def one_round(events: int, mode: str) -> float:
-    """Events/s of one run, traced as ``mode`` says."""
+async def one_round(events: int, mode: str) -> Round:
+    """One run, traced as ``mode`` says."""
     middleware, provider = _middleware(mode)
     service = herald.Service("bench", concurrency=16)
     done = asyncio.Event()
@@ -80,19 +89,19 @@ async def one_round(events: int, mode: str) -> float:
     name = f"memory://tracing-bench-{os.getpid()}-{mode}"
     async with herald.connect(name, middleware=middleware) as bus:
         worker = await bus.start(service)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for first in range(0, events, 500):
             await bus.publish_many(Tick(n=n) for n in range(first, min(first + 500, events)))
         await done.wait()
         elapsed = time.perf_counter() - started
         await worker.stop()
     if provider is not None:
-        provider.shutdown()
-    return events / elapsed
+        provider.shutdown()  # exports what is queued: its CPU time counts too
+    return Round(events / elapsed, (time.process_time() - cpu) / events * 1e6)
 
 
-def run(events: int, rounds: int) -> dict[str, list[float]]:
-    runs: dict[str, list[float]] = {mode: [] for mode in MODES}
+def run(events: int, rounds: int) -> dict[str, list[Round]]:
+    runs: dict[str, list[Round]] = {mode: [] for mode in MODES}
     for _ in range(rounds):
         for mode in MODES:
             runs[mode].append(asyncio.run(one_round(events, mode)))
@@ -105,13 +114,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
     runs = run(args.events, args.rounds)
-    off = statistics.median(runs["off"])
+    off = statistics.median(r.rate for r in runs["off"])
     medians = {}
-    for mode, values in runs.items():
-        median = statistics.median(values)
-        medians[mode] = median
-        shown = " ".join(f"{v:,.0f}" for v in values)
-        print(f"{mode:<12} median {median:>9,.0f} ev/s  {median / off:5.2f}x of off   ({shown})")
+    for mode, rounds in runs.items():
+        rate = statistics.median(r.rate for r in rounds)
+        cpu = statistics.median(r.cpu for r in rounds)
+        medians[mode] = rate
+        shown = " ".join(f"{r.rate:,.0f}" for r in rounds)
+        print(
+            f"{mode:<12} median {rate:>8,.0f} ev/s {rate / off:5.2f}x of off"
+            f"  {cpu:6.1f} us CPU/event   ({shown})"
+        )
     print(f"{args.rounds} interleaved rounds of {args.events:,} events")
     return medians
 

@@ -393,4 +393,4 @@ def test_the_benchmark_runs_every_way_and_counts_events() -> None:
 
     runs = run(events=50, rounds=1)
     assert set(runs) == set(MODES)
-    assert all(len(values) == 1 and values[0] > 0 for values in runs.values())
+    assert all(len(rounds) == 1 and rounds[0].rate > 0 for rounds in runs.values())
