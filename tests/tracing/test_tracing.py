@@ -3,6 +3,7 @@ batches, the outbox, trace ids in log lines, and hostile trace headers."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import json
@@ -394,3 +395,25 @@ def test_the_benchmark_runs_every_way_and_counts_events() -> None:
     runs = run(events=50, rounds=1)
     assert set(runs) == set(MODES)
     assert all(len(rounds) == 1 and rounds[0].rate > 0 for rounds in runs.values())
+
+
+async def test_a_delivery_cut_short_by_shutdown_is_released_not_failed(
+    exporter: InMemorySpanExporter,
+) -> None:
+    tracing = TracingMiddleware(tracer_provider=provider_for(exporter))
+    svc = herald.Service("slow")
+    started: list[str] = []
+
+    @svc.on(Hired)
+    async def hired(event: Hired) -> None:
+        started.append(event.name)
+        await asyncio.Event().wait()
+
+    async with herald.connect(url(), middleware=[tracing]) as bus:
+        worker = await bus.start(svc)
+        await bus.publish(Hired(name="Ada"))
+        await eventually(lambda: bool(started), what="the handler to start")
+        await worker.stop(timeout=0.05)
+    (process,) = [s for s in spans(exporter) if s.kind == "CONSUMER"]
+    assert process.attributes["herald.outcome"] == "released"
+    assert process.status == "UNSET"

@@ -22,6 +22,7 @@ a handler publishes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
@@ -174,8 +175,14 @@ class TracingMiddleware(Middleware):
                 span_id=trace.format_span_id(here.span_id),
             )
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False):
+            with trace.use_span(
+                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
                 outcome = await call_next(ctx)
+        except asyncio.CancelledError:  # the worker stopping: it releases the delivery
+            span.set_attribute(attr.OUTCOME, "released")
+            span.end()
+            raise
         except BaseException as exc:
             span.set_attribute(attr.ERROR_TYPE, type(exc).__qualname__)
             span.record_exception(exc)
