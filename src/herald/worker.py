@@ -438,7 +438,7 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             extra=_fields(
                 handler,
                 delivery,
-                **added,
+                added,
                 event="finished",
                 duration_ms=millis,
                 attempt=ctx.attempt,
@@ -458,7 +458,7 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             error,
             outcome.delay,
             extra=_fields(
-                handler, delivery, **added, event="failed", duration_ms=millis, attempt=ctx.attempt
+                handler, delivery, added, event="failed", duration_ms=millis, attempt=ctx.attempt
             ),
         )
     elif outcome.settlement == "dead_letter":
@@ -471,7 +471,7 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             delivery.subscription.dead_letter_queue,
             outcome.reason,
             exc_info=error if isinstance(error, Exception) and not _expected(error) else None,
-            extra=_fields(handler, delivery, **added, event="dead-lettered", attempt=ctx.attempt),
+            extra=_fields(handler, delivery, added, event="dead-lettered", attempt=ctx.attempt),
         )
     else:
         log.info(
@@ -479,7 +479,7 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             message.type,
             message.id,
             delivery.subscription.queue,
-            extra=_fields(handler, delivery, **added, event="released", attempt=ctx.attempt),
+            extra=_fields(handler, delivery, added, event="released", attempt=ctx.attempt),
         )
 
 
@@ -509,9 +509,15 @@ async def _quietly_release(delivery: Delivery) -> None:
         log.debug("release of %s failed: %s", delivery.message.id, exc)
 
 
-def _fields(handler: Handler, delivery: Delivery, **more: object) -> dict[str, object]:
+def _fields(
+    handler: Handler,
+    delivery: Delivery,
+    added: Mapping[str, object] | None = None,
+    **more: object,
+) -> dict[str, object]:
     return {
         "herald": {
+            **(added or {}),
             "message_id": delivery.message.id,
             "type": delivery.message.type,
             "queue": delivery.subscription.queue,
