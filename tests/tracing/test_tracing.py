@@ -367,6 +367,7 @@ async def test_the_outbox_keeps_the_creation_context_of_the_transaction(
     assert create.kind == "PRODUCER"
     assert create.attributes["messaging.operation.type"] == "create"
     assert send.links == (create.span_id,)
+    assert send.kind == "CLIENT"  # the create span, not this one, is the creation context
     assert send.parent_id == create.span_id  # parent=True, relayed outside any span
     assert found["process staff.hired"].parent_id == create.span_id
     assert found["process staff.hired"].links == (create.span_id,)

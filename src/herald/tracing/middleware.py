@@ -2,10 +2,11 @@
 
 :class:`TracingMiddleware` follows OpenTelemetry's messaging semantic conventions:
 
-- ``send {event type}`` (PRODUCER) around each publish batch. Each message that has
-  no creation context yet gets this span's, as ``traceparent``/``tracestate``
-  headers; the span links to the creation contexts messages already had (events
-  staged in an outbox, see :func:`~herald.tracing.stamp`).
+- ``send {event type}`` around each publish batch. Each message that has no creation
+  context yet gets this span's, as ``traceparent``/``tracestate`` headers (the span
+  is then a PRODUCER span); the span links to the creation contexts messages already
+  had (events staged in an outbox, see :func:`~herald.tracing.stamp`), and is a
+  CLIENT span when every message had one.
 - ``process {event type}`` (CONSUMER) around the handler chain of a delivery. It
   links to the message's creation context; with ``parent=True`` it is also that
   context's child, so one trace follows an event through every service it reaches.
@@ -124,8 +125,10 @@ class TracingMiddleware(Middleware):
         else:
             attributes[attr.BATCH_MESSAGE_COUNT] = len(messages)
         name = f"send {destination}" if destination is not None else "send"
+        # PRODUCER when the span is some message's creation context, else CLIENT
+        kind = SpanKind.PRODUCER if None in created else SpanKind.CLIENT
         with self._tracer.start_as_current_span(
-            name, context=parent, kind=SpanKind.PRODUCER, attributes=attributes, links=links
+            name, context=parent, kind=kind, attributes=attributes, links=links
         ) as span:
             here = span.get_span_context()
             if here.is_valid and None in created:
