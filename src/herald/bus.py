@@ -80,6 +80,7 @@ class Bus:
         self._workers: list[Worker] = []
         self._replies: ReplyChannel | None = None
         self._requests = any(type(m).request is not Middleware.request for m in self.middleware)
+        self._send_request: PublishNext | None = None
 
     def __repr__(self) -> str:
         return f"Bus({self.url!r})"
@@ -216,22 +217,24 @@ class Bus:
         """Send ``request`` to the service that handles it and return its reply as
         ``response``. Raises :class:`herald.TimeoutError` when no reply comes within
         ``timeout`` seconds, the handler's :class:`herald.ExpectedError` subclass, or
-        :class:`herald.RemoteError` for any other failure of the handler."""
+        :class:`herald.RemoteError` for any other failure of the handler. The request
+        goes through the publish middleware like any publish."""
         if self._replies is None:
             self._replies = ReplyChannel(self.broker)
-        channel = self._replies
+            self._send_request = publish_chain(self.middleware, self._replies.send_requests)
+        channel, send = self._replies, self._send_request
         message = self.message(request, key=key)
         message = replace(message, type=request_type(message.type))
         if self._requests:
 
             async def call(message: Message) -> Message:
-                reply = await channel.call(message, timeout)
+                reply = await channel.call(message, timeout, send)
                 decode_reply(reply, None)  # an error reply raises here, inside the chain
                 return reply
 
             reply = await request_chain(self.middleware, call)(message)
         else:
-            reply = await channel.call(message, timeout)
+            reply = await channel.call(message, timeout, send)
         result = decode_reply(reply, response)
         assert result is not None
         return result

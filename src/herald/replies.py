@@ -17,7 +17,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from .broker import Broker, Prefetch, Subscription
@@ -115,7 +115,15 @@ class ReplyChannel:
         self._started = False
         self._ready = asyncio.Lock()
 
-    async def call(self, message: Message, timeout: float) -> Message:
+    async def call(
+        self,
+        message: Message,
+        timeout: float,
+        send: Callable[[Sequence[Message]], Awaitable[None]] | None = None,
+    ) -> Message:
+        """Send the request ``message`` and return its reply. ``send`` publishes the
+        request with its reply headers (through a publish pipeline that ends in
+        :meth:`send_requests`); by default it goes straight to the transport."""
         correlation = message.id
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[correlation] = future
@@ -127,7 +135,7 @@ class ReplyChannel:
                     CORRELATION_ID: correlation,
                     DEADLINE: f"{time.time() + timeout:.3f}",
                 }
-                await self.transport.send(message.with_headers(headers))
+                await (send or self.send_requests)((message.with_headers(headers),))
                 return await future
         except builtins.TimeoutError as exc:
             raise TimeoutError(
@@ -136,6 +144,11 @@ class ReplyChannel:
             ) from exc
         finally:
             self._pending.pop(correlation, None)
+
+    async def send_requests(self, requests: Sequence[Message]) -> None:
+        """Hand requests to the reply transport (the end of a request's publish)."""
+        for request in requests:
+            await self.transport.send(request)
 
     async def _start(self) -> None:
         async with self._ready:

@@ -46,7 +46,7 @@ from .middleware import (
 )
 from .service import Service
 
-__all__ = ["BUILTIN_MIDDLEWARE", "Worker"]
+__all__ = ["BUILTIN_MIDDLEWARE", "LOG_FIELDS", "Worker"]
 
 log = logging.getLogger("herald.worker")
 RESUBSCRIBE_DELAY = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -57,6 +57,9 @@ BUILTIN_MIDDLEWARE: tuple[Middleware, ...] = (
 )
 """Innermost, in this order, around every handler (the timeout only around handlers
 that have one)."""
+LOG_FIELDS = "herald.log_fields"
+"""Key of ``ctx.state``: a dict of fields a middleware adds to the worker's line about
+the delivery's outcome (finished, failed, ...), e.g. the trace id of its span."""
 
 
 class _ServicePublisher:
@@ -437,6 +440,7 @@ async def _call_handler(ctx: Context) -> Outcome:
 def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
     delivery, handler, message = ctx.delivery, ctx.handler, ctx.message
     millis = elapsed * 1000
+    added = ctx.state.get(LOG_FIELDS, {})
     if outcome.settlement == "ack":
         log.info(
             "finished %s %s in %s (%.1f ms)",
@@ -445,7 +449,12 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             handler.name,
             millis,
             extra=_fields(
-                handler, delivery, event="finished", duration_ms=millis, attempt=ctx.attempt
+                handler,
+                delivery,
+                added,
+                event="finished",
+                duration_ms=millis,
+                attempt=ctx.attempt,
             ),
         )
     elif outcome.settlement == "retry":
@@ -462,7 +471,7 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             error,
             outcome.delay,
             extra=_fields(
-                handler, delivery, event="failed", duration_ms=millis, attempt=ctx.attempt
+                handler, delivery, added, event="failed", duration_ms=millis, attempt=ctx.attempt
             ),
         )
     elif outcome.settlement == "dead_letter":
@@ -475,7 +484,7 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             delivery.subscription.dead_letter_queue,
             outcome.reason,
             exc_info=error if isinstance(error, Exception) and not _expected(error) else None,
-            extra=_fields(handler, delivery, event="dead-lettered", attempt=ctx.attempt),
+            extra=_fields(handler, delivery, added, event="dead-lettered", attempt=ctx.attempt),
         )
     else:
         log.info(
@@ -483,7 +492,7 @@ def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
             message.type,
             message.id,
             delivery.subscription.queue,
-            extra=_fields(handler, delivery, event="released", attempt=ctx.attempt),
+            extra=_fields(handler, delivery, added, event="released", attempt=ctx.attempt),
         )
 
 
@@ -513,9 +522,15 @@ async def _quietly_release(delivery: Delivery) -> None:
         log.debug("release of %s failed: %s", delivery.message.id, exc)
 
 
-def _fields(handler: Handler, delivery: Delivery, **more: object) -> dict[str, object]:
+def _fields(
+    handler: Handler,
+    delivery: Delivery,
+    added: Mapping[str, object] | None = None,
+    **more: object,
+) -> dict[str, object]:
     return {
         "herald": {
+            **(added or {}),
             "message_id": delivery.message.id,
             "type": delivery.message.type,
             "queue": delivery.subscription.queue,

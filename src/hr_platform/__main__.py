@@ -12,9 +12,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from herald.logs import TraceIdFilter
 from herald.url import resolve_url
 
-from . import DEFAULT_PORTS, SERVICES
+from . import DEFAULT_PORTS, SERVICES, telemetry
 from .database import default_db_url
 from .employees import run_employees
 from .giftcards import run_giftcards
@@ -63,8 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
-        format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s%(trace_ids)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TraceIdFilter())
+    telemetry.install(args.service)
     if logging.getLogger().level == logging.INFO:
         logging.getLogger("herald.worker").setLevel(logging.WARNING)
     asyncio.run(_run(args))

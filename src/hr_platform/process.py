@@ -26,6 +26,7 @@ from herald.signals import stop_on_signals
 
 from .database import Database
 from .proto import EmployeeMessage
+from .telemetry import middleware
 
 __all__ = [
     "WebServer",
@@ -52,9 +53,12 @@ def platform_codecs() -> herald.CodecRegistry:
 
 
 def connect(broker: str, name: str) -> herald.Bus:
-    """The bus of service ``name``, recording Prometheus metrics."""
+    """The bus of service ``name``, tracing its messaging and recording Prometheus metrics."""
     return herald.connect(
-        broker, source=name, codecs=platform_codecs(), middleware=[MetricsMiddleware()]
+        broker,
+        source=name,
+        codecs=platform_codecs(),
+        middleware=[*middleware(broker), MetricsMiddleware()],
     )
 
 

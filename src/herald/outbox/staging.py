@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from opentelemetry.trace import TracerProvider
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
@@ -17,6 +18,7 @@ from ..codec import CodecRegistry, default_codecs
 from ..errors import MessageTooLargeError
 from ..event import Event
 from ..message import Message
+from ..tracing import stamp
 from .tables import (
     Executor,
     lease_table,
@@ -43,6 +45,8 @@ class Outbox:
     staged message. ``max_message_bytes`` is the largest body :meth:`stage` accepts
     (default 16 MiB, what Herald's brokers take): an event too large for the broker
     is refused in the staging transaction, not discovered by the relay.
+    ``tracer_provider`` records the ``create`` span of each staged event (default:
+    OpenTelemetry's global provider; see :func:`herald.tracing.stamp`).
     """
 
     def __init__(
@@ -54,7 +58,9 @@ class Outbox:
         codecs: CodecRegistry | None = None,
         source: str = "herald",
         max_message_bytes: int = 16 * MiB,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
+        self.tracer_provider = tracer_provider
         self.metadata = metadata if metadata is not None else sa.MetaData()
         self.table = outbox_table(table_name, self.metadata, schema)
         self.lease_table = lease_table(f"{table_name}_lease", self.metadata, schema)
@@ -95,13 +101,14 @@ class Outbox:
     ) -> Message:
         """The envelope that :meth:`stage` stores for ``event`` (same rules as
         ``Bus.message``); raises :class:`herald.MessageTooLargeError` for a body over
-        ``max_message_bytes``."""
+        ``max_message_bytes``. It carries its creation context (the trace it was
+        staged in, see :func:`herald.tracing.stamp`) in its headers."""
         message = self.codecs.envelope(event, source=self.source, key=key, headers=headers)
         if len(message.body) > self.max_message_bytes:
             raise MessageTooLargeError(
                 message.id, len(message.body), self.max_message_bytes, f"outbox {self.name}"
             )
-        return message
+        return stamp(message, tracer_provider=self.tracer_provider)
 
     async def stage(
         self,
