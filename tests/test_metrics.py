@@ -145,7 +145,10 @@ async def test_a_known_workload_scraped_from_metrics_counts_exactly() -> None:
 
     published = "herald_messages_published_total"
     assert value(samples, published, event_type="ledger.entry", outcome="confirmed") == 9
-    assert value(samples, "herald_publish_duration_seconds_count", outcome="confirmed") == 3
+    # RPC requests are published through the same pipeline: 3 batches of events + 4 requests
+    assert value(samples, "herald_publish_duration_seconds_count", outcome="confirmed") == 7
+    assert value(samples, published, event_type="rpc.ledger.balance", outcome="confirmed") == 3
+    assert value(samples, published, event_type="rpc.ledger.unanswered", outcome="confirmed") == 1
 
     calls = "herald_rpc_calls_total"
     assert value(samples, calls, request_type="rpc.ledger.balance", outcome="ok") == 2
