@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 import herald
 from herald.metrics import MetricsMiddleware
 
-__all__ = ["main", "one_run"]
+__all__ = ["main", "one_run", "with_namespace"]
 
 BATCH = 500
 
@@ -33,7 +33,8 @@ class Tick(herald.Event, type="bench.tick"):
     n: int
 
 
-def _with_namespace(url: str) -> str:
+def with_namespace(url: str) -> str:
+    """``url`` with a namespace of its own (a fresh hub on ``memory://``)."""
     if url.startswith("memory://"):
         return f"memory://metrics-bench-{uuid.uuid4().hex[:8]}"
     joiner = "&" if "?" in url else "?"
@@ -56,7 +57,7 @@ async def one_run(url: str, events: int, metrics: bool) -> float:
     options: dict[str, Any] = {}
     if metrics:
         options["middleware"] = [MetricsMiddleware(CollectorRegistry())]
-    async with herald.connect(_with_namespace(url), **options) as bus:
+    async with herald.connect(with_namespace(url), **options) as bus:
         worker = await bus.start(service)
         started = time.perf_counter()
         for first in range(0, events, BATCH):

@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.harness import LATENCY, THROUGHPUT, percentile  # noqa: E402
 from benchmarks.metrics_bench import main as metrics_bench  # noqa: E402
+from benchmarks.observability_bench import main as observability_bench  # noqa: E402
 from benchmarks.report import Row, at_least, faster_than, judge, p99_within, render  # noqa: E402
 
 COLUMNS = ["workload", "contender", "events", "seconds", "events/s", "p50 ms", "p99 ms"]
@@ -139,3 +140,13 @@ def test_metrics_bench_runs_both_modes_interleaved(capsys: pytest.CaptureFixture
     assert all(len(line.split("(")[1].split()) == 2 for line in lines[:2])  # two runs each
     assert lines[2].startswith("overhead of metrics: ")
     assert "2 interleaved rounds of 300 events on memory://" in lines[2]
+
+
+def test_observability_bench_runs_every_way(capsys: pytest.CaptureFixture[str]) -> None:
+    medians = observability_bench(["--events", "300", "--rounds", "2"])
+    assert set(medians) == {"off", "metrics", "tracing", "both"}
+    assert all(rate > 0 for rate in medians.values())
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:4]] == ["off", "metrics", "tracing", "both"]
+    assert all(len(line.split("(")[1].split()) == 2 for line in lines[:4])  # two runs each
+    assert lines[4] == "2 interleaved rounds of 300 events on memory://"
