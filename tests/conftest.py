@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check what inputs do, never how fast: a per-example deadline would
+# only measure how loaded this shared 2-core machine happens to be.
+settings.register_profile("herald", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("herald")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
