@@ -149,5 +149,5 @@ async def handled_and_dead_lettered(
     assert message.time == GOOD.get_time() and message.datacontenttype == "application/json"
     assert got.empty()
     (letter,) = letters
-    assert letter.reason.error_type == "DecodeError"
+    assert letter.reason.error_type == "DecodeError", letter
     assert f"specversion '{BAD_VERSION}' is not 1.0" in letter.reason.error_message
