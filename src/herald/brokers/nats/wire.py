@@ -67,6 +67,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BLOCK = len(b"NATS/1.0\r\n") + len(b"\r\n")
 _LINE = len(b": \r\n")
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+_CE_CASES = ("ce-", "Ce-", "cE-", "CE-")
+_UNENCODED = re.compile(r"[!#$&-~]*")  # printable ASCII but space, '"' and '%'
 
 
 def _plain(value: str) -> bool:
@@ -83,8 +85,9 @@ def to_headers(message: Message, msg_id: str | None = None) -> dict[str, str]:
                 f"message {message.id}: header name {name[:100]!r} cannot travel on NATS "
                 "(use letters, digits and !#$%&'*+-.^_`|~)"
             )
-        if _attribute(name):
-            headers[name] = quote(value, safe=_SAFE)
+        if name.startswith(_CE_CASES):
+            if not _UNENCODED.fullmatch(value):
+                headers[name] = quote(value, safe=_SAFE)
         elif not _plain(value):
             encoded.append(name)
     for name in encoded:
@@ -93,10 +96,6 @@ def to_headers(message: Message, msg_id: str | None = None) -> dict[str, str]:
         headers[ENCODED] = ",".join(encoded)
     headers[MSG_ID] = msg_id or message.id
     return headers
-
-
-def _attribute(name: str) -> bool:
-    return name[:3].lower() == CE_HEADER
 
 
 def _percent_decoded(name: str, value: str) -> str:
@@ -172,7 +171,7 @@ def from_headers(
                 text = base64.b64decode(text, validate=True).decode()
             except (binascii.Error, UnicodeDecodeError) as exc:
                 raise DecodeError(f"header {key!r} is not valid base64 text") from exc
-        elif _attribute(key):
+        elif ("%" in text or '"' in text) and key.startswith(_CE_CASES):
             text = _percent_decoded(key, text)
         headers[key] = text
     return decode_message(
