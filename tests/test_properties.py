@@ -4,6 +4,8 @@ Herald's own errors, and what they accept round-trips."""
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC
 
 from hypothesis import HealthCheck, example, given, settings
@@ -59,6 +61,47 @@ def test_wire_decoding_raises_only_decode_errors(
         assert decode_message(encode_headers(message), body) == message
 
 
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+ENVELOPE = st.fixed_dictionaries(
+    {},
+    optional={
+        "specversion": st.sampled_from(["1.0", "0.3"]) | JSON,
+        "id": st.text(max_size=8) | JSON,
+        "source": st.text(max_size=8) | JSON,
+        "type": EVENT_TYPE | JSON,
+        "subject": st.text(max_size=8) | JSON,
+        "time": st.sampled_from(["2026-01-02T03:04:05Z", "yesterday"]) | JSON,
+        "datacontenttype": st.sampled_from(["application/json", "text/plain", "image/png"]),
+        "data": JSON,
+        "data_base64": st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode()) | JSON,
+        "traceparent": JSON,
+        "Bad-Name": JSON,
+    },
+)
+
+
+@given(envelope=ENVELOPE, raw=st.none() | st.binary(max_size=60))
+@example(envelope={}, raw=b'{"data": ' + b"[" * 100_000 + b"}")
+@example(envelope={"specversion": "1.0", "id": "1", "source": "s", "type": "a.b"}, raw=None)
+def test_structured_events_decode_or_raise_decode_errors(
+    envelope: dict[str, object], raw: bytes | None
+) -> None:
+    body = raw if raw is not None else json.dumps(envelope).encode()
+    try:
+        message = decode_message({}, body, content_type="application/cloudevents+json")
+    except herald.DecodeError as exc:
+        assert str(exc)
+    else:
+        assert message.type == envelope["type"] and message.id == envelope["id"]
+        assert decode_message(encode_headers(message), message.body) == message
+
+
 @given(
     event_type=EVENT_TYPE,
     body=st.binary(max_size=100),
@@ -68,7 +111,9 @@ def test_wire_decoding_raises_only_decode_errors(
 def test_messages_round_trip_through_the_wire_headers(
     event_type: str, body: bytes, subject: str | None, headers: dict[str, str]
 ) -> None:
-    headers = {k: v for k, v in headers.items() if not k.startswith(("cloudEvents", "ce-", "ce_"))}
+    headers = {
+        k: v for k, v in headers.items() if not k.lower().startswith(("cloudevents", "ce-", "ce_"))
+    }
     message = Message(type=event_type, body=body, subject=subject, headers=headers)
     assert decode_message(encode_headers(message), body) == message
 

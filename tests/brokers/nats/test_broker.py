@@ -141,7 +141,7 @@ def test_headers_survive_nats_header_rules() -> None:
     )
     headers = to_headers(message)
     assert all("\n" not in v and v.isascii() and v == v.strip() for v in headers.values())
-    assert headers["cloudEvents_type"] == "a.b" and headers["Nats-Msg-Id"] == message.id
+    assert headers["ce-type"] == "a.b" and headers["Nats-Msg-Id"] == message.id
     back = from_headers({**headers, "Nats-Sequence": "4"}, b"{}", None, "unused")
     assert back == message
 

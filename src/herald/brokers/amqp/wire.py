@@ -1,10 +1,15 @@
 """Herald messages as AMQP 0-9-1 properties and headers, and back.
 
-Attributes go into ``cloudEvents_*`` headers (see :mod:`herald.wire`); the content
-type also into ``content_type``, the id into ``message_id``, the type into ``type``
-and the time into ``timestamp``. Messages are persistent (``delivery_mode`` 2).
-Which attempt a delivery is travels in the ``herald-attempt`` header (an integer,
-absent on a first attempt); on quorum queues RabbitMQ adds ``x-delivery-count``.
+This follows the CloudEvents AMQP binding's binary content mode (there is none for
+0-9-1): the attributes go into ``cloudEvents_*`` headers (see :mod:`herald.wire`)
+except ``datacontenttype``, which is the ``content_type`` property; the id also goes
+into ``message_id``, the type into ``type`` and the time into ``timestamp``. A
+message whose ``content_type`` is ``application/cloudevents+json`` is a structured
+event and is read from its body; one that older Herald wrote with a
+``cloudEvents_datacontenttype`` header reads as before. Messages are persistent
+(``delivery_mode`` 2). Which attempt a delivery is travels in the ``herald-attempt``
+header (an integer, absent on a first attempt); on quorum queues RabbitMQ adds
+``x-delivery-count``.
 A ``reply_to`` property naming a direct reply-to channel becomes the
 ``herald-reply-to`` header.
 
@@ -16,6 +21,8 @@ What arrives is input: :func:`read` raises :class:`herald.DecodeError` and
 >>> p = properties_for(m, attempt=2)
 >>> p.message_id, p.content_type, p.delivery_mode, p.headers["herald-attempt"]
 ('m1', 'application/json', 2, 2)
+>>> p.headers["cloudEvents_id"], "cloudEvents_datacontenttype" in p.headers
+('m1', False)
 >>> attempt_header({"herald-attempt": 2}), attempt_header({})
 (2, 1)
 >>> attempt_header({"herald-attempt": -1000000000})
@@ -66,7 +73,7 @@ _TRANSPORT_PREFIXES = ("x-first-death-", "x-last-death-")
 
 
 def properties_for(message: Message, attempt: int = 1) -> spec.Basic.Properties:
-    headers: dict[str, Any] = encode_headers(message)
+    headers: dict[str, Any] = encode_headers(message, content_type=False)
     if attempt > 1:
         headers[ATTEMPT] = attempt
     return spec.Basic.Properties(

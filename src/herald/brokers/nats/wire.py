@@ -1,17 +1,31 @@
 """Messages as NATS headers and payload.
 
-The CloudEvents attributes travel as ``cloudEvents_*`` headers (:mod:`herald.wire`),
-the message id also as ``Nats-Msg-Id`` (JetStream's de-duplication key). NATS header
-values are single trimmed lines, so a value with a line break, surrounding blanks or
-non-ASCII text is sent base64-encoded and its name listed in ``Herald-B64``. Header
-names must be RFC 7230 tokens (nats-py refuses anything else); a message with another
-name is refused before anything is sent.
+This is the CloudEvents NATS binding's binary content mode: every attribute, the
+``datacontenttype`` too, travels as a ``ce-`` header (``ce-id``, ``ce-type``, ...)
+whose value is percent-encoded as the binding says (space, ``"``, ``%`` and anything
+outside printable ASCII as ``%XX`` of its UTF-8 bytes), the data as the payload; the
+message id also as ``Nats-Msg-Id`` (JetStream's de-duplication key). Read back, ``ce-``
+headers are percent-decoded (after RFC 7230 quoted strings are unquoted), names in
+any case. A message with a ``Content-Type`` header of ``application/cloudevents+json``
+is a structured event, read from its payload. Messages that older Herald stored with
+``cloudEvents_*`` headers still decode.
+
+The message's own headers travel as they are. NATS header values are single trimmed
+lines, so one with a line break, surrounding blanks or non-ASCII text is sent
+base64-encoded and its name listed in ``Herald-B64``. Header names must be RFC 7230
+tokens (nats-py refuses anything else); a message with another name is refused
+before anything is sent.
 
 >>> from herald.message import Message
 >>> m = Message(type="a.b", body=b"{}", headers={"err": " two\\nlines ", "x": "1"})
 >>> h = to_headers(m)
->>> h["Herald-B64"], h["x"], h["Nats-Msg-Id"] == m.id
-('err', '1', True)
+>>> h["Herald-B64"], h["x"], h["Nats-Msg-Id"] == m.id, h["ce-type"]
+('err', '1', True, 'a.b')
+>>> to_headers(Message(type="a.b", body=b"", subject="Euro € 100%"))["ce-subject"]
+'Euro%20%E2%82%AC%20100%25'
+>>> from_headers({"ce-type": "a.b", "ce-subject": '"k 1"%21'}, b"", None, "id").subject
+'k 1!'
+
 >>> from_headers(h, b"{}", "a.b", "fallback-id").headers == {"err": " two\\nlines ", "x": "1"}
 True
 >>> header_bytes({"a": "1"})
@@ -24,12 +38,14 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
+from urllib.parse import quote, unquote_to_bytes
 
 from ...errors import DecodeError, HeaderError, MessageTooLargeError, PublishError
 from ...message import Message
 from ...wire import MAX_ATTRIBUTE, UNDECODABLE_TYPE, decode_message, encode_headers, is_event_type
 
 __all__ = [
+    "CE_HEADER",
     "ENCODED",
     "MSG_ID",
     "RAW_PREFIX",
@@ -41,6 +57,8 @@ __all__ = [
     "undecodable",
 ]
 
+CE_HEADER = "ce-"
+"""The prefix of the CloudEvents attribute headers (the NATS binding's)."""
 MSG_ID = "Nats-Msg-Id"
 ENCODED = "Herald-B64"
 RAW_PREFIX = "herald-raw-"
@@ -48,6 +66,9 @@ RAW_PREFIX = "herald-raw-"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BLOCK = len(b"NATS/1.0\r\n") + len(b"\r\n")
 _LINE = len(b": \r\n")
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+_CE_CASES = ("ce-", "Ce-", "cE-", "CE-")
+_UNENCODED = re.compile(r"[!#$&-~]*")  # printable ASCII but space, '"' and '%'
 
 
 def _plain(value: str) -> bool:
@@ -56,7 +77,7 @@ def _plain(value: str) -> bool:
 
 def to_headers(message: Message, msg_id: str | None = None) -> dict[str, str]:
     """NATS headers for ``message``; ``msg_id`` overrides the de-duplication key."""
-    headers = encode_headers(message)
+    headers = encode_headers(message, prefix=CE_HEADER)
     encoded = []
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name):
@@ -64,7 +85,10 @@ def to_headers(message: Message, msg_id: str | None = None) -> dict[str, str]:
                 f"message {message.id}: header name {name[:100]!r} cannot travel on NATS "
                 "(use letters, digits and !#$%&'*+-.^_`|~)"
             )
-        if not _plain(value):
+        if name.startswith(_CE_CASES):
+            if not _UNENCODED.fullmatch(value):
+                headers[name] = quote(value, safe=_SAFE)
+        elif not _plain(value):
             encoded.append(name)
     for name in encoded:
         headers[name] = base64.b64encode(headers[name].encode()).decode()
@@ -72,6 +96,36 @@ def to_headers(message: Message, msg_id: str | None = None) -> dict[str, str]:
         headers[ENCODED] = ",".join(encoded)
     headers[MSG_ID] = msg_id or message.id
     return headers
+
+
+def _percent_decoded(name: str, value: str) -> str:
+    """A ``ce-`` header's value: quoted strings unquoted, then percent-decoded once."""
+    if '"' in value:
+        value = _unquoted(name, value)
+    if "%" not in value:
+        return value
+    try:
+        return unquote_to_bytes(value).decode()
+    except UnicodeDecodeError:
+        raise DecodeError(f"header {name[:100]!r} is not percent-encoded UTF-8") from None
+
+
+def _unquoted(name: str, value: str) -> str:
+    out: list[str] = []
+    quoted = escaped = False
+    for char in value:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        else:
+            out.append(char)
+    if quoted:
+        raise DecodeError(f"header {name[:100]!r} has a quoted string that does not end")
+    return "".join(out)
 
 
 def header_bytes(headers: Mapping[str, str]) -> int:
@@ -117,6 +171,8 @@ def from_headers(
                 text = base64.b64decode(text, validate=True).decode()
             except (binascii.Error, UnicodeDecodeError) as exc:
                 raise DecodeError(f"header {key!r} is not valid base64 text") from exc
+        elif ("%" in text or '"' in text) and key.startswith(_CE_CASES):
+            text = _percent_decoded(key, text)
         headers[key] = text
     return decode_message(
         headers, body, default_type=default_type, message_id=message_id_of(raw, message_id)

@@ -1,6 +1,11 @@
 """A message as a row: one column per CloudEvents attribute, extension headers as
 JSON, the body as a blob — readable with any SQLite client, and cheap to decode.
 
+SQLite has no CloudEvents binding: the columns are the attributes' names. A row whose
+``datacontenttype`` is ``application/cloudevents+json`` holds a structured event in
+its body (written by another program); the envelope's attributes are the message's,
+its ``headers`` column adds headers.
+
 The file is shared by every process that can open it, so a row is input like any
 other: :func:`decode_row` never raises. A row it cannot rebuild comes back with
 ``error`` set (a :class:`herald.DecodeError` or :class:`herald.HeaderError`) and a
@@ -28,7 +33,14 @@ from typing import Any
 from ...errors import DecodeError, HeaderError, MessageError
 from ...headers import MAX_ATTEMPT
 from ...message import Message
-from ...wire import MAX_ATTRIBUTE, UNDECODABLE_TYPE, content_id, is_event_type
+from ...wire import (
+    MAX_ATTRIBUTE,
+    UNDECODABLE_TYPE,
+    content_id,
+    decode_structured,
+    is_event_type,
+    is_structured,
+)
 
 __all__ = ["COLUMNS", "MESSAGE_COLUMNS_SQL", "Encoded", "Row", "decode_row"]
 
@@ -109,6 +121,8 @@ def decode(values: Sequence[Any]) -> Message:
     except ValueError:
         raise DecodeError(f"time column {when[:64]!r} is not an RFC 3339 timestamp") from None
     extra = _headers(headers)
+    if is_structured(content_type):
+        return decode_structured(body, content_type, extra)
     return Message(
         type=event_type,
         body=body,

@@ -41,6 +41,7 @@ True
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -260,6 +261,9 @@ def _salvage(sqs_id: str, received: Mapping[str, Any], raw: Mapping[str, Any]) -
         body = _body(received.get("Body", ""), raw.get(BODY))
     except DecodeError:
         body = str(received.get("Body", "")).encode("utf-8", "replace")
+    if HEADERS in texts:
+        with contextlib.suppress(DecodeError):
+            texts.update(_unpack(texts[HEADERS]))
     event_type = next((texts[n] for n in _TYPE_NAMES if n in texts), "")
     message_id = next((texts[n] for n in _ID_NAMES if n in texts), "")
     kept = {k: v for k, v in texts.items() if not k.startswith(CE_PREFIXES) and k not in _RESERVED}
