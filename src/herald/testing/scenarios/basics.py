@@ -155,6 +155,6 @@ async def stream_of_ten_thousand(env: Environment) -> None:
         worker = await bus.start(tick_service(env, "stream", seen, concurrency=32))
         for start in range(0, 10_000, 500):
             await bus.publish_many(Tick(n=n) for n in range(start, start + 500))
-        await seen.wait_for(10_000, timeout=180)
+        await seen.wait_for(10_000, timeout=270)
         await worker.stop()
     assert sorted(seen.items) == list(range(10_000)), "each event exactly once"
