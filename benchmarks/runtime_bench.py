@@ -5,8 +5,9 @@
 them in one service (concurrency 16), in a fresh process per round. With
 ``--against SRC`` (another checkout's ``src`` directory, e.g. a ``git worktree`` of an
 older commit) rounds alternate between this tree and that one, A B A B ..., and the
-medians and their ratio are printed: the way to show what a change costs on a shared,
-noisy machine. ``--middleware K`` puts K pass-through middlewares on the bus (this
+medians and their ratio are printed, with the median CPU time per event (the steadier
+figure when other work shares the machine): the way to show what a change costs on a
+shared, noisy machine. ``--middleware K`` puts K pass-through middlewares on the bus (this
 tree only): the price of the pipeline itself.
 """
 
@@ -43,8 +44,8 @@ def pass_through() -> Any:
     return PassThrough()
 
 
-async def one_round(events: int, middleware: int) -> float:
-    """Events/s of one run in this process."""
+async def one_round(events: int, middleware: int) -> tuple[float, float]:
+    """Events/s and CPU microseconds per event of one run in this process."""
     stack = [pass_through() for _ in range(middleware)]
     service = herald.Service("bench", concurrency=16)
     done = asyncio.Event()
@@ -60,16 +61,17 @@ async def one_round(events: int, middleware: int) -> float:
     options: dict[str, Any] = {"middleware": stack} if stack else {}
     async with herald.connect(f"memory://runtime-bench-{os.getpid()}", **options) as bus:
         worker = await bus.start(service)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for first in range(0, events, 500):
             await bus.publish_many(Tick(n=n) for n in range(first, min(first + 500, events)))
         await done.wait()
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
         await worker.stop()
-    return events / elapsed
+    return events / elapsed, cpu / events * 1e6
 
 
-def _run_in_child(src: Path, events: int, middleware: int) -> float:
+def _run_in_child(src: Path, events: int, middleware: int) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(ROOT)])}
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.runtime_bench", "--child", str(events), str(middleware)],
@@ -80,7 +82,8 @@ def _run_in_child(src: Path, events: int, middleware: int) -> float:
         check=True,
         timeout=600,
     )
-    return float(done.stdout.split()[-1])
+    rate, cpu = done.stdout.split()[-2:]
+    return float(rate), float(cpu)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,22 +95,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(f"{asyncio.run(one_round(*args.child)):.0f}")
+        print("{:.0f} {:.2f}".format(*asyncio.run(one_round(*args.child))))
         return
     contenders = {"this tree": ROOT / "src"}
     if args.against:
         contenders[f"against {args.against}"] = args.against.resolve()
-    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for _ in range(args.rounds):
         for name, src in contenders.items():
             middleware = args.middleware if name == "this tree" else 0
             runs[name].append(_run_in_child(src, args.events, middleware))
     for name, values in runs.items():
-        shown = " ".join(f"{v:,.0f}" for v in values)
-        print(f"{name:<40} median {statistics.median(values):>9,.0f} ev/s   ({shown})")
+        rate = statistics.median(r for r, _ in values)
+        cpu = statistics.median(c for _, c in values)
+        shown = " ".join(f"{r:,.0f}" for r, _ in values)
+        print(f"{name:<40} median {rate:>9,.0f} ev/s {cpu:6.1f} us CPU/event   ({shown})")
     if args.against:
-        a, b = (statistics.median(v) for v in runs.values())
-        print(f"ratio this tree / against: {a / b:.2f}x ({args.rounds} interleaved rounds)")
+        a, b = (statistics.median(r for r, _ in v) for v in runs.values())
+        ca, cb = (statistics.median(c for _, c in v) for v in runs.values())
+        print(
+            f"ratio this tree / against: {a / b:.2f}x throughput, {ca / cb:.2f}x CPU per event "
+            f"({args.rounds} interleaved rounds)"
+        )
 
 
 if __name__ == "__main__":
