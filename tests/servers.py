@@ -172,7 +172,15 @@ SPECS = [
     ),
     BrokerSpec("redis", lambda token, tmp: f"redis://127.0.0.1:6379/0?namespace=t{token}", 6379),
     BrokerSpec("sqs", lambda token, tmp: _sqs_url(f"t{token}")),
+    BrokerSpec("kafka", lambda token, tmp: _kafka_url(f"t{token}")),
 ]
+
+
+def _kafka_url(namespace: str) -> str:
+    """Tansu, started by the tests on a loopback port (see docs/kafka.md)."""
+    from .brokers.kafka.server import kafka_url  # noqa: PLC0415 - it imports this module
+
+    return kafka_url(namespace)
 
 
 def _sqs_url(namespace: str) -> str:

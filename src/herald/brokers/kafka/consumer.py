@@ -1,0 +1,369 @@
+"""The consume loop: one consumer group member per ``consume()``, offsets committed
+by hand below the lowest unfinished delivery of each partition.
+
+A queue ``<service>.<name>`` is the consumer group ``herald.group.<queue>``,
+subscribed by regular expression to the topics of the event types its patterns
+match and to its own retry topics. Retry topics hold each record until its due
+time: the partition is paused and sought back to it, and resumed when it is due;
+other partitions go on.
+
+Rebalances: before a partition is taken away, the member waits (at most half the
+rebalance timeout) for the deliveries it holds from it to be settled and commits
+what is finished. A stopped consumer lingers in the background until what it handed
+out is settled (at most :data:`DRAIN` seconds), commits, then leaves the group.
+An exclusive queue's group gives every partition to its longest-standing member
+(:class:`Oldest`), so the other members stand by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import struct
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from ...broker import Prefetch, Subscription
+from ...errors import ErrorTable
+from ...topic import is_pattern
+from ...window import Window
+from .connection import consumer_options
+from .delivery import KafkaDelivery, Settlements
+from .offsets import OffsetTracker, Ticket
+from .publisher import Publisher
+from .settings import KafkaSettings
+from .topology import MAX_TOPIC, Topology
+from .wire import decode
+
+__all__ = ["DRAIN", "Oldest", "QueueConsumer"]
+
+DRAIN = 10.0
+"""Seconds a stopped consumer waits for what it handed out to be settled."""
+COMMIT_EVERY = 0.05
+"""Seconds between commits while deliveries are being settled."""
+log = logging.getLogger("herald.kafka")
+
+
+class Oldest(AbstractPartitionAssignor):  # type: ignore[misc]
+    """Every partition to the member that joined first (exclusive queues).
+
+    Subclassed per consumer with its own ``started`` (aiokafka calls assignors as
+    classes).
+    """
+
+    name = "herald-oldest"
+    version = 0
+    started = 0.0
+
+    @classmethod
+    def metadata(cls, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        return ConsumerProtocolMemberMetadata(
+            cls.version, sorted(topics), struct.pack(">d", cls.started)
+        )
+
+    @classmethod
+    def assign(
+        cls, cluster: ClusterMetadata, members: Mapping[str, ConsumerProtocolMemberMetadata]
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        def seniority(member: str) -> tuple[float, str]:
+            data = members[member].user_data or b""
+            started = struct.unpack(">d", data)[0] if len(data) == 8 else float("inf")
+            return started, member
+
+        first = min(members, key=seniority)
+        topics = sorted({topic for m in members.values() for topic in m.subscription})
+        owned = [(topic, sorted(cluster.partitions_for_topic(topic) or ())) for topic in topics]
+        return {
+            member: ConsumerProtocolMemberAssignment(
+                cls.version, owned if member == first else [], b""
+            )
+            for member in members
+        }
+
+    @classmethod
+    def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
+        pass
+
+
+class QueueConsumer:
+    """Makes the consumers of one broker and keeps the stopped ones until drained."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topology: Topology,
+        publisher: Publisher,
+        table: ErrorTable,
+    ) -> None:
+        self.settings = settings
+        self.topology = topology
+        self.publisher = publisher
+        self.table = table
+        self.background: set[asyncio.Task[None]] = set()
+        self.closing = asyncio.Event()
+
+    async def declare(self, subscription: Subscription) -> None:
+        """Create the queue's topics; a group seen for the first time starts at the
+        end of every topic its patterns match now (topics created later are read
+        from their beginning: all they hold came after the group)."""
+        names, topology = self.topology.names, self.topology
+        await topology.ensure(names.retry_topics(subscription.queue))
+        await topology.ensure([names.anchor], partitions=1)
+        exact = [names.events(p) for p in subscription.patterns if not is_pattern(p)]
+        await topology.ensure([topic for topic in exact if len(topic) <= MAX_TOPIC])
+        if subscription.durable:
+            await topology.dead_letter_topic(subscription.service)
+        probe = AIOKafkaConsumer(**consumer_options(self.settings, names.group(subscription.queue)))
+        with self.table.converting(f"declaring {subscription.queue}"):
+            await probe.start()
+            try:
+                anchor = TopicPartition(names.anchor, 0)
+                if await probe.committed(anchor) is not None:
+                    return
+                matcher = re.compile(names.subscription_regex(subscription.patterns, "-"))
+                topics = [
+                    t for t in await topology.topics() if names.event_type(t) and matcher.match(t)
+                ]
+                partitions: list[TopicPartition] = [anchor]
+                if topics:
+                    for described in await self._describe(topics):
+                        partitions += [
+                            TopicPartition(described["topic"], p["partition"])
+                            for p in described["partitions"]
+                        ]
+                ends = await probe.end_offsets(partitions[1:]) if partitions[1:] else {}
+                probe.assign(partitions)
+                await probe.commit({**ends, anchor: 0})
+            finally:
+                await probe.stop()
+
+    async def _describe(self, topics: list[str]) -> list[dict[str, Any]]:
+        return await self.topology.describe(topics)
+
+    async def remove(self, subscription: Subscription) -> None:
+        """Delete a transient queue: its group, its retry topics and, for a reply
+        queue, the topic of its one reply type."""
+        names = self.topology.names
+        topics = names.retry_topics(subscription.queue)
+        topics += [names.events(p) for p in subscription.patterns if p.startswith("herald.reply.")]
+        with contextlib.suppress(Exception):
+            await self.topology.delete_groups([names.group(subscription.queue)])
+        with contextlib.suppress(Exception):
+            await self.topology.delete_topics(topics)
+
+    async def consume(
+        self, subscription: Subscription, prefetch: Prefetch
+    ) -> AsyncGenerator[KafkaDelivery, None]:
+        session = _Session(self, subscription, prefetch)
+        await session.start()
+        try:
+            async for delivery in session.deliveries():
+                yield delivery
+        finally:
+            task = asyncio.create_task(session.drain())
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._session.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._session.epoch += 1
+
+
+class _Session:
+    """One member of a queue's group: fetches, hands out, tracks and commits."""
+
+    def __init__(self, owner: QueueConsumer, subscription: Subscription, prefetch: Prefetch):
+        self.owner = owner
+        self.subscription = subscription
+        self.window = Window(prefetch)
+        self.tracker = OffsetTracker()
+        self.epoch = 0
+        names = owner.topology.names
+        self.retry_topics = frozenset(names.retry_topics(subscription.queue))
+        options = consumer_options(owner.settings, names.group(subscription.queue))
+        if subscription.exclusive:
+            assignor: type[AbstractPartitionAssignor] = type(
+                "OldestMember", (Oldest,), {"started": time.time()}
+            )
+        else:
+            assignor = RoundRobinPartitionAssignor
+        self.consumer = AIOKafkaConsumer(**options, partition_assignment_strategy=(assignor,))
+        self.consumer.subscribe(
+            pattern=names.subscription_regex(subscription.patterns, subscription.queue),
+            listener=_Listener(self),
+        )
+        self.settlements = Settlements(
+            owner.publisher, owner.topology, self._finish, self._give_back, self._redeliver
+        )
+        self._again: deque[KafkaDelivery] = deque()
+        self._dirty = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._committer: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+
+    async def start(self) -> None:
+        await self.owner.declare(self.subscription)
+        with self.owner.table.converting(f"consuming {self.subscription.queue}"):
+            await self.consumer.start()
+        self._committer = asyncio.create_task(self._commit_loop())
+
+    async def deliveries(self) -> AsyncGenerator[KafkaDelivery, None]:
+        table, window = self.owner.table, self.window
+        while True:
+            await window.room()
+            while self._again and window.has_room:
+                again = self._again.popleft()
+                window.take(again.size)
+                yield again
+            if not window.has_room:
+                continue
+            epoch = self.epoch
+            with table.converting(f"fetching from {self.subscription.queue}"):
+                batch = await self.consumer.getmany(timeout_ms=200, max_records=window.free)
+            for partition, records in batch.items():
+                for record in records:
+                    if self.epoch != epoch:
+                        break
+                    delivery = self._delivery(partition, record)
+                    if delivery is None:
+                        break
+                    await window.room()
+                    if self.epoch != epoch:
+                        break
+                    window.take(delivery.size)
+                    yield delivery
+
+    def _delivery(
+        self, partition: TopicPartition, record: ConsumerRecord[bytes, bytes]
+    ) -> KafkaDelivery | None:
+        retried = partition.topic in self.retry_topics
+        names = self.owner.topology.names
+        headers = [(name, bytes(value)) for name, value in record.headers or ()]
+        decoded = decode(
+            record.key,
+            headers,
+            record.value or b"",
+            names.event_type(partition.topic),
+            retried=retried,
+        )
+        if decoded.due > (now := time.time() * 1000):
+            self._hold(partition, record.offset, (decoded.due - now) / 1000)
+            return None
+        ticket = self.tracker.fetched(partition, record.offset)
+        return KafkaDelivery(
+            decoded.message,
+            self.subscription,
+            decoded.attempt,
+            ticket,
+            self.settlements,
+            error=decoded.error,
+        )
+
+    def _hold(self, partition: TopicPartition, offset: int, delay: float) -> None:
+        """Wait for a retry to come due without fetching past it."""
+        self.consumer.pause(partition)
+        self.consumer.seek(partition, offset)
+        loop = asyncio.get_running_loop()
+        self._timers.append(loop.call_later(delay, self._resume, partition))
+
+    def _resume(self, partition: TopicPartition) -> None:
+        if partition in self.consumer.assignment():
+            self.consumer.resume(partition)
+
+    def _finish(self, ticket: Ticket) -> None:
+        self.tracker.finish(ticket)
+        self._dirty.set()
+        self._settled.set()
+
+    def _give_back(self, delivery: KafkaDelivery) -> None:
+        self.window.give(delivery.size)
+
+    def _redeliver(self, delivery: KafkaDelivery) -> None:
+        again = KafkaDelivery(
+            delivery.message,
+            delivery.subscription,
+            delivery.attempt,
+            delivery.ticket,
+            self.settlements,
+            error=delivery.error,
+        )
+        self._again.append(again)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self.commit()
+            await asyncio.sleep(COMMIT_EVERY)
+
+    async def commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        async with self._commit_lock:
+            offsets = self.tracker.committable(partitions)
+            assigned = self.consumer.assignment()
+            mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+            if not mine:
+                return
+            try:
+                await self.consumer.commit(mine)
+            except KafkaError as exc:  # the next commit (or the next owner) makes up for it
+                log.warning("%s: commit failed: %s", self.subscription.queue, exc)
+            else:
+                self.tracker.mark_committed(mine)
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        self.epoch += 1
+        timeout = max(self.owner.settings.session_timeout * 3, 10_000) / 2000
+        deadline = time.monotonic() + timeout
+        while self.tracker.unfinished(partitions) and time.monotonic() < deadline:
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), deadline - time.monotonic())
+        await self.commit(partitions)
+        self.tracker.forget(partitions)
+
+    async def drain(self) -> None:
+        """Stop fetching; once what was handed out is settled (or after DRAIN
+        seconds, or when the broker closes), commit and leave the group."""
+        with contextlib.suppress(Exception):
+            self.consumer.pause(*self.consumer.assignment())
+        deadline = time.monotonic() + DRAIN
+        closing = self.owner.closing
+        while self.tracker.unfinished() and time.monotonic() < deadline and not closing.is_set():
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), 0.1)
+        for timer in self._timers:
+            timer.cancel()
+        try:
+            if self._committer is not None:
+                self._committer.cancel()
+                await asyncio.gather(self._committer, return_exceptions=True)
+            await self.commit()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+            if not self.subscription.durable:
+                await self.owner.remove(self.subscription)

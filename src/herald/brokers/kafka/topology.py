@@ -1,0 +1,209 @@
+"""Server-side names: topics per event type, retry tiers per queue, dead letters per
+service, one consumer group per queue; and the regular expression a group
+subscribes with.
+
+>>> names = Names("t1")
+>>> names.events("employee.created"), names.group("payroll.employee.created")
+('t1.herald.events.employee.created', 't1.herald.group.payroll.employee.created')
+>>> names.retry("payroll.employee.created", 1000), names.dead_letters("payroll")
+('t1.herald.retry.payroll.employee.created.1000ms', 't1.herald.dlq.payroll')
+>>> rx = re.compile(names.subscription_regex(("employee.*", "audit.#"), "payroll.all"))
+>>> [bool(rx.fullmatch(t)) for t in (
+...     "t1.herald.events.employee.created", "t1.herald.events.employee.a.b",
+...     "t1.herald.events.audit", "t1.herald.events.audit.x.y",
+...     "t1.herald.retry.payroll.all.0ms", "t1.herald.retry.payroll.other.0ms")]
+[True, False, True, True, True, False]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import for_code
+from aiokafka.protocol.admin import DeleteGroupsRequest
+
+from ...errors import BrokerError, ErrorTable
+from .settings import KafkaSettings
+
+__all__ = ["MAX_TOPIC", "TIERS", "Names", "Topology", "tier_for"]
+
+MAX_TOPIC = 249
+"""Kafka's longest topic name."""
+TIERS = (0, 1_000, 10_000, 60_000, 600_000, 3_600_000)
+"""Retry delays in milliseconds, one topic each per queue. A retry waits in the
+smallest tier at least as long as its delay, until its own due time: records of one
+tier come due in nearly the order they were written, so a partition waits only for
+its head record, and never longer than the tier's own delay."""
+_WORD = "[A-Za-z0-9_-]+"
+_TOPIC_EXISTS = 36
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+def tier_for(delay: float) -> int:
+    """The retry tier (milliseconds) for a delay in seconds.
+
+    >>> tier_for(0), tier_for(0.2), tier_for(1), tier_for(45), tier_for(86_400)
+    (0, 1000, 1000, 60000, 3600000)
+    """
+    millis = delay * 1000
+    for tier in TIERS:
+        if millis <= tier:
+            return tier
+    return TIERS[-1]
+
+
+class Names:
+    """Topic and group names of one namespace (every name starts with its prefix)."""
+
+    def __init__(self, namespace: str = "") -> None:
+        self.prefix = f"{namespace}.herald." if namespace else "herald."
+        self.anchor = f"{self.prefix}groups"
+        """A one-partition topic every group commits an offset on when declared, so
+        that a group that exists is told from one that does not."""
+
+    def events(self, event_type: str) -> str:
+        return f"{self.prefix}events.{event_type}"
+
+    def event_type(self, topic: str) -> str | None:
+        """The event type an events topic carries (None for other topics)."""
+        root = f"{self.prefix}events."
+        if topic.startswith(root) and _EVENT_TYPE.fullmatch(topic[len(root) :]):
+            return topic[len(root) :]
+        return None
+
+    def group(self, queue: str) -> str:
+        return f"{self.prefix}group.{queue}"
+
+    def retry(self, queue: str, tier: int) -> str:
+        return self._bounded("retry.", queue, f".{tier}ms")
+
+    def retry_topics(self, queue: str) -> list[str]:
+        return [self.retry(queue, tier) for tier in TIERS]
+
+    def dead_letters(self, service: str) -> str:
+        return self._bounded("dlq.", service, "")
+
+    def is_ours(self, name: str) -> bool:
+        return name.startswith(self.prefix)
+
+    def subscription_regex(self, patterns: tuple[str, ...], queue: str) -> str:
+        """The topics of a queue: the events its patterns match, and its retry tiers."""
+        alternatives = [self._pattern(pattern) for pattern in sorted(set(patterns))]
+        alternatives += [re.escape(topic) for topic in self.retry_topics(queue)]
+        return "^(?:" + "|".join(alternatives) + ")$"
+
+    def _pattern(self, pattern: str) -> str:
+        parts: list[str] = [re.escape(f"{self.prefix}events")]
+        previous = ""
+        for word in pattern.split("."):
+            if word == "#":
+                if previous != "#":  # '#.#' matches what '#' does; one keeps it linear
+                    parts.append(rf"(?:\.{_WORD})*")
+            elif word == "*":
+                parts.append(rf"\.{_WORD}")
+            else:
+                parts.append(re.escape(f".{word}"))
+            previous = word
+        return "".join(parts)
+
+    def _bounded(self, root: str, name: str, suffix: str) -> str:
+        topic = f"{self.prefix}{root}"
+        full = f"{topic}{name}{suffix}"
+        if len(full) <= MAX_TOPIC:
+            return full
+        digest = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+        return f"{topic}{name[:80]}.{digest}{suffix}"
+
+
+class Topology:
+    """Creates the topics Herald uses, once each per broker (idempotently)."""
+
+    def __init__(self, admin: AIOKafkaAdminClient, settings: KafkaSettings, table: ErrorTable):
+        self.names = Names(settings.namespace)
+        self._admin = admin
+        self._settings = settings
+        self._table = table
+        self._known: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    def forget(self, topics: Collection[str] | None = None) -> None:
+        if topics is None:
+            self._known.clear()
+        else:
+            self._known.difference_update(topics)
+
+    async def ensure(
+        self,
+        topics: Collection[str],
+        partitions: int | None = None,
+        configs: Mapping[str, str] | None = None,
+    ) -> None:
+        """Create the topics that do not exist yet."""
+        missing = [topic for topic in topics if topic not in self._known]
+        if not missing:
+            return
+        settings = self._settings
+        async with self._lock:
+            missing = [topic for topic in missing if topic not in self._known]
+            if not missing:
+                return
+            new = [
+                NewTopic(
+                    topic,
+                    partitions or settings.partitions,
+                    settings.replication,
+                    topic_configs=dict(configs or {}),
+                )
+                for topic in missing
+            ]
+            with self._table.converting(f"creating topics {', '.join(missing)[:300]}"):
+                response = await self._admin.create_topics(new)
+            for topic, code, *rest in response.topic_errors:
+                if code not in (0, _TOPIC_EXISTS):
+                    text = rest[0] if rest and rest[0] else for_code(code).__name__
+                    raise BrokerError(f"creating topic {topic} failed: {text}")
+            self._known.update(missing)
+
+    async def topics(self) -> list[str]:
+        """Every topic of this namespace."""
+        with self._table.converting("listing topics"):
+            found = await self._admin.list_topics()
+        return sorted(topic for topic in found if self.names.is_ours(topic))
+
+    async def dead_letter_topic(self, service: str) -> str:
+        """The dead-letter topic of a service (one partition: oldest first), created
+        with ``retention.ms`` from ``dlq_retention``."""
+        topic = self.names.dead_letters(service)
+        retention = self._settings.dlq_retention
+        configs = {"retention.ms": str(retention * 1000 if retention else -1)}
+        await self.ensure([topic], partitions=1, configs=configs)
+        return topic
+
+    async def describe(self, topics: list[str]) -> list[dict[str, Any]]:
+        """Topic metadata (``topic``, ``partitions``: ``partition``, ...)."""
+        with self._table.converting("describing topics"):
+            described: list[dict[str, Any]] = await self._admin.describe_topics(topics)
+        return [d for d in described if not d.get("error_code")]
+
+    async def delete_topics(self, topics: Collection[str]) -> None:
+        if topics:
+            with self._table.converting("deleting topics"):
+                await self._admin.delete_topics(list(topics))
+            self.forget(topics)
+
+    async def groups(self) -> list[str]:
+        """The consumer groups of this namespace."""
+        with self._table.converting("listing groups"):
+            found = await self._admin.list_consumer_groups()
+        return sorted(g[0] for g in found if str(g[0]).startswith(f"{self.names.prefix}group."))
+
+    async def delete_groups(self, groups: Collection[str]) -> None:
+        with self._table.converting("deleting groups"):
+            for group in groups:
+                node = await self._admin.find_coordinator(group)
+                await self._admin._send_request_to_node(node, DeleteGroupsRequest([group]))
