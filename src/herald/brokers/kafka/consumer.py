@@ -47,7 +47,7 @@ from .delivery import KafkaDelivery, Settlements
 from .offsets import OffsetTracker, Ticket
 from .publisher import Publisher
 from .settings import KafkaSettings
-from .topology import MAX_TOPIC, Topology
+from .topology import MAX_TOPIC, Topology, read_to_end
 from .wire import decode
 
 __all__ = ["DRAIN", "Oldest", "QueueConsumer"]
@@ -146,8 +146,15 @@ class QueueConsumer:
                             TopicPartition(described["topic"], p["partition"])
                             for p in described["partitions"]
                         ]
-                ends = await probe.end_offsets(partitions[1:]) if partitions[1:] else {}
                 probe.assign(partitions)
+                ends: dict[TopicPartition, int] = {}
+                if partitions[1:]:
+                    ends = await probe.end_offsets(partitions[1:])
+                    for tp, end in ends.items():
+                        probe.seek(tp, end)
+                    async for record in read_to_end(probe, partitions[1:]):
+                        tp = TopicPartition(record.topic, record.partition)
+                        ends[tp] = max(ends[tp], record.offset + 1)
                 await probe.commit({**ends, anchor: 0})
             finally:
                 await probe.stop()

@@ -22,7 +22,7 @@ from ...message import Message
 from .connection import consumer_options
 from .publisher import Publisher
 from .settings import KafkaSettings
-from .topology import Topology
+from .topology import Topology, read_to_end
 from .wire import decode
 
 __all__ = ["REMOVED", "DeadLetterStore"]
@@ -109,13 +109,8 @@ class DeadLetterStore:
             await reader.start()
             try:
                 reader.assign([partition])
-                end = (await reader.end_offsets([partition]))[partition]
                 await reader.seek_to_beginning(partition)
-                while await reader.position(partition) < end:
-                    batch = await reader.getmany(partition, timeout_ms=500)
-                    for record in batch.get(partition, ()):
-                        if record.offset >= end:
-                            break
+                async for record in read_to_end(reader, [partition]):
                         headers = [(k, bytes(v)) for k, v in record.headers or ()]
                         if any(name == REMOVED for name, _ in headers):
                             removed.update(_offsets(record.value or b""))

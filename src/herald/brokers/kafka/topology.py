@@ -20,17 +20,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
+from aiokafka.structs import ConsumerRecord
 
 from ...errors import BrokerError, ErrorTable
 from .settings import KafkaSettings
 
-__all__ = ["MAX_TOPIC", "TIERS", "Names", "Topology", "tier_for"]
+__all__ = ["MAX_TOPIC", "QUIET", "TIERS", "Names", "Topology", "read_to_end", "tier_for"]
 
 MAX_TOPIC = 249
 """Kafka's longest topic name."""
@@ -41,6 +43,8 @@ tier come due in nearly the order they were written, so a partition waits only f
 its head record, and never longer than the tier's own delay."""
 _WORD = "[A-Za-z0-9_-]+"
 _TOPIC_EXISTS = 36
+QUIET = 150
+"""Milliseconds without a record after which a partition is taken as read to its end."""
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
@@ -207,3 +211,21 @@ class Topology:
             for group in groups:
                 node = await self._admin.find_coordinator(group)
                 await self._admin._send_request_to_node(node, DeleteGroupsRequest([group]))
+
+
+async def read_to_end(
+    reader: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """The records of assigned ``partitions`` from their positions to their ends.
+
+    The end is where a fetch brings nothing more for :data:`QUIET` milliseconds, not
+    the reported high watermark, which some servers (Tansu) set one past the first
+    record of the last batch rather than past its last record.
+    """
+    while True:
+        batch = await reader.getmany(*partitions, timeout_ms=QUIET)
+        if not any(batch.values()):
+            return
+        for records in batch.values():
+            for record in records:
+                yield record
