@@ -195,7 +195,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._session.revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._session.epoch += 1
+        pass
 
 
 class _Session:
@@ -217,10 +217,12 @@ class _Session:
         else:
             assignor = RoundRobinPartitionAssignor
         self.consumer = AIOKafkaConsumer(**options, partition_assignment_strategy=(assignor,))
-        self.consumer.subscribe(
-            pattern=names.subscription_regex(subscription.patterns, subscription.queue),
-            listener=_Listener(self),
+        self.matcher = re.compile(
+            names.subscription_regex(subscription.patterns, subscription.queue)
         )
+        self.topics: frozenset[str] = frozenset()
+        self._listener = _Listener(self)
+        self._watcher: asyncio.Task[None] | None = None
         self.settlements = Settlements(
             owner.publisher, owner.topology, self._finish, self._give_back, self._redeliver
         )
@@ -234,8 +236,27 @@ class _Session:
     async def start(self) -> None:
         await self.owner.declare(self.subscription)
         with self.owner.table.converting(f"consuming {self.subscription.queue}"):
+            await self._follow_topics()
             await self.consumer.start()
         self._committer = asyncio.create_task(self._commit_loop())
+        self._watcher = asyncio.create_task(self._watch_topics())
+
+    async def _follow_topics(self) -> None:
+        """Subscribe to the topics the queue's patterns match now (a regular
+        expression subscription relies on the server listing every topic in the
+        metadata a consumer refreshes, which not every server does)."""
+        found = frozenset(t for t in await self.owner.topology.topics() if self.matcher.match(t))
+        if found != self.topics:
+            self.topics = found
+            self.consumer.subscribe(topics=sorted(found), listener=self._listener)
+
+    async def _watch_topics(self) -> None:
+        while True:
+            await asyncio.sleep(self.owner.settings.metadata_age / 1000)
+            try:
+                await self._follow_topics()
+            except Exception as exc:  # the next round tries again
+                log.warning("%s: listing topics failed: %s", self.subscription.queue, exc)
 
     async def deliveries(self) -> AsyncGenerator[KafkaDelivery, None]:
         table, window = self.owner.table, self.window
@@ -247,9 +268,9 @@ class _Session:
                 yield again
             if not window.has_room:
                 continue
-            epoch = self.epoch
             with table.converting(f"fetching from {self.subscription.queue}"):
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=window.free)
+            epoch = self.epoch  # a revocation from now on drops the rest of the batch
             for partition, records in batch.items():
                 for record in records:
                     if self.epoch != epoch:
@@ -365,9 +386,10 @@ class _Session:
         for timer in self._timers:
             timer.cancel()
         try:
-            if self._committer is not None:
-                self._committer.cancel()
-                await asyncio.gather(self._committer, return_exceptions=True)
+            for task in (self._committer, self._watcher):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             await self.commit()
         finally:
             with contextlib.suppress(Exception):

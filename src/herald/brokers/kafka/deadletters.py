@@ -111,12 +111,12 @@ class DeadLetterStore:
                 reader.assign([partition])
                 await reader.seek_to_beginning(partition)
                 async for record in read_to_end(reader, [partition]):
-                        headers = [(k, bytes(v)) for k, v in record.headers or ()]
-                        if any(name == REMOVED for name, _ in headers):
-                            removed.update(_offsets(record.value or b""))
-                            continue
-                        decoded = decode(record.key, headers, record.value or b"", None)
-                        letters[record.offset] = DeadLetter.from_stored(decoded.message)
+                    headers = [(k, bytes(v)) for k, v in record.headers or ()]
+                    if any(name == REMOVED for name, _ in headers):
+                        removed.update(_offsets(record.value or b""))
+                        continue
+                    decoded = decode(record.key, headers, record.value or b"", None)
+                    letters[record.offset] = DeadLetter.from_stored(decoded.message)
             finally:
                 await reader.stop()
         return [(offset, dl) for offset, dl in sorted(letters.items()) if offset not in removed]
