@@ -86,7 +86,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     _scenario(ordering.shutdown_deadline_cancels_and_redelivers),
     _scenario(processes.consumer_killed_mid_stream_loses_nothing, multi_process),
     _scenario(processes.broker_restart_under_load_loses_nothing, restart_hook),
-    _scenario(processes.ordering_per_key_across_processes, multi_process),
+    _scenario(processes.ordering_per_key_across_processes, multi_process, queue_inspection),
     _scenario(rpc.request_reply),
     _scenario(rpc.request_errors_come_back_typed),
     _scenario(rpc.reply_channel_is_removed_on_close, queue_inspection),

@@ -54,8 +54,6 @@ __all__ = ["DRAIN", "Oldest", "QueueConsumer"]
 
 DRAIN = 10.0
 """Seconds a stopped consumer waits for what it handed out to be settled."""
-COMMIT_EVERY = 0.05
-"""Seconds between commits while deliveries are being settled."""
 log = logging.getLogger("herald.kafka")
 
 
@@ -224,12 +222,18 @@ class _Session:
         self._listener = _Listener(self)
         self._watcher: asyncio.Task[None] | None = None
         self.settlements = Settlements(
-            owner.publisher, owner.topology, self._finish, self._give_back, self._redeliver
+            owner.publisher,
+            owner.topology,
+            self._finish,
+            self._give_back,
+            self._redeliver,
+            self._committed,
         )
         self._again: deque[KafkaDelivery] = deque()
         self._dirty = asyncio.Event()
         self._settled = asyncio.Event()
         self._commit_lock = asyncio.Lock()
+        self._round: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._committer: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
 
@@ -344,8 +348,17 @@ class _Session:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            await self.commit()
-            await asyncio.sleep(COMMIT_EVERY)
+            done, self._round = self._round, asyncio.get_running_loop().create_future()
+            try:
+                await self.commit()
+            finally:
+                done.set_result(None)
+
+    async def _committed(self) -> None:
+        """Wait for the commit round that follows a settlement (it covers the
+        settled offset unless a lower one of its partition is still unfinished)."""
+        if self._committer is not None and not self._committer.done():
+            await asyncio.shield(self._round)
 
     async def commit(self, partitions: set[TopicPartition] | None = None) -> None:
         async with self._commit_lock:
@@ -392,6 +405,8 @@ class _Session:
                     await asyncio.gather(task, return_exceptions=True)
             await self.commit()
         finally:
+            if not self._round.done():
+                self._round.set_result(None)
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
             if not self.subscription.durable:

@@ -1,7 +1,8 @@
 """Deliveries of Kafka records and how each settlement is done.
 
-- ack: the record's offset is marked finished; the group's offset moves past it
-  once every lower offset of its partition is finished too;
+- ack: the record's offset is marked finished, and the ack returns after the next
+  commit; the group's offset moves past it once every lower offset of its
+  partition is finished too;
 - retry after a delay: a copy (headers merged, attempt + 1, its due time) goes to
   the queue's retry topic for that delay (:data:`.topology.TIERS`), then the offset
   is finished; the partition it came from never waits;
@@ -18,7 +19,7 @@ that fails gives its prefetch slot back and hands the record to the consumer aga
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from ...broker import Delivery, Subscription
 from ...deadletter import DeadLetter, DeadLetterReason
@@ -41,7 +42,9 @@ class Settlements:
         finish: Callable[[Ticket], None],
         give_back: Callable[[KafkaDelivery], None],
         redeliver: Callable[[KafkaDelivery], None],
+        committed: Callable[[], Awaitable[None]],
     ) -> None:
+        self.committed = committed
         self.publisher = publisher
         self.topology = topology
         self.finish = finish
@@ -98,3 +101,4 @@ class KafkaDelivery(Delivery):
             raise
         settlements.finish(self.ticket)
         settlements.give_back(self)
+        await settlements.committed()
