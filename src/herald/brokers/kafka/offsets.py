@@ -7,12 +7,14 @@ is settled, nothing above it is skipped if the consumer dies.
 
 >>> t = OffsetTracker()
 >>> a, b, c = (t.fetched(("t", 0), offset) for offset in (10, 11, 12))
->>> t.finish(c); t.committable()
-{}
->>> t.finish(a); t.committable()
-{('t', 0): 11}
->>> t.finish(b); t.committable()
-{('t', 0): 13}
+>>> t.committable()
+{('t', 0): 10}
+>>> t.finish(c), t.committable()
+(True, {('t', 0): 10})
+>>> t.finish(a), t.committable()
+(True, {('t', 0): 11})
+>>> t.finish(b), t.committable()
+(True, {('t', 0): 13})
 >>> t.mark_committed(t.committable()); t.committable()
 {}
 """

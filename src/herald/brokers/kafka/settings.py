@@ -3,10 +3,10 @@
 >>> s = KafkaSettings.from_url("kafka://k1:9092,k2?namespace=t1&partitions=6&replication=3")
 >>> s.bootstrap, s.namespace, s.partitions, s.replication, s.session_timeout
 ('k1:9092,k2:9092', 't1', 6, 3, 10000)
->>> KafkaSettings.from_url("kafka://k1?partitions=0")
+>>> KafkaSettings.from_url("kafka://k1?partitions=20000")
 Traceback (most recent call last):
 ...
-herald.errors.BrokerURLError: invalid broker URL kafka://k1?partitions=0: query parameter 'partitions': must be from 1 to 10,000
+herald.errors.BrokerURLError: ... query parameter 'partitions': must be from 1 to 10,000
 """
 
 from __future__ import annotations
