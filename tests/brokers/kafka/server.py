@@ -50,6 +50,7 @@ class Server:
     """One server process on 127.0.0.1:``port``."""
 
     session_timeout = 6000
+    stop_signal = signal.SIGTERM
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -88,7 +89,7 @@ class Server:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(self.stop_signal)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
@@ -122,9 +123,13 @@ class Tansu(Server):
 
 
 class Noida(Server):
-    """noida-db keeping its data in ``data_dir`` (it survives a restart)."""
+    """noida-db keeping its data in ``data_dir`` (it survives a restart).
+
+    Stopped as its own ``start`` command says, with Ctrl-C (SIGINT).
+    """
 
     session_timeout = 6000
+    stop_signal = signal.SIGINT
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         super().__init__(port)
