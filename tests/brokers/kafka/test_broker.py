@@ -1,0 +1,130 @@
+"""The adapter against a real Kafka-protocol server (Tansu, started by the tests):
+commits under out-of-order settlement, retries that do not hold up a partition,
+records with bad headers, exclusive take-over."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from herald.broker import Delivery, Prefetch, Subscription
+from herald.brokers import broker_from_url
+from herald.brokers.kafka import KafkaBroker
+from herald.errors import DecodeError, HeaderError
+from herald.message import Message
+
+from .server import kafka_url, shared_tansu
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    url = kafka_url(f"u{uuid.uuid4().hex[:10]}", partitions=1)
+    yield url
+    async with broker_from_url(url) as broker:
+        await broker.destroy()
+
+
+async def _take(
+    broker: KafkaBroker, sub: Subscription, n: int, prefetch: int = 50
+) -> list[Delivery]:
+    taken: list[Delivery] = []
+    stream = broker.consume(sub, Prefetch(prefetch))
+
+    async def pull() -> None:
+        async for delivery in stream:
+            taken.append(delivery)
+            if len(taken) == n:
+                return
+
+    await asyncio.wait_for(pull(), 30)
+    await stream.aclose()
+    return taken
+
+
+def _items(n: int) -> list[Message]:
+    return [Message(type="test.item", body=str(i).encode()) for i in range(n)]
+
+
+async def test_only_the_unfinished_and_what_follows_them_come_back(url: str) -> None:
+    sub = Subscription("offsets", "test.item")
+    async with KafkaBroker.from_url(url) as broker:
+        await broker.declare(sub)
+        await broker.publish(_items(10))
+        first = await _take(broker, sub, 10)
+        assert [d.message.body for d in first] == [str(i).encode() for i in range(10)]
+        for i in (0, 1, 2, 5, 6, 7, 8, 9):  # 3 and 4 stay unfinished
+            await first[i].ack()
+    async with KafkaBroker.from_url(url) as broker:
+        again = await _take(broker, sub, 7)
+        assert [d.message.body for d in again] == [str(i).encode() for i in range(3, 10)]
+        for delivery in again:
+            await delivery.ack()
+    async with KafkaBroker.from_url(url) as broker:
+        await broker.publish(_items(1))
+        (last,) = await _take(broker, sub, 1)
+        assert last.message.body == b"0", "everything before it was committed"
+        await last.ack()
+
+
+async def test_a_retry_waits_in_its_tier_while_the_partition_goes_on(url: str) -> None:
+    sub = Subscription("tiers", "test.item")
+    async with KafkaBroker.from_url(url) as broker:
+        await broker.declare(sub)
+        await broker.publish(_items(1))
+        stream = broker.consume(sub, Prefetch(10))
+        first = await anext(stream)
+        await first.retry(1.5, {"x-why": "later"})
+        await broker.publish([Message(type="test.item", body=b"next")])
+        after = await asyncio.wait_for(anext(stream), 30)
+        assert after.message.body == b"next", "the retry did not hold up the partition"
+        await after.ack()
+        back = await asyncio.wait_for(anext(stream), 30)
+        assert back.message.id == first.message.id and back.attempt == 2
+        assert back.message.headers["x-why"] == "later"
+        await back.ack()
+        await stream.aclose()
+
+
+async def test_records_with_bad_headers_are_handed_out_with_their_error(url: str) -> None:
+    sub = Subscription("raw", "test.item")
+    async with KafkaBroker.from_url(url) as broker:
+        await broker.declare(sub)
+        topic = broker._parts().topology.names.events("test.item")
+        producer = AIOKafkaProducer(bootstrap_servers=shared_tansu().bootstrap)
+        await producer.start()
+        try:
+            for headers in (
+                [("ce_id", b"\xff")],
+                [("herald-attempt", b"lots")],
+                [("ce_type", b"no spaces allowed")],
+            ):
+                await producer.send_and_wait(topic, b"{}", headers=headers)
+            await producer.send_and_wait(topic, b"{}", key=b"k1")
+        finally:
+            await producer.stop()
+        taken = await _take(broker, sub, 4)
+        errors = [type(d.error) for d in taken]
+        assert errors == [DecodeError, HeaderError, DecodeError, type(None)]
+        assert "herald-attempt" in str(taken[1].error)
+        assert taken[3].message.subject == "k1" and taken[3].message.type == "test.item"
+        for delivery in taken:
+            await delivery.ack()
+
+
+async def test_a_released_delivery_comes_back_after_a_restart_without_counting(url: str) -> None:
+    sub = Subscription("lanes", "test.item")
+    async with KafkaBroker.from_url(url) as broker:
+        await broker.declare(sub)
+        await broker.publish(_items(5))
+        taken = await _take(broker, sub, 5)
+        for delivery in taken[1:]:
+            await delivery.ack()
+        await taken[0].release()
+    async with KafkaBroker.from_url(url) as broker:
+        (again,) = await _take(broker, sub, 1)
+        assert again.message.body == b"0" and again.attempt == 1, "released, not an attempt"
+        await again.ack()
