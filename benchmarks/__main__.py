@@ -1,4 +1,4 @@
-"""``python -m benchmarks [memory|sqlite|amqp|nats|redis|sqs|all] [--events N] [--quick]``.
+"""``python -m benchmarks [memory|sqlite|amqp|nats|redis|sqs|kafka|all] [--events N] [--quick]``.
 
 Prints one table per suite as it finishes, then the whole run's table, and writes
 ``var/bench/results.json``. ``all`` (the default) runs sqlite, amqp, nats and redis.
@@ -25,6 +25,7 @@ SUITES = {
     "nats": "benchmarks.nats_bench",
     "redis": "benchmarks.redis_bench",
     "sqs": "benchmarks.sqs_bench",
+    "kafka": "benchmarks.kafka_bench",
 }
 ALL = ("sqlite", "amqp", "nats", "redis")
 QUICK = Options(events=500, window=100, rate=500.0, duration=0.5, timeout=60.0)
