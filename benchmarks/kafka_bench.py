@@ -8,6 +8,8 @@
 * ``herald``: see :mod:`benchmarks.herald_contender`: CloudEvents headers, a topic
   per event type, offsets committed below the lowest unfinished delivery, each
   ack awaiting the commit that follows it.
+* ``herald-nowait``: the same with ``ack_commits=false`` (an ack returns at once;
+  its offset goes with the next commit round).
 
 Both run against Tansu (``BENCH_KAFKA_BOOTSTRAP``, else a Tansu this suite starts
 in memory on a loopback port): the figures compare the two clients on it, not what
@@ -36,7 +38,7 @@ from .herald_contender import HeraldContender
 from .report import faster_than, p99_within
 from .suite import Suite
 
-__all__ = ["SUITE", "AiokafkaContender", "HeraldKafka"]
+__all__ = ["SUITE", "AiokafkaContender", "HeraldKafka", "HeraldKafkaNoWait"]
 
 CAP = 20_000
 SESSION_TIMEOUT = 1000
@@ -86,6 +88,15 @@ class HeraldKafka(HeraldContender):
         return (
             f"kafka://{_bootstrap()}?namespace=bench{self.run_id}&session_timeout={SESSION_TIMEOUT}"
         )
+
+
+class HeraldKafkaNoWait(HeraldKafka):
+    """Herald with ``ack_commits=false``: an ack does not wait for its commit."""
+
+    name = "herald-nowait"
+
+    def url(self) -> str:
+        return f"{super().url()}&ack_commits=false"
 
 
 class _RawPublisher:
@@ -179,7 +190,7 @@ class AiokafkaContender(Contender):
 
 SUITE = Suite(
     "kafka",
-    (AiokafkaContender, HeraldKafka),
+    (AiokafkaContender, HeraldKafka, HeraldKafkaNoWait),
     baseline="aiokafka",
     targets={
         ("herald", THROUGHPUT): [faster_than("aiokafka", 0.5)],

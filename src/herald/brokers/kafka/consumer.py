@@ -357,6 +357,8 @@ class _Session:
     async def _committed(self) -> None:
         """Wait for the commit round that follows a settlement (it covers the
         settled offset unless a lower one of its partition is still unfinished)."""
+        if not self.owner.settings.ack_commits:
+            return
         if self._committer is not None and not self._committer.done():
             await asyncio.shield(self._round)
 

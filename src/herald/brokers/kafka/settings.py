@@ -34,6 +34,7 @@ _OPTIONS = {
     "max_message_bytes",
     "idempotent",
     "client_id",
+    "ack_commits",
 }
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,24}")
 
@@ -51,6 +52,9 @@ class KafkaSettings:
     dlq_retention:      seconds dead letters are kept (0: for ever).
     max_message_bytes:  the largest body accepted.
     idempotent:         the idempotent producer (needs ``InitProducerId`` on the server).
+    ack_commits:        an ack returns once the commit that follows it is done (True), or
+                        at once, the offset committed with the next round (False: faster;
+                        a crash redelivers up to one round of acked deliveries).
     """
 
     hosts: tuple[tuple[str, int], ...] = (("127.0.0.1", 9092),)
@@ -63,6 +67,7 @@ class KafkaSettings:
     max_message_bytes: int = DEFAULT_MAX_BYTES
     idempotent: bool = False
     client_id: str = "herald"
+    ack_commits: bool = True
     shown_url: str = ""
 
     def __post_init__(self) -> None:
@@ -111,6 +116,7 @@ class KafkaSettings:
             ),
             idempotent=parsed.bool_option("idempotent", False),
             client_id=client_id,
+            ack_commits=parsed.bool_option("ack_commits", True),
             shown_url=shown,
         )
 
