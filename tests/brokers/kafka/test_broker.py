@@ -1,12 +1,13 @@
 """The adapter against a real Kafka-protocol server (Tansu, started by the tests):
 commits under out-of-order settlement, retries that do not hold up a partition,
-records with bad headers, exclusive take-over."""
+records with bad headers, releases, backfill."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -14,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from herald.broker import Delivery, Prefetch, Subscription
 from herald.brokers import broker_from_url
 from herald.brokers.kafka import KafkaBroker
+from herald.capabilities import RetainedHistory
 from herald.errors import DecodeError, HeaderError
 from herald.message import Message
 
@@ -128,3 +130,29 @@ async def test_a_released_delivery_comes_back_after_a_restart_without_counting(u
         (again,) = await _take(broker, sub, 1)
         assert again.message.body == b"0" and again.attempt == 1, "released, not an attempt"
         await again.ack()
+
+
+async def test_backfill_gives_a_late_queue_what_was_published_before_it(url: str) -> None:
+    everything = Subscription("history", "test.item")
+    recent = Subscription("recent", "test.item")
+    async with KafkaBroker.from_url(url) as broker:
+        assert isinstance(broker, RetainedHistory)
+        await broker.publish(_items(1))
+        await asyncio.sleep(0.2)
+        since = datetime.now(UTC)
+        await broker.publish([Message(type="test.item", body=f"{i}".encode()) for i in (1, 2)])
+        await broker.declare(everything)
+        await broker.declare(recent)
+        await broker.publish([Message(type="test.item", body=b"after")])
+        assert await broker.backfill(everything) == 3
+        assert await broker.backfill(recent, since) == 2
+        assert await broker.backfill(recent, datetime.now(UTC) + timedelta(hours=1)) == 0
+        for sub, expected in (
+            (everything, [b"0", b"1", b"2", b"after"]),
+            (recent, [b"1", b"2", b"after"]),
+        ):
+            taken = await _take(broker, sub, len(expected))
+            assert sorted(d.message.body for d in taken) == expected
+            assert all(d.attempt == 1 and d.error is None for d in taken)
+            for delivery in taken:
+                await delivery.ack()

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Self
 
 from ...broker import Broker, Delivery, Features, Prefetch, ProgressCallback, Subscription
@@ -26,6 +27,7 @@ from .connection import Clients, open_clients
 from .consumer import QueueConsumer
 from .deadletters import DeadLetterStore
 from .errors import error_table
+from .history import History
 from .publisher import Publisher
 from .settings import KafkaSettings
 from .topology import Topology
@@ -43,10 +45,12 @@ class _Connected:
     publisher: Publisher
     consumer: QueueConsumer
     dead: DeadLetterStore
+    history: History
 
 
 class KafkaBroker(Broker):
-    """Apache Kafka; implements :class:`herald.DeadLetterAdmin`.
+    """Apache Kafka; implements :class:`herald.DeadLetterAdmin` and
+    :class:`herald.RetainedHistory`.
 
     >>> KafkaBroker.from_url("kafka://k1:9092,k2:9093?namespace=dev")
     KafkaBroker('kafka://k1:9092,k2:9093?namespace=dev')
@@ -96,6 +100,7 @@ class KafkaBroker(Broker):
             publisher,
             QueueConsumer(settings, topology, publisher, table),
             DeadLetterStore(settings, topology, publisher, table),
+            History(settings, topology, clients.producer, table),
         )
 
     async def close(self) -> None:
@@ -147,3 +152,7 @@ class KafkaBroker(Broker):
 
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         return await self._parts().dead.purge(service, ids)
+
+    async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
+        """Copy what the queue missed from before it existed (see :mod:`.history`)."""
+        return await self._parts().history.backfill(subscription, since)
