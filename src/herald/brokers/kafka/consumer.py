@@ -241,7 +241,12 @@ class _Session:
         await self.owner.declare(self.subscription)
         with self.owner.table.converting(f"consuming {self.subscription.queue}"):
             await self._follow_topics()
-            await self.consumer.start()
+            try:
+                await self.consumer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.consumer.stop()
+                raise
         self._committer = asyncio.create_task(self._commit_loop())
         self._watcher = asyncio.create_task(self._watch_topics())
 
