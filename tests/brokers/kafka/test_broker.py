@@ -21,6 +21,8 @@ from herald.message import Message
 
 from .server import kafka_url, shared_tansu
 
+pytestmark = pytest.mark.kafka
+
 
 @pytest.fixture
 async def url() -> AsyncIterator[str]:

@@ -21,6 +21,8 @@ from herald.testing import SCENARIOS, Environment, Scenario
 
 from .server import Noida
 
+pytestmark = pytest.mark.kafka
+
 ON_NOIDA = (
     "publish_subscribe",
     "late_subscriber_gets_events_after_its_queue_exists",
