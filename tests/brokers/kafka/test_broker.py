@@ -158,3 +158,41 @@ async def test_backfill_gives_a_late_queue_what_was_published_before_it(url: str
             assert all(d.attempt == 1 and d.error is None for d in taken)
             for delivery in taken:
                 await delivery.ack()
+
+
+async def test_a_rebalance_waits_for_held_deliveries_and_commits_them(url: str) -> None:
+    """A second member joins while the first holds every delivery; the first settles
+    them during the rebalance: the partitions move with those offsets committed, so
+    the second member gets none of them again."""
+    url = url.replace("partitions=1", "partitions=3")
+    sub = Subscription("rebalance", "test.item")
+    sent = [Message(type="test.item", body=f"{i}".encode(), subject=f"k{i}") for i in range(30)]
+    async with KafkaBroker.from_url(url) as broker:
+        await broker.declare(sub)
+        await broker.publish(sent)
+        first = broker.consume(sub, Prefetch(30))
+        held = [await asyncio.wait_for(anext(first), 30) for _ in range(30)]
+        second_got: list[Delivery] = []
+
+        async def second() -> None:
+            async for delivery in broker.consume(sub, Prefetch(30)):
+                second_got.append(delivery)
+                await delivery.ack()
+
+        joining = asyncio.create_task(second())
+        await asyncio.sleep(1.0)  # the join is under way: the first member's revoke waits
+        for delivery in reversed(held):
+            await delivery.ack()
+        await asyncio.sleep(4.0)
+        await broker.publish([Message(type="test.item", body=b"later", subject="k0")])
+        late = asyncio.create_task(anext(first))
+        for _ in range(100):
+            if second_got or late.done():
+                break
+            await asyncio.sleep(0.1)
+        late.cancel()
+        joining.cancel()
+        await asyncio.gather(late, joining, return_exceptions=True)
+        await first.aclose()
+    bodies = [d.message.body for d in second_got]
+    assert bodies in ([], [b"later"]), f"delivered again after the rebalance: {bodies}"
