@@ -37,6 +37,7 @@ _BUILTIN = {
     "redis": "herald.brokers.redis:RedisBroker [redis]",
     "rediss": "herald.brokers.redis:RedisBroker [redis]",
     "sqs": "herald.brokers.sqs:SQSBroker [sqs]",
+    "kafka": "herald.brokers.kafka:KafkaBroker [kafka]",
 }
 """Herald's own, for a source tree run without installed metadata."""
 
