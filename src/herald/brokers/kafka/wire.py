@@ -3,7 +3,9 @@
 Attributes travel as ``ce_*`` headers, ``datacontenttype`` as ``content-type``, the
 ordering key (the ``subject``) as the record key, which is the binding's
 ``partitionkey``: one key always lands on one partition. A record without
-``ce_subject`` takes its key as the subject. Herald's own bookkeeping on retry
+``ce_subject`` takes its key as the subject; a record whose ``content-type`` is
+``application/cloudevents+json`` is a structured event, read from its value
+(:func:`herald.wire.decode_message`). Herald's own bookkeeping on retry
 topics (``herald-attempt``, ``herald-kafka-due``) is read here and never reaches
 handlers.
 
@@ -27,14 +29,14 @@ from dataclasses import dataclass
 from ...errors import HeaderError, MessageError
 from ...headers import ATTEMPT, attempt_from
 from ...message import Message
-from ...wire import decode_message
+from ...wire import UNDECODABLE_TYPE, decode_message, encode_headers
 
 __all__ = ["DUE", "UNDECODABLE", "Decoded", "Header", "decode", "encode"]
 
 Header = tuple[str, bytes]
 DUE = "herald-kafka-due"
 """Unix milliseconds a record on a retry topic is due."""
-UNDECODABLE = "herald.undecodable"
+UNDECODABLE = UNDECODABLE_TYPE
 _CONTENT_TYPE = "content-type"
 _PARTITION_KEY = "ce_partitionkey"
 _OURS = (DUE, ATTEMPT)
@@ -54,15 +56,12 @@ def encode(
     message: Message, *, attempt: int = 1, due: int = 0
 ) -> tuple[bytes | None, list[Header]]:
     """The record key and headers of a message (plus attempt and due time on retries)."""
-    headers: list[Header] = []
-    for name, value in message.attributes().items():
-        if name == "datacontenttype":
-            headers.append((_CONTENT_TYPE, value.encode()))
-        else:
-            headers.append((f"ce_{name}", value.encode()))
-    headers += [
-        (name, value.encode()) for name, value in message.headers.items() if name not in _OURS
+    headers: list[Header] = [
+        (name, value.encode())
+        for name, value in encode_headers(message, prefix="ce_", content_type=False).items()
+        if name not in _OURS
     ]
+    headers.append((_CONTENT_TYPE, message.datacontenttype.encode()))
     if attempt > 1:
         headers.append((ATTEMPT, str(attempt).encode()))
     if due:
