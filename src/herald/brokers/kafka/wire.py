@@ -31,12 +31,11 @@ from ...headers import ATTEMPT, attempt_from
 from ...message import Message
 from ...wire import UNDECODABLE_TYPE, decode_message, encode_headers
 
-__all__ = ["DUE", "UNDECODABLE", "Decoded", "Header", "decode", "encode"]
+__all__ = ["DUE", "Decoded", "Header", "decode", "encode"]
 
 Header = tuple[str, bytes]
 DUE = "herald-kafka-due"
 """Unix milliseconds a record on a retry topic is due."""
-UNDECODABLE = UNDECODABLE_TYPE
 _CONTENT_TYPE = "content-type"
 _PARTITION_KEY = "ce_partitionkey"
 _OURS = (DUE, ATTEMPT)
@@ -97,7 +96,7 @@ def decode(
             content_type=_text(content_type, _CONTENT_TYPE) if content_type is not None else None,
         )
     except MessageError as exc:
-        fallback = Message(type=default_type or UNDECODABLE, body=body)
+        fallback = Message(type=default_type or UNDECODABLE_TYPE, body=body)
         return Decoded(fallback, error=exc)
     try:
         attempt = attempt_from(_text(raw_attempt, ATTEMPT)) if raw_attempt is not None else 1
