@@ -53,6 +53,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import TypeVar
 
 from .broker import Settlement
 from .context import Context
@@ -114,6 +115,7 @@ RELEASE = Outcome("release")
 Next = Callable[[Context], Awaitable[Outcome]]
 PublishNext = Callable[[Sequence[Message]], Awaitable[None]]
 RequestNext = Callable[[Message], Awaitable[Message]]
+_Call = TypeVar("_Call", Next, PublishNext, RequestNext)
 
 
 class Middleware:
@@ -137,31 +139,29 @@ class Middleware:
         return await call_next(message)
 
 
-def handler_chain(middleware: Sequence[Middleware], terminal: Next) -> Next:
-    """``terminal`` wrapped by the ``handle`` of each middleware, first outermost."""
+def _chain(middleware: Sequence[Middleware], terminal: _Call, hook: str) -> _Call:
+    """``terminal`` wrapped by the ``hook`` method of each middleware that overrides it,
+    first outermost (one that does not override it adds no frame)."""
     call = terminal
     for item in reversed(middleware):
-        if type(item).handle is not Middleware.handle:
-            call = functools.partial(item.handle, call_next=call)
+        if getattr(type(item), hook) is not getattr(Middleware, hook):
+            call = functools.partial(getattr(item, hook), call_next=call)
     return call
+
+
+def handler_chain(middleware: Sequence[Middleware], terminal: Next) -> Next:
+    """``terminal`` wrapped by the ``handle`` of each middleware, first outermost."""
+    return _chain(middleware, terminal, "handle")
 
 
 def publish_chain(middleware: Sequence[Middleware], terminal: PublishNext) -> PublishNext:
     """``terminal`` wrapped by the ``publish`` of each middleware, first outermost."""
-    call = terminal
-    for item in reversed(middleware):
-        if type(item).publish is not Middleware.publish:
-            call = functools.partial(item.publish, call_next=call)
-    return call
+    return _chain(middleware, terminal, "publish")
 
 
 def request_chain(middleware: Sequence[Middleware], terminal: RequestNext) -> RequestNext:
     """``terminal`` wrapped by the ``request`` of each middleware, first outermost."""
-    call = terminal
-    for item in reversed(middleware):
-        if type(item).request is not Middleware.request:
-            call = functools.partial(item.request, call_next=call)
-    return call
+    return _chain(middleware, terminal, "request")
 
 
 def shutting_down() -> bool:
