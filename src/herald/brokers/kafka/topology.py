@@ -69,6 +69,8 @@ class Names:
         self.anchor = f"{self.prefix}groups"
         """A one-partition topic every group commits an offset on when declared, so
         that a group that exists is told from one that does not."""
+        self.state = f"{self.prefix}state"
+        """The compacted topic of declared queues and live consumers (:mod:`.presence`)."""
 
     def events(self, event_type: str) -> str:
         return f"{self.prefix}events.{event_type}"
