@@ -37,7 +37,7 @@ from ...errors import ErrorTable
 from .connection import consumer_options
 from .presence import Presence, Seen, read_state
 from .settings import KafkaSettings
-from .topology import Topology, read_to_end
+from .topology import Topology, read_through
 
 __all__ = ["Inspector", "depth_of"]
 
@@ -93,8 +93,10 @@ class Inspector:
                     for d in described
                 }
                 every = [tp for ps in partitions.values() for tp in ps]
-                ends = await self._ends(reader, every)
+                if every:
+                    reader.assign(every)  # offsets are looked up faster for assigned partitions
                 starts = await reader.beginning_offsets(every) if every else {}
+                ends = await self._ends(reader, starts)
                 found = []
                 for queue in wanted:
                     mine = [tp for t in topics[queue] for tp in partitions.get(t, ())]
@@ -127,17 +129,20 @@ class Inspector:
 
     @staticmethod
     async def _ends(
-        reader: AIOKafkaConsumer, partitions: list[TopicPartition]
+        reader: AIOKafkaConsumer, starts: dict[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
-        """The real end of each partition: past the last record read after the
-        reported high watermark (see :func:`.topology.read_to_end`)."""
-        if not partitions:
+        """The real end of each partition: past the last record of the batch at the
+        reported high watermark (see :func:`.topology.read_through`)."""
+        if not starts:
             return {}
-        ends: dict[TopicPartition, int] = await reader.end_offsets(partitions)
-        reader.assign(partitions)
-        for tp, end in ends.items():
-            reader.seek(tp, end)
-        async for record in read_to_end(reader, partitions):
+        ends: dict[TopicPartition, int] = await reader.end_offsets(list(starts))
+        last = {tp: end - 1 for tp, end in ends.items() if end > starts[tp]}
+        if not last:
+            return ends
+        reader.assign(list(last))
+        for tp, offset in last.items():
+            reader.seek(tp, offset)
+        async for record in read_through(reader, last):
             tp = TopicPartition(record.topic, record.partition)
             ends[tp] = max(ends[tp], record.offset + 1)
         return ends

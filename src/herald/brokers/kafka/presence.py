@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from .topology import Topology, read_to_end
+from .topology import Topology, read_through
 
 __all__ = ["THROTTLE", "TTL", "Presence", "Seen", "State", "read_state"]
 
@@ -111,11 +111,14 @@ async def read_state(reader: AIOKafkaConsumer, topic: str) -> State:
     """Read the state topic from its beginning to its end (``reader`` has no group)."""
     partition = TopicPartition(topic, 0)
     reader.assign([partition])
-    await reader.seek_to_beginning(partition)
+    start = (await reader.beginning_offsets([partition]))[partition]
+    end = (await reader.end_offsets([partition]))[partition]
     latest: dict[bytes, bytes | None] = {}
-    async for record in read_to_end(reader, [partition]):
-        if record.key is not None:
-            latest[record.key] = record.value
+    if end > start:
+        reader.seek(partition, start)
+        async for record in read_through(reader, {partition: end - 1}):
+            if record.key is not None:
+                latest[record.key] = record.value
     return State.parse(latest.items(), time.time())
 
 
