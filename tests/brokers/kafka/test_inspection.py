@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -68,7 +69,12 @@ async def test_depth_counts_acks_above_an_unsettled_offset_as_settled(url: str) 
             await until(stats, lambda c: c == (0, 2, 1), what="a fifth one taken")
             for delivery in taken[1:2] + taken[4:]:
                 await delivery.ack()
-            await until(stats, lambda c: c == (0, 0, 1), what="all committed")
+            (done,) = await until(
+                lambda: broker.inspect_queues([sub.queue]),
+                lambda s: _counts(s[0]) == (0, 0, 1),
+                what="all committed",
+            )
+            assert done.oldest_age == 0.0, done
         finally:
             puller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -79,14 +85,17 @@ async def test_depth_counts_acks_above_an_unsettled_offset_as_settled(url: str) 
 
 async def test_a_dead_process_stops_counting_once_its_report_expired(url: str) -> None:
     """A process that dies leaves its report (no tombstone): it counts until its
-    ``expires`` passed, then no more."""
+    ``expires`` passed, then no more; what it held counts as waiting, as old as
+    the record is."""
     sub = Subscription("dead", "test.item")
     async with KafkaBroker.from_url(url) as broker:
         await broker.declare(sub)
-        await broker.publish([Message(type="test.item", body=b"x")])
         topology = broker._parts().topology
         producer = AIOKafkaProducer(bootstrap_servers=broker.settings.bootstrap)
         await producer.start()
+        an_hour_ago = int((time.time() - 3600) * 1000)
+        topic = topology.names.events("test.item")
+        await producer.send_and_wait(topic, b"x", timestamp_ms=an_hour_ago)
         dead = Presence(producer, topology, lambda: {sub.queue: [1, 1, 0]}, ttl=2.0)
         try:
 
@@ -98,6 +107,8 @@ async def test_a_dead_process_stops_counting_once_its_report_expired(url: str) -
             await until(stats, lambda c: c == (0, 1, 1), what="the report counted")
             await producer.stop()  # the process is gone: no more writes, no tombstone
             await until(stats, lambda c: c == (1, 0, 0), what="the report expired")
+            (found,) = await broker.inspect_queues([sub.queue])
+            assert found.oldest_age is not None and found.oldest_age > 3000, found
         finally:
             await dead.close()
             await producer.stop()

@@ -13,7 +13,9 @@ so:
 - ``in_flight``: the deliveries the live consumers hold (at most the lag);
 - ``consumers``: the consume loops of the live processes, standbys of an exclusive
   queue too (a killed process stops counting within :data:`.presence.TTL`);
-- ``oldest_age``: 0 when nothing waits, else None (not read).
+- ``oldest_age``: 0 when nothing waits; else seconds since the oldest record at a
+  committed offset was written (the first the group has not committed, which may
+  be one a consumer holds; a retry copy counts from when it was written).
 
 The queues are those declared (``queue/`` records of the state topic); a transient
 queue is gone from the listing once its consumer stopped. The processes' reports
@@ -21,12 +23,14 @@ lag their changes by up to :data:`.presence.THROTTLE` seconds plus a round trip.
 
 Cost of one call: the state topic read from its beginning, the partitions of the
 queues' topics described and read from their reported end to their real end (on
-Tansu the high watermark can stop short of it), one ``OffsetFetch`` per queue.
+Tansu the high watermark can stop short of it), one ``OffsetFetch`` per queue, and,
+for a queue with messages waiting, the batch at each committed offset below the end.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Collection
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -107,25 +111,45 @@ class Inspector:
                         if mine
                         else {}
                     )
-                    lag = 0
+                    unread: dict[TopicPartition, int] = {}
                     for tp in mine:
                         hit = committed.get(tp)
                         start = hit.offset if hit is not None and hit.offset >= 0 else starts[tp]
-                        lag += max(0, ends[tp] - start)
+                        if ends[tp] > start:
+                            unread[tp] = start
+                    lag = sum(ends[tp] - start for tp, start in unread.items())
                     seen = state.seen.get(queue, Seen())
                     depth, in_flight = depth_of(lag, seen)
+                    age = await self._oldest_age(reader, unread) if depth else 0.0
                     found.append(
                         QueueStats(
                             queue=queue,
                             depth=depth,
                             in_flight=in_flight,
                             consumers=seen.consumers,
-                            oldest_age=0.0 if depth == 0 else None,
+                            oldest_age=age,
                         )
                     )
                 return found
             finally:
                 await reader.stop()
+
+    @staticmethod
+    async def _oldest_age(
+        reader: AIOKafkaConsumer, unread: dict[TopicPartition, int]
+    ) -> float | None:
+        """Seconds since the oldest record at a committed offset was written (it may
+        be one a consumer holds); None when none is left to read."""
+        reader.assign(list(unread))
+        for tp, offset in unread.items():
+            reader.seek(tp, offset)
+        first: dict[TopicPartition, int] = {}
+        async for record in read_through(reader, unread):
+            tp = TopicPartition(record.topic, record.partition)
+            first.setdefault(tp, record.timestamp)
+        if not first:
+            return None
+        return max(0.0, time.time() - min(first.values()) / 1000)
 
     @staticmethod
     async def _ends(
