@@ -33,9 +33,6 @@ NOT_APPLICABLE = {
     "kafka": {
         "large_message": "bodies of at most",
         "broker_restart_under_load_loses_nothing": "no restart hook",
-        "reply_channel_is_removed_on_close": "no QueueInspection",
-        "contract_queue_inspection_counts": "no QueueInspection",
-        "ordering_per_key_across_processes": "no QueueInspection",
     },
 }
 """Per broker: the scenarios that do not apply, and a fragment of the reason why."""

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Self
 
 from ...broker import Broker, Delivery, Features, Prefetch, ProgressCallback, Subscription
+from ...capabilities import QueueStats
 from ...deadletter import DeadLetter
 from ...errors import BrokerError
 from ...message import Message
@@ -28,6 +29,7 @@ from .consumer import QueueConsumer
 from .deadletters import DeadLetterStore
 from .errors import error_table
 from .history import History
+from .inspection import Inspector
 from .publisher import Publisher
 from .settings import KafkaSettings
 from .topology import Topology
@@ -46,11 +48,12 @@ class _Connected:
     consumer: QueueConsumer
     dead: DeadLetterStore
     history: History
+    inspector: Inspector
 
 
 class KafkaBroker(Broker):
-    """Apache Kafka; implements :class:`herald.DeadLetterAdmin` and
-    :class:`herald.RetainedHistory`.
+    """Apache Kafka; implements :class:`herald.DeadLetterAdmin`,
+    :class:`herald.QueueInspection` and :class:`herald.RetainedHistory`.
 
     >>> KafkaBroker.from_url("kafka://k1:9092,k2:9093?namespace=dev")
     KafkaBroker('kafka://k1:9092,k2:9093?namespace=dev')
@@ -94,13 +97,15 @@ class KafkaBroker(Broker):
         publisher = Publisher(
             clients.producer, topology, table, self.url, settings.max_message_bytes
         )
+        consumer = QueueConsumer(settings, topology, publisher, table, clients.producer)
         self._connected = _Connected(
             clients,
             topology,
             publisher,
-            QueueConsumer(settings, topology, publisher, table),
+            consumer,
             DeadLetterStore(settings, topology, publisher, table),
             History(settings, topology, clients.producer, table),
+            Inspector(settings, topology, clients.admin, consumer.presence, table),
         )
 
     async def close(self) -> None:
@@ -114,6 +119,7 @@ class KafkaBroker(Broker):
                 await asyncio.wait(background, timeout=CLOSE_WAIT)
             for task in background:
                 task.cancel()
+            await parts.consumer.presence.close()
         finally:
             await parts.clients.close()
 
@@ -152,6 +158,10 @@ class KafkaBroker(Broker):
 
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         return await self._parts().dead.purge(service, ids)
+
+    async def inspect_queues(self, queues: Collection[str] | None = None) -> list[QueueStats]:
+        """Depth, in flight and consumers per queue (see :mod:`.inspection`)."""
+        return await self._parts().inspector.inspect_queues(queues)
 
     async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
         """Copy what the queue missed from before it existed (see :mod:`.history`)."""

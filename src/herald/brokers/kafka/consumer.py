@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -45,6 +45,7 @@ from ...window import Window
 from .connection import consumer_options
 from .delivery import KafkaDelivery, Settlements
 from .offsets import OffsetTracker, Ticket
+from .presence import Presence
 from .publisher import Publisher
 from .settings import KafkaSettings
 from .topology import MAX_TOPIC, Topology, read_to_end
@@ -107,6 +108,7 @@ class QueueConsumer:
         topology: Topology,
         publisher: Publisher,
         table: ErrorTable,
+        producer: AIOKafkaProducer,
     ) -> None:
         self.settings = settings
         self.topology = topology
@@ -114,6 +116,19 @@ class QueueConsumer:
         self.table = table
         self.background: set[asyncio.Task[None]] = set()
         self.closing = asyncio.Event()
+        self.sessions: set[_Session] = set()
+        self.presence = Presence(producer, topology, self.snapshot)
+
+    def snapshot(self) -> dict[str, list[int]]:
+        """Per queue: the consume loops of this broker, the deliveries they hold and
+        those settled but not committable yet (see :mod:`.presence`)."""
+        found: dict[str, list[int]] = {}
+        for session in self.sessions:
+            counts = found.setdefault(session.subscription.queue, [0, 0, 0])
+            counts[0] += 1
+            counts[1] += session.tracker.unfinished()
+            counts[2] += session.tracker.settled()
+        return found
 
     async def declare(self, subscription: Subscription) -> None:
         """Create the queue's topics; a group seen for the first time starts at the
@@ -126,6 +141,8 @@ class QueueConsumer:
         await topology.ensure([topic for topic in exact if len(topic) <= MAX_TOPIC])
         if subscription.durable:
             await topology.dead_letter_topic(subscription.service)
+        with self.table.converting(f"declaring {subscription.queue}"):
+            await self.presence.declared(subscription.queue, subscription.patterns)
         probe = AIOKafkaConsumer(**consumer_options(self.settings, names.group(subscription.queue)))
         with self.table.converting(f"declaring {subscription.queue}"):
             await probe.start()
@@ -249,6 +266,8 @@ class _Session:
                 raise
         self._committer = asyncio.create_task(self._commit_loop())
         self._watcher = asyncio.create_task(self._watch_topics())
+        self.owner.sessions.add(self)
+        self.owner.presence.changed()
 
     async def _follow_topics(self) -> None:
         """Subscribe to the topics the queue's patterns match now (a regular
@@ -274,6 +293,7 @@ class _Session:
             while self._again and window.has_room:
                 again = self._again.popleft()
                 window.take(again.size)
+                self.owner.presence.changed()
                 yield again
             if not window.has_room:
                 continue
@@ -291,6 +311,7 @@ class _Session:
                     if self.epoch != epoch:
                         break
                     window.take(delivery.size)
+                    self.owner.presence.changed()
                     yield delivery
 
     def _delivery(
@@ -332,6 +353,7 @@ class _Session:
 
     def _finish(self, ticket: Ticket) -> None:
         self.tracker.finish(ticket)
+        self.owner.presence.changed()
         self._dirty.set()
         self._settled.set()
 
@@ -391,6 +413,7 @@ class _Session:
                 await asyncio.wait_for(self._settled.wait(), deadline - time.monotonic())
         await self.commit(partitions)
         self.tracker.forget(partitions)
+        self.owner.presence.changed()
 
     async def drain(self) -> None:
         """Stop fetching; once what was handed out is settled (or after DRAIN
@@ -414,6 +437,11 @@ class _Session:
         finally:
             if not self._round.done():
                 self._round.set_result(None)
+            self.owner.sessions.discard(self)
+            self.owner.presence.changed()
+            if not self.subscription.durable:
+                with contextlib.suppress(Exception):
+                    await self.owner.presence.removed(self.subscription.queue)
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
             if not self.subscription.durable:

@@ -9,8 +9,8 @@ is settled, nothing above it is skipped if the consumer dies.
 >>> a, b, c = (t.fetched(("t", 0), offset) for offset in (10, 11, 12))
 >>> t.committable()
 {('t', 0): 10}
->>> t.finish(c), t.committable()
-(True, {('t', 0): 10})
+>>> t.finish(c), t.committable(), t.unfinished(), t.settled()
+(True, {('t', 0): 10}, 2, 1)
 >>> t.finish(a), t.committable()
 (True, {('t', 0): 11})
 >>> t.finish(b), t.committable()
@@ -80,6 +80,15 @@ class OffsetTracker:
             for k, p in self._partitions.items()
             if keys is None or k in keys
         )
+
+    def settled(self) -> int:
+        """How many settled records wait for a lower one of their partition to be
+        settled before their offsets can be committed."""
+        total = 0
+        for partition in self._partitions.values():
+            partition.position()
+            total += len(partition.done)
+        return total
 
     def committable(self, keys: Collection[Hashable] | None = None) -> dict[Hashable, int]:
         """Offsets to commit that moved since the last commit."""

@@ -32,7 +32,16 @@ from aiokafka.structs import ConsumerRecord
 from ...errors import BrokerError, ErrorTable
 from .settings import KafkaSettings
 
-__all__ = ["MAX_TOPIC", "QUIET", "TIERS", "Names", "Topology", "read_to_end", "tier_for"]
+__all__ = [
+    "MAX_TOPIC",
+    "QUIET",
+    "TIERS",
+    "Names",
+    "Topology",
+    "read_through",
+    "read_to_end",
+    "tier_for",
+]
 
 MAX_TOPIC = 249
 """Kafka's longest topic name."""
@@ -69,6 +78,8 @@ class Names:
         self.anchor = f"{self.prefix}groups"
         """A one-partition topic every group commits an offset on when declared, so
         that a group that exists is told from one that does not."""
+        self.state = f"{self.prefix}state"
+        """The compacted topic of declared queues and live consumers (:mod:`.presence`)."""
 
     def events(self, event_type: str) -> str:
         return f"{self.prefix}events.{event_type}"
@@ -229,3 +240,27 @@ async def read_to_end(
         for records in batch.values():
             for record in records:
                 yield record
+
+
+async def read_through(
+    reader: AIOKafkaConsumer, last: Mapping[TopicPartition, int]
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """The records of assigned partitions from their positions through the batch
+    holding offset ``last[tp]`` (the reported high watermark less one), without
+    waiting :data:`QUIET` milliseconds at the end as :func:`read_to_end` does.
+
+    A batch comes whole, so once the record at the reported high watermark less one
+    has come, the rest of its batch (all a server like Tansu leaves past its high
+    watermark) has come with it. Should that record never come (removed since), a
+    fetch that brings nothing for :data:`QUIET` milliseconds ends the read.
+    """
+    waiting = set(last)
+    while waiting:
+        batch = await reader.getmany(*waiting, timeout_ms=QUIET)
+        if not any(batch.values()):
+            return
+        for tp, records in batch.items():
+            for record in records:
+                yield record
+            if records and records[-1].offset >= last[tp]:
+                waiting.discard(tp)
