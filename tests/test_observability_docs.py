@@ -1,37 +1,29 @@
-"""The Python examples of docs/observability.md's Metrics and Health sections run as
-written (each checks its own results)."""
+"""The Python examples of docs/observability.md run as written, section by section
+(each example checks its own results)."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "observability.md"
-SECTIONS = re.split(r"^## ", DOC.read_text(), flags=re.MULTILINE)
-BLOCKS = [
-    block
-    for section in SECTIONS
-    if section.startswith(("Metrics", "Health"))
-    for block in re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+from .examples import ROOT, python_blocks, run_example
+
+DOC = ROOT / "docs" / "observability.md"
+SECTIONS = ("Metrics", "Tracing", "AsyncAPI")
+"""The sections that must hold at least one runnable example."""
+CASES = [
+    pytest.param(code, id=f"{section}-{index}")
+    for section in (*SECTIONS, "Health", "CloudEvents")
+    for index, code in enumerate(python_blocks(DOC, section))
 ]
 
 
-def test_the_metrics_section_has_an_example() -> None:
-    assert BLOCKS
+@pytest.mark.parametrize("section", SECTIONS)
+def test_the_section_has_an_example(section: str) -> None:
+    assert python_blocks(DOC, section)
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_example_runs(index: int, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", BLOCKS[index]],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+@pytest.mark.parametrize("code", CASES)
+def test_example_runs(code: str, tmp_path: Path) -> None:
+    run_example(code, tmp_path)

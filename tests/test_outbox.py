@@ -12,9 +12,6 @@ import contextlib
 import doctest
 import logging
 import os
-import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -36,6 +33,7 @@ from herald.errors import ConnectionLostError
 from herald.outbox import Outbox, OutboxRelay
 from herald.testing import eventually
 
+from .examples import python_blocks, run_example
 from .servers import require_port
 
 POSTGRES_URL = os.environ.get(
@@ -492,22 +490,9 @@ def test_docstring_examples(module: object) -> None:
     assert result.attempted > 0 and result.failed == 0, result
 
 
-@pytest.mark.parametrize(
-    "index", range(len(re.findall(r"```python\n", DOCS.read_text() if DOCS.exists() else "")))
-)
+@pytest.mark.parametrize("index", range(len(python_blocks(DOCS))))
 def test_docs_examples_run(index: int, tmp_path: Path) -> None:
-    code = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.DOTALL)[index]
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    for expected in re.findall(r"print\(.*\)\s+# (.+)", code):
-        assert expected.strip() in result.stdout, (expected, result.stdout)
+    run_example(python_blocks(DOCS)[index], tmp_path)
 
 
 async def test_stage_refuses_an_event_over_the_size_limit(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+from .examples import ROOT, python_blocks, run_example
+
+BLOCKS = python_blocks(ROOT / "README.md")
 
 
 def test_readme_has_examples() -> None:
@@ -19,15 +17,4 @@ def test_readme_has_examples() -> None:
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index: int, tmp_path: Path) -> None:
-    code = BLOCKS[index]
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    for expected in re.findall(r"print\(.*\)\s+# (.+)", code):
-        assert expected.strip() in result.stdout, (expected, result.stdout)
+    run_example(BLOCKS[index], tmp_path)
