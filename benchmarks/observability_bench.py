@@ -1,14 +1,18 @@
-"""What metrics and tracing cost together: events/s through a service, all off against
+"""What metrics and tracing cost: events/s through a service, all off against
 metrics, tracing, and both, interleaved in the same run, on any broker.
 
-``python -m benchmarks.observability_bench [--events N] [--rounds R] [--broker URL]``
-publishes N events in batches of 500 and handles them in one service (concurrency 16,
-a handler that does nothing) four ways per round, the order rotating every round:
+``python -m benchmarks.observability_bench [--events N] [--rounds R] [--broker URL]
+[--modes off,metrics,...]`` publishes N events in batches of 500 and handles them in
+one service (concurrency 16, a handler that does nothing) once per mode per round,
+the order rotating every round:
 
 - ``off``: no middleware;
 - ``metrics``: :class:`herald.metrics.MetricsMiddleware` on a registry of its own;
-- ``tracing``: :class:`herald.tracing.TracingMiddleware` on an SDK provider whose
-  batch processor hands every span to an exporter that drops it;
+- ``tracing-api``: :class:`herald.tracing.TracingMiddleware` without an SDK (the
+  API's no-op tracer: what a library user pays before configuring OpenTelemetry);
+- ``tracing``: the middleware on an SDK provider whose batch processor hands every
+  span to an exporter that drops it;
+- ``tracing-nosettle``: the same with ``settle=False`` (no settle spans);
 - ``both``: tracing, then metrics (as the HR platform runs them).
 
 It prints each way's median throughput, its ratio to ``off`` and the median CPU time
@@ -23,31 +27,62 @@ import argparse
 import asyncio
 import statistics
 import time
+import uuid
+from collections.abc import Sequence
+from typing import NamedTuple
 
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry
 
 import herald
 from herald.metrics import MetricsMiddleware
 from herald.tracing import TracingMiddleware
 
-from .metrics_bench import with_namespace
-from .tracing_bench import Dropping, Round, Tick
+__all__ = ["DEFAULT_MODES", "MODES", "Round", "main", "one_round"]
 
-__all__ = ["MODES", "main", "one_round"]
-
-MODES = ("off", "metrics", "tracing", "both")
+MODES = ("off", "metrics", "tracing-api", "tracing", "tracing-nosettle", "both")
+DEFAULT_MODES = ("off", "metrics", "tracing", "both")
 BATCH = 500
+
+
+class Tick(herald.Event, type="bench.tick"):
+    n: int
+
+
+class Round(NamedTuple):
+    rate: float
+    """Events/s, wall clock."""
+    cpu: float
+    """CPU microseconds per event."""
+
+
+class Dropping(SpanExporter):
+    """Takes every span and keeps none."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def with_namespace(url: str) -> str:
+    """``url`` with a namespace of its own (a fresh hub on ``memory://``)."""
+    if url.startswith("memory://"):
+        return f"memory://observability-bench-{uuid.uuid4().hex[:8]}"
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}namespace=ob{uuid.uuid4().hex[:10]}"
 
 
 def _middleware(mode: str) -> tuple[list[herald.Middleware], TracerProvider | None]:
     chain: list[herald.Middleware] = []
     provider = None
-    if mode in ("tracing", "both"):
+    if mode == "tracing-api":
+        chain.append(TracingMiddleware(tracer_provider=NoOpTracerProvider()))
+    elif mode in ("tracing", "tracing-nosettle", "both"):
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(Dropping(), max_queue_size=65536))
-        chain.append(TracingMiddleware(tracer_provider=provider))
+        settle = mode != "tracing-nosettle"
+        chain.append(TracingMiddleware(settle=settle, tracer_provider=provider))
     if mode in ("metrics", "both"):
         chain.append(MetricsMiddleware(CollectorRegistry()))
     return chain, provider
@@ -83,14 +118,25 @@ async def one_round(url: str, events: int, mode: str) -> Round:
     return Round(events / elapsed, cpu_per_event)
 
 
-async def measure(url: str, events: int, rounds: int) -> dict[str, list[Round]]:
+async def measure(
+    url: str, events: int, rounds: int, modes: Sequence[str] = DEFAULT_MODES
+) -> dict[str, list[Round]]:
+    """Interleaved runs: each mode's rounds, the order rotating every round."""
     await one_round(url, min(events, 2_000), "both")  # warm-up: imports, caches, connections
-    runs: dict[str, list[Round]] = {mode: [] for mode in MODES}
+    runs: dict[str, list[Round]] = {mode: [] for mode in modes}
     for index in range(rounds):
-        shift = index % len(MODES)
-        for mode in MODES[shift:] + MODES[:shift]:
+        shift = index % len(modes)
+        for mode in (*modes[shift:], *modes[:shift]):
             runs[mode].append(await one_round(url, events, mode))
     return runs
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    chosen = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in MODES]
+    if unknown or "off" not in chosen:
+        raise argparse.ArgumentTypeError(f"modes from {', '.join(MODES)}, with off among them")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -98,8 +144,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--broker", default="memory://", metavar="URL")
+    parser.add_argument("--modes", type=_modes, default=DEFAULT_MODES, metavar="M,M,...")
     args = parser.parse_args(argv)
-    runs = asyncio.run(measure(args.broker, args.events, args.rounds))
+    runs = asyncio.run(measure(args.broker, args.events, args.rounds, args.modes))
     off = statistics.median(r.rate for r in runs["off"])
     medians = {}
     for mode, rounds in runs.items():
@@ -108,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         medians[mode] = rate
         shown = " ".join(f"{r.rate:,.0f}" for r in rounds)
         print(
-            f"{mode:<8} median {rate:>8,.0f} ev/s {rate / off:5.2f}x of off"
+            f"{mode:<16} median {rate:>8,.0f} ev/s {rate / off:5.2f}x of off"
             f"  {cpu:7.1f} us CPU/event   ({shown})"
         )
     print(f"{args.rounds} interleaved rounds of {args.events:,} events on {args.broker}")

@@ -16,7 +16,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import LATENCY, THROUGHPUT, percentile  # noqa: E402
-from benchmarks.metrics_bench import main as metrics_bench  # noqa: E402
 from benchmarks.observability_bench import main as observability_bench  # noqa: E402
 from benchmarks.report import Row, at_least, faster_than, judge, p99_within, render  # noqa: E402
 
@@ -133,15 +132,6 @@ def test_unreachable_server_is_reported_not_fatal(tmp_path: Path) -> None:
     assert "unavailable: " in stdout
 
 
-def test_metrics_bench_runs_both_modes_interleaved(capsys: pytest.CaptureFixture[str]) -> None:
-    metrics_bench(["--events", "300", "--rounds", "2"])
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[:2] for line in lines[:2]] == [["metrics", "off"], ["metrics", "on"]]
-    assert all(len(line.split("(")[1].split()) == 2 for line in lines[:2])  # two runs each
-    assert lines[2].startswith("overhead of metrics: ")
-    assert "2 interleaved rounds of 300 events on memory://" in lines[2]
-
-
 def test_observability_bench_runs_every_way(capsys: pytest.CaptureFixture[str]) -> None:
     medians = observability_bench(["--events", "300", "--rounds", "2"])
     assert set(medians) == {"off", "metrics", "tracing", "both"}
@@ -150,3 +140,13 @@ def test_observability_bench_runs_every_way(capsys: pytest.CaptureFixture[str]) 
     assert [line.split()[0] for line in lines[:4]] == ["off", "metrics", "tracing", "both"]
     assert all(len(line.split("(")[1].split()) == 2 for line in lines[:4])  # two runs each
     assert lines[4] == "2 interleaved rounds of 300 events on memory://"
+
+
+def test_observability_bench_runs_the_modes_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    medians = observability_bench(
+        ["--events", "200", "--rounds", "1", "--modes", "off,tracing-api,tracing-nosettle"]
+    )
+    assert set(medians) == {"off", "tracing-api", "tracing-nosettle"}
+    with pytest.raises(SystemExit):
+        observability_bench(["--modes", "metrics,nonsense"])
+    assert "modes from off, metrics" in capsys.readouterr().err

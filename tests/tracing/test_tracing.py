@@ -390,14 +390,6 @@ async def test_settle_spans_can_be_left_out(exporter: InMemorySpanExporter) -> N
     assert sorted(s.name for s in spans(exporter)) == ["process staff.hired", "send staff.hired"]
 
 
-def test_the_benchmark_runs_every_way_and_counts_events() -> None:
-    from benchmarks.tracing_bench import MODES, run  # noqa: PLC0415 - a benchmark module
-
-    runs = run(events=50, rounds=1)
-    assert set(runs) == set(MODES)
-    assert all(len(rounds) == 1 and rounds[0].rate > 0 for rounds in runs.values())
-
-
 async def test_a_delivery_cut_short_by_shutdown_is_released_not_failed(
     exporter: InMemorySpanExporter,
 ) -> None:
