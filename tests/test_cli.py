@@ -191,9 +191,9 @@ def test_unreachable_broker_is_a_runtime_error(
 def test_unknown_scheme_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("HERALD_BROKER", "kafka://localhost")
+    monkeypatch.setenv("HERALD_BROKER", "pulsar://localhost")
     assert main(["dlq", "list", "payroll"]) == 2
-    assert "scheme: unknown scheme 'kafka'" in capsys.readouterr().err
+    assert "scheme: unknown scheme 'pulsar'" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -406,7 +406,7 @@ def test_common_options_go_before_or_after_the_command(
     args = ["--broker", url, "--log-level", "debug", "--log-format", "json"]
     assert main([*args, "dlq", "list", "nobody"]) == 0
     assert "no dead letters for service 'nobody'" in capsys.readouterr().err
-    assert main(["--broker", "kafka://x", "dlq", "list", "nobody", "--broker", url]) == 0
+    assert main(["--broker", "pulsar://x", "dlq", "list", "nobody", "--broker", url]) == 0
     assert "no dead letters" in capsys.readouterr().err
 
 
@@ -523,7 +523,7 @@ def test_demo_runs_on_its_own_sqlite_file(tmp_path: Path) -> None:
         "--interval",
         "0.05",
         cwd=tmp_path,
-        HERALD_BROKER="kafka://prod",
+        HERALD_BROKER="pulsar://prod",
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

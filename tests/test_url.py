@@ -20,7 +20,7 @@ def test_resolve_prefers_argument_then_environment_then_default(
     ("url", "part"),
     [
         ("127.0.0.1:5672", "scheme"),
-        ("kafka://localhost", "scheme"),
+        ("pulsar://localhost", "scheme"),
         ("amqp://", "host"),
         ("amqp://guest:pw@host:99999/", "port"),
         ("amqp://guest:pw@host:abc/", "port"),
