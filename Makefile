@@ -50,7 +50,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.hrweb_bench
 
 soak: $(STAMP)
-	$(PY) -m pytest -m soak --run-soak
+	$(PY) -m pytest -m soak --run-soak -rP
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache $(NPM_DIR)/node_modules $(VIEWER)
