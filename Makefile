@@ -30,8 +30,13 @@ $(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 run: $(STAMP)
 	$(VENV)/bin/herald demo
 
+# Most tests wait on brokers and child processes, so three workers share two cores
+# well. Tests that restart a shared broker run afterwards, alone.
+TEST_WORKERS ?= 3
+
 test: $(STAMP) $(NPM_STAMP) lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not restart"
+	$(PY) -m pytest -m restart
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
