@@ -7,7 +7,7 @@ NPM_DIR := .npm
 NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 VIEWER := src/herald/asyncapi/viewer
 
-.PHONY: run test lint format bench soak clean install
+.PHONY: run test lint format bench soak clean install debian
 
 install: $(STAMP) $(NPM_STAMP)
 
@@ -30,8 +30,25 @@ $(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 run: $(STAMP)
 	$(VENV)/bin/herald demo
 
-test: $(STAMP) $(NPM_STAMP) lint
-	$(PY) -m pytest
+# Most tests wait on brokers and child processes, so three workers share two cores
+# well. Tests that restart a shared broker run afterwards, alone.
+TEST_WORKERS ?= 3
+
+# Debian packages the tests drive for real: Ruby's Bunny client and protobuf library
+# (wire interop) and Chromium (browser tests, through Playwright; never a downloaded browser).
+DEBIAN_PACKAGES := ruby-bunny ruby-google-protobuf chromium
+
+debian:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+
+test: $(STAMP) $(NPM_STAMP) debian lint
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not restart"
+	$(PY) -m pytest -m restart
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
