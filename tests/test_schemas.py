@@ -20,7 +20,8 @@ from herald.schemas import check, dumps, entries_of, load, merge, usages_of
 from herald.schemas.registry import Entry
 from hr_platform.catalog import services as hr_services
 
-ROOT = Path(__file__).resolve().parents[1]
+from .examples import ROOT, python_blocks, run_example
+
 HR_REGISTRY = ROOT / "src" / "hr_platform" / "schemas.json"
 TYPES: list[Any] = [int, str, bool, float, list[int], dict[str, str]]
 NAMES = st.from_regex(r"[a-z]{1,6}", fullmatch=True)
@@ -228,3 +229,8 @@ def test_the_committed_hr_registry_is_up_to_date() -> None:
         "the events changed: run herald schema export hr_platform.catalog:services "
         "--output src/hr_platform/schemas.json, review the diff and commit it"
     )
+
+
+@pytest.mark.parametrize("code", python_blocks(ROOT / "docs" / "schemas.md"))
+def test_the_docs_examples_run(code: str, tmp_path: Path) -> None:
+    run_example(code, tmp_path)
