@@ -60,6 +60,7 @@ VERSION = "dataversion"
 _NAMES = tuple(
     f"{prefix}{VERSION}" for prefix in ("", "cloudEvents_", "cloudEvents:", "ce-", "ce_")
 )
+_NAME_SET = frozenset(_NAMES)
 _MAX_TEXT = 16
 
 
@@ -76,6 +77,8 @@ def version_from(text: str) -> int:
 
 def version_of(headers: Mapping[str, str]) -> int:
     """The event version a message's headers declare; 1 when they declare none."""
+    if not headers or _NAME_SET.isdisjoint(headers):
+        return 1
     for name in _NAMES:
         text = headers.get(name)
         if text is not None:
