@@ -214,6 +214,17 @@ def test_the_commands_export_then_fail_on_a_breaking_change(
     assert "field 'guid' changed type" in out
     assert main(["schema", "check", before, "--registry", str(tmp_path / "none.json")]) == 2
     assert "no schema registry at" in capsys.readouterr().err
+    other = f"schema_other_{secrets.token_hex(4)}"
+    (tmp_path / f"{other}.py").write_text(
+        "import herald\n"
+        "class Left(herald.Event, type='employee.left'):\n    guid: str\n"
+        "hr = herald.Service('hr', publishes=[Left])\n",
+        encoding="utf-8",
+    )
+    assert main(["schema", "export", f"{other}:hr", "--output", str(registry)]) == 0
+    assert [e.type for e in load(registry)] == ["employee.hired", "employee.left"], "kept"
+    assert main(["schema", "export", f"{other}:hr", "-o", str(registry), "--replace"]) == 0
+    assert [e.type for e in load(registry)] == ["employee.left"]
 
 
 def test_the_hr_platform_is_compatible_with_its_committed_registry(
