@@ -94,6 +94,11 @@ def _normal(schema: Any, defs: Mapping[str, Any], seen: tuple[str, ...] = ()) ->
     }
 
 
+def _short(schema: Any, limit: int = 200) -> str:
+    text = str(schema)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _fields(schema: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
     defs = schema.get("$defs") or {}
     properties = schema.get("properties") or {}
@@ -122,9 +127,8 @@ def compare(
             breaking.append(f"field {name!r} removed")
     for name in sorted(old_fields.keys() & new_fields.keys()):
         if new_fields[name] != old_fields[name]:
-            breaking.append(
-                f"field {name!r} changed type: was {old_fields[name]}, now {new_fields[name]}"
-            )
+            was, now = _short(old_fields[name]), _short(new_fields[name])
+            breaking.append(f"field {name!r} changed type: was {was}, now {now}")
         elif name in new_required and name not in old_required:
             breaking.append(f"field {name!r} made required")
         elif name in old_required and name not in new_required:
