@@ -53,6 +53,7 @@ from .errors import (
     Reject,
     SettleError,
     TimeoutError,
+    UpcastError,
     ValidationError,
 )
 from .event import Event
@@ -117,6 +118,7 @@ __all__ = [
     "SettleError",
     "Subscription",
     "TimeoutError",
+    "UpcastError",
     "ValidationError",
     "Worker",
     "connect",

@@ -1,5 +1,5 @@
 """The ``herald`` command line: run services, publish, tail events, manage dead letters,
-document services (AsyncAPI).
+document services (AsyncAPI), keep their event schemas compatible.
 
 Every command takes ``--broker URL`` (default: ``$HERALD_BROKER``, else the embedded
 ``sqlite:///./var/herald.db``), ``--log-format text|json`` and ``--log-level``. Errors
@@ -19,6 +19,7 @@ from . import __version__, logs
 from .cli_commands import publish_command, run_command, tail_command
 from .cli_dlq import list_command, purge_command, replay_command
 from .cli_docs import add_docs_commands
+from .cli_schema import add_schema_commands
 from .demo import demo_command
 from .errors import ConfigurationError, HeraldError
 from .signals import EXIT_FAILURE, EXIT_FORCED, EXIT_USAGE
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--yes", action="store_true", help="purge all without asking")
 
     add_docs_commands(sub, common)
+    add_schema_commands(sub, common)
 
     demo = _command(
         sub, common, "demo", demo_command, "run the HR platform (or --mini: a one-process story)"

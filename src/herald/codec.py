@@ -8,19 +8,37 @@
 ('application/json', b'{"guid":"g1"}')
 >>> default_codecs.decode(body, content_type, Hired)
 Hired(guid='g1')
+
+:meth:`CodecRegistry.read` decodes a message by its version (see :mod:`herald.versions`):
+an older one is decoded to a dict (``payload``, which the JSON and protobuf codecs
+offer), brought up to date by the class's upcasters, then validated.
+
+>>> class HiredV2(herald.Event, type="employee.hired", version=2):
+...     guid: str
+...     team: str
+>>> @HiredV2.upcast_from(1)
+... def _team(payload: dict[str, object]) -> dict[str, object]:
+...     return {**payload, "team": "unassigned"}
+>>> message = default_codecs.envelope(Hired(guid="g1"), source="doctest")
+>>> default_codecs.read(message, HiredV2)
+HiredV2(guid='g1', team='unassigned')
+>>> default_codecs.envelope(HiredV2(guid="g2", team="people"), source="doctest").headers
+mappingproxy({'dataversion': '2'})
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pydantic
+import pydantic_core
 
-from .errors import DecodeError, ValidationError
+from .errors import DecodeError, UpcastError, ValidationError
 from .event import Event
 from .message import Message
+from .versions import upcast, version_headers, version_of
 
 __all__ = ["Codec", "CodecRegistry", "JSONCodec", "default_codecs"]
 
@@ -28,7 +46,10 @@ E = TypeVar("E", bound=Event)
 
 
 class Codec(Protocol):
-    """Encodes events of any class to bytes and decodes bytes into a given class."""
+    """Encodes events of any class to bytes and decodes bytes into a given class.
+
+    A codec may also offer ``payload(body, event_class) -> dict``, the body as plain
+    data before validation, which reading an older version of an event needs."""
 
     content_type: str
 
@@ -53,12 +74,19 @@ class JSONCodec:
                 raise DecodeError(f"body is not valid JSON: {exc.errors()[0]['msg']}") from exc
             raise ValidationError(_describe(event_class, exc)) from exc
 
+    def payload(self, body: bytes, event_class: type[Event]) -> Any:
+        """The body as plain JSON data (an older version, before its upcasters run)."""
+        try:
+            return pydantic_core.from_json(body)
+        except ValueError as exc:
+            raise DecodeError(f"body is not valid JSON: {exc}") from exc
 
-def _describe(event_class: type[Event], exc: pydantic.ValidationError) -> str:
+
+def _describe(event_class: type[Event], exc: pydantic.ValidationError, how: str = "") -> str:
     problems = "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in exc.errors()
     )
-    return f"invalid {event_class.__qualname__}: {problems}"
+    return f"invalid {event_class.__qualname__}{how}: {problems}"
 
 
 class CodecRegistry:
@@ -110,17 +138,41 @@ class CodecRegistry:
         if not isinstance(event, Event):
             raise TypeError(f"expected a herald.Event or herald.Message, not {event!r}")
         content_type, body = self.encode(event)
+        version = version_headers(type(event))
         return Message(
             type=type(event).event_type(),
             body=body,
             source=source,
             subject=key,
             datacontenttype=content_type,
-            headers=headers or {},
+            headers={**headers, **version} if headers else version,
         )
 
     def decode(self, body: bytes, content_type: str, event_class: type[E]) -> E:
         return self.get(content_type or "application/json").decode(body, event_class)
+
+    def read(self, message: Message, event_class: type[E]) -> E:
+        """``message`` as ``event_class``, by the version it declares: its own version
+        or a newer one as it is, an older one through the class's upcasters. Raises
+        :class:`herald.MessageError` (a malformed version header, undecodable bytes,
+        an upcaster missing or failing, invalid data), never anything else."""
+        version = version_of(message.headers)
+        content_type = message.datacontenttype or "application/json"
+        if version >= event_class.__event_version__:
+            return self.decode(message.body, content_type, event_class)
+        codec = self.get(content_type)
+        payload_of = getattr(codec, "payload", None)
+        if payload_of is None:
+            raise UpcastError(
+                f"{message.type} version {version} cannot be upcast: the {codec.content_type} "
+                "codec does not give payloads as data"
+            )
+        payload = upcast(event_class, payload_of(message.body, event_class), version)
+        try:
+            return event_class.model_validate(payload)
+        except pydantic.ValidationError as exc:
+            how = f" (upcast from version {version})"
+            raise ValidationError(_describe(event_class, exc, how)) from exc
 
 
 default_codecs = CodecRegistry(JSONCodec())

@@ -106,10 +106,9 @@ class Context:
 
     def decode(self, event_class: type[E]) -> E:
         """The message decoded as ``event_class`` (for pattern handlers that see several
-        types on one queue); raises :class:`herald.DecodeError` or
-        :class:`herald.ValidationError`, which dead-letter the delivery at once."""
-        message = self.message
-        return self.publisher.codecs.decode(message.body, message.datacontenttype, event_class)
+        types on one queue), by its version (see :meth:`herald.CodecRegistry.read`);
+        raises :class:`herald.MessageError`, which dead-letters the delivery at once."""
+        return self.publisher.codecs.read(self.message, event_class)
 
     async def publish(
         self,

@@ -15,7 +15,8 @@
     ├── MessageError                a message that cannot become an event
     │   ├── DecodeError             bytes that the codec cannot read
     │   ├── ValidationError         decoded data that fails the event's schema
-    │   └── HeaderError             a runtime header (attempt, reply address, ...) is malformed
+    │   ├── HeaderError             a runtime header (attempt, reply address, ...) is malformed
+    │   └── UpcastError             an older version of an event its upcasters cannot convert
     ├── HandlerError                raised on purpose by handlers
     │   └── Reject                  dead-letter this delivery now, without retries
     ├── RemoteError                 an RPC handler failed (herald.rpc)
@@ -53,6 +54,7 @@ __all__ = [
     "Reject",
     "SettleError",
     "TimeoutError",
+    "UpcastError",
     "ValidationError",
 ]
 
@@ -127,6 +129,11 @@ class ValidationError(MessageError):
 class HeaderError(MessageError):
     """A header the runtime reads (attempt count, failure time, reply address) is
     malformed or out of bounds: the message is dead-lettered, never trusted."""
+
+
+class UpcastError(MessageError):
+    """An event of an older version than the handler's class that the class's upcasters
+    cannot bring up to date (none registered for a step, or one failed)."""
 
 
 class HandlerError(HeraldError):

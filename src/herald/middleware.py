@@ -243,8 +243,9 @@ class RetryMiddleware(Middleware):
 
 
 class DecodeMiddleware(Middleware):
-    """Sets ``ctx.payload``: the message decoded as the handler's event class (the
-    message itself for a pattern handler). Bytes that do not decode raise
+    """Sets ``ctx.payload``: the message decoded as the handler's event class, by its
+    version (the message itself for a pattern handler). Bytes that do not decode, a
+    malformed version header or an older version the upcasters cannot convert raise
     :class:`herald.MessageError`, which the retry policy dead-letters at once."""
 
     async def handle(self, ctx: Context, call_next: Next) -> Outcome:
@@ -252,10 +253,7 @@ class DecodeMiddleware(Middleware):
         if event_class is None:
             ctx.payload = ctx.message
         else:
-            message = ctx.message
-            ctx.payload = ctx.publisher.codecs.decode(
-                message.body, message.datacontenttype, event_class
-            )
+            ctx.payload = ctx.publisher.codecs.read(ctx.message, event_class)
         return await call_next(ctx)
 
 

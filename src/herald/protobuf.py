@@ -84,7 +84,8 @@ class ProtobufCodec:
             ) from exc
         return message.SerializeToString()
 
-    def decode(self, body: bytes, event_class: type[E]) -> E:
+    def payload(self, body: bytes, event_class: type[Event]) -> dict[str, Any]:
+        """The message's fields by name, as protobuf's JSON mapping has them."""
         message_class = self.message_class(event_class)
         if message_class is None:
             raise DecodeError(
@@ -100,6 +101,10 @@ class ProtobufCodec:
             preserving_proto_field_name=True,
             always_print_fields_with_no_presence=True,
         )
+        return data
+
+    def decode(self, body: bytes, event_class: type[E]) -> E:
+        data = self.payload(body, event_class)
         known = {k: v for k, v in data.items() if k in event_class.model_fields}
         try:
             return event_class.model_validate(known)

@@ -148,7 +148,7 @@ def rpc_handler(
             log.info("request %s arrived after its caller gave up; not handled", message.id)
             return
         try:
-            request = ctx.codecs.decode(message.body, message.datacontenttype, request_class)
+            request = ctx.codecs.read(message, request_class)
             result = await (func(request, ctx) if wants_context else func(request))  # type: ignore[call-arg]
             body = result.model_dump_json().encode() if result is not None else b"null"
             status = "ok"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Self
+from typing import Any, Self
 
 from pydantic import BaseModel
 
@@ -85,8 +85,30 @@ class EmployeeChanged(herald.Event):
         )
 
 
-class EmployeeCreated(EmployeeChanged, type="employee.created"):
-    """A new employee was recorded."""
+class EmployeeCreated(EmployeeChanged, type="employee.created", version=2):
+    """A new employee was recorded.
+
+    Version 2 adds ``display_name``, the name to show for the employee; version 1
+    events (older outbox rows, other producers) get it from first and last name on
+    the way in. Consumers of version 1 (``giftcards``) read version 2 as it is.
+    """
+
+    display_name: str
+
+    @property
+    def name(self) -> str:
+        return self.display_name
+
+    @classmethod
+    def of(cls, record: EmployeeRecord) -> Self:
+        return cls(**EmployeeChanged.of(record).model_dump(), display_name=record.name)
+
+
+@EmployeeCreated.upcast_from(1)
+def _display_name(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had no ``display_name``: first and last name make it."""
+    first, last = payload.get("first_name", ""), payload.get("last_name", "")
+    return {**payload, "display_name": f"{first} {last}".strip()}
 
 
 class EmployeeUpdated(EmployeeChanged, type="employee.updated"):

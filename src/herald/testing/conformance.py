@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from ..broker import Broker, Features
 from ..capabilities import QueueInspection
 from .environment import Environment
-from .scenarios import adversarial, basics, contract, failures, ordering, processes, rpc
+from .scenarios import (
+    adversarial,
+    basics,
+    contract,
+    failures,
+    ordering,
+    processes,
+    rpc,
+    versions,
+)
 from .scenarios.common import MiB
 
 __all__ = ["SCENARIOS", "Scenario"]
@@ -81,6 +90,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     _scenario(failures.dead_letters_can_be_purged),
     _scenario(failures.edited_dead_letter_is_replayed_as_a_first_attempt),
     _scenario(failures.poison_messages_are_dead_lettered_at_once),
+    _scenario(versions.versions_side_by_side),
     _scenario(ordering.ordering_per_key_under_concurrency),
     _scenario(ordering.ordering_per_key_under_retries),
     _scenario(ordering.graceful_shutdown_finishes_in_flight_and_keeps_the_rest),
