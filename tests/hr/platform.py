@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -140,9 +139,7 @@ class Platform:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     async def close(self) -> None:
-        for name in list(self.processes):
-            with contextlib.suppress(Exception):
-                await self.stop(name)
+        await asyncio.gather(*(self.stop(name) for name in self.processes), return_exceptions=True)
         await self.http.aclose()
 
     async def create(self, index: int, prefix: str = "e") -> httpx.Response:
