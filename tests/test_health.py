@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import urllib.error
 import urllib.request
 import uuid
@@ -155,3 +157,43 @@ async def test_the_asgi_app_answers_both_probes() -> None:
             await app({"type": "http", "method": "GET", "path": path}, receive, send)
             answers.append((path, int(sent[0]["status"])))  # type: ignore[call-overload]
     assert answers == [("/probes/healthz", 200), ("/probes/readyz", 503)]
+
+
+async def test_readiness_turns_false_on_sigterm_before_the_drain_completes() -> None:
+    """What a rolling deploy relies on: from the signal on, ``/readyz`` says 503 (the
+    busy service ``draining``) while a running handler finishes; ``/healthz`` stays 200."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+    finished: list[int] = []
+    slow, idle = herald.Service("slow"), noting_service([])
+
+    @slow.on(Noted)
+    async def hold(event: Noted) -> None:
+        started.set()
+        await release.wait()
+        finished.append(event.n)
+
+    async with herald.connect("memory://health-drain") as bus:
+        health = Health(bus, services=["slow", "noter"])
+        async with probes(health) as port:
+            serving = asyncio.create_task(bus.serve(slow, idle, shutdown_timeout=30))
+            await eventually(lambda: health.ready().ok, 5, "both services consuming")
+            await bus.publish(Noted(n=7))
+            await asyncio.wait_for(started.wait(), 5)
+            os.kill(os.getpid(), signal.SIGTERM)
+            await eventually(lambda: not health.ready().ok, 5, "not ready once signalled")
+            status, body = await probe(port, "/readyz")
+            checks = body["checks"]
+            assert status == 503 and checks["slow.health.noted"] == "draining"  # type: ignore[index]
+            idle_state = checks["noter.health.noted"]  # type: ignore[index]
+            assert idle_state in ("draining", "not consuming"), "no handler: stops at once"
+            assert (await probe(port, "/healthz"))[0] == 200
+            assert not serving.done() and finished == [], "the drain is still under way"
+            release.set()
+            await asyncio.wait_for(serving, 10)
+            assert finished == [7], "the running handler finished within the deadline"
+            status, body = await probe(port, "/readyz")
+            assert (status, body["checks"]) == (
+                503,
+                {"broker": "ok", "slow": "not started", "noter": "not started"},
+            )

@@ -174,9 +174,10 @@ class Bus:
         handle_signals: bool = True,
     ) -> None:
         """Run ``services`` until cancelled or sent SIGINT/SIGTERM, then shut down
-        gracefully: stop taking deliveries, let running handlers finish within
-        ``shutdown_timeout`` seconds, and leave the rest for redelivery. A second
-        signal exits at once (see :mod:`herald.signals`)."""
+        gracefully: every worker drains at once (stops taking deliveries, reports
+        ``"draining"`` to :class:`herald.health.Health`), running handlers get
+        ``shutdown_timeout`` seconds to finish, and the rest is left for redelivery.
+        A second signal exits at once (see :mod:`herald.signals`)."""
         if not services:
             raise ConfigurationError("serve() needs at least one service")
         workers = [await self.start(service, concurrency=concurrency) for service in services]
@@ -187,8 +188,11 @@ class Bus:
             else:
                 await self._until_stopped(workers, asyncio.Event())
         finally:
+            # All at once: every consumer stops taking deliveries (and readiness turns
+            # false) right away, and the deadline holds for the whole process.
+            stops = [worker.stop(shutdown_timeout) for worker in workers]
+            await asyncio.shield(asyncio.gather(*stops))
             for worker in workers:
-                await asyncio.shield(worker.stop(shutdown_timeout))
                 if worker in self._workers:
                     self._workers.remove(worker)
 

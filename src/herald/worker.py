@@ -144,6 +144,7 @@ class Worker:
         self._running = 0
         self._drained = asyncio.Event()
         self._stopping = False
+        self._stopped = False
         self._subscribed: set[str] = set()
         self.handled = 0
         """Handler runs finished so far, each with its outcome (acked, retried,
@@ -179,26 +180,47 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
-        await _cancel_until_done(self._consumers)
-        await self._give_back_waiting()
-        if self._running:
-            self._drained.clear()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._drained.wait()
-            except TimeoutError:
-                log.warning(
-                    "service %s: %d handler(s) still running after %.1fs; cancelling them, "
-                    "their deliveries will be redelivered",
-                    self.service.name,
-                    self._running,
-                    timeout,
-                )
-        for runner in self._runners:
-            runner.cancel()
-        await asyncio.gather(*self._runners, return_exceptions=True)
-        await self._give_back_waiting()
-        log.info("service %s stopped", self.service.name)
+        started = time.monotonic()
+        log.info(
+            "service %s draining: not ready, taking no new deliveries; "
+            "%d handler(s) running get up to %.1fs to finish",
+            self.service.name,
+            self._running,
+            timeout,
+        )
+        try:
+            await _cancel_until_done(self._consumers)
+            await self._give_back_waiting()
+            await self._wait_drained(timeout - (time.monotonic() - started))
+            for runner in self._runners:
+                runner.cancel()
+            await asyncio.gather(*self._runners, return_exceptions=True)
+            await self._give_back_waiting()
+        finally:
+            self._stopped = True
+        log.info(
+            "service %s stopped (drained in %.2fs)", self.service.name, time.monotonic() - started
+        )
+
+    async def _wait_drained(self, timeout: float) -> None:
+        if not self._running:
+            return
+        self._drained.clear()
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await self._drained.wait()
+        except TimeoutError:
+            log.warning(
+                "service %s: %d handler(s) still running at the shutdown deadline; cancelling "
+                "them, their deliveries will be redelivered",
+                self.service.name,
+                self._running,
+            )
+
+    @property
+    def draining(self) -> bool:
+        """Stopping, not yet stopped: running handlers finish, no new deliveries are taken."""
+        return self._stopping and not self._stopped
 
     def consumers(self) -> dict[str, bool]:
         """Each queue of the service, and whether its consumer is running: subscribed,

@@ -21,7 +21,8 @@ from . import DEFAULT_PORTS, SERVICES, telemetry
 from .database import default_db_url
 from .employees import run_employees
 from .giftcards import run_giftcards
-from .payroll import run_payroll
+from .payroll import RELEASE, run_payroll
+from .process import SHUTDOWN_TIMEOUT
 from .supervisor import main as supervise
 from .web import run_web
 
@@ -53,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
         help="hr-web: another name it is reached by (a proxy's), besides --host and localhost",
     )
     parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=SHUTDOWN_TIMEOUT,
+        metavar="S",
+        help=f"on SIGTERM, seconds running handlers get to finish (default {SHUTDOWN_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--release",
+        default=os.environ.get("HR_RELEASE", RELEASE),
+        help=f"payroll: the release its records name (default: $HR_RELEASE or {RELEASE!r})",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", help="INFO (default; per-delivery lines at DEBUG), ..."
     )
     return parser
@@ -62,17 +75,20 @@ async def _run(args: argparse.Namespace) -> None:
     broker = resolve_url(args.broker)
     db = args.db or default_db_url(args.data_dir, args.service)
     port = args.port if args.port is not None else DEFAULT_PORTS.get(args.service)
+    stop = args.shutdown_timeout
     if args.service == "employees":
-        await run_employees(broker, db, port, args.host)
+        await run_employees(broker, db, port, args.host, shutdown_timeout=stop)
     elif args.service == "hr-web":
         port = port or DEFAULT_PORTS["hr-web"]
         await run_web(
             broker, port, args.host, args.timeout, allowed_hosts=args.allow_host, token=args.token
         )
     elif args.service == "payroll":
-        await run_payroll(broker, db, port or DEFAULT_PORTS["payroll"], args.host)
+        port = port or DEFAULT_PORTS["payroll"]
+        await run_payroll(broker, db, port, args.host, release=args.release, shutdown_timeout=stop)
     else:
-        await run_giftcards(broker, db, port or DEFAULT_PORTS["giftcards"], args.host)
+        port = port or DEFAULT_PORTS["giftcards"]
+        await run_giftcards(broker, db, port, args.host, shutdown_timeout=stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import Connection, MetaData, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -72,11 +72,29 @@ class Database:
         return f"Database({make_url(self.url)!r})"
 
     async def create_tables(self) -> None:
+        """Create missing tables, and add the nullable columns a later release added to
+        existing ones (older replicas, still running during a rolling deploy, leave
+        them empty)."""
         async with self.engine.begin() as conn:
             await conn.run_sync(self.metadata.create_all)
+            await conn.run_sync(_add_new_columns, self.metadata)
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _add_new_columns(conn: Connection, metadata: MetaData) -> None:
+    inspector = inspect(conn)
+    preparer = conn.dialect.identifier_preparer
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            conn.exec_driver_sql(
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+                f"{preparer.format_column(column)} {column.type.compile(conn.dialect)}"
+            )
 
 
 def _immediate_transactions(engine: AsyncEngine) -> None:

@@ -35,7 +35,7 @@ from .events import (
     SearchEmployees,
     UpdateEmployee,
 )
-from .process import connect, observe, run_until_stopped, web_server
+from .process import SHUTDOWN_TIMEOUT, connect, observe, run_until_stopped, web_server
 
 __all__ = ["build_service", "local_api", "run_employees"]
 
@@ -120,7 +120,14 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return data
 
 
-async def run_employees(broker: str, db_url: str, port: int | None, host: str) -> None:
+async def run_employees(
+    broker: str,
+    db_url: str,
+    port: int | None,
+    host: str,
+    *,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+) -> None:
     db = Database(db_url, metadata)
     await db.create_tables()
     directory = Directory(db, outbox)
@@ -139,6 +146,7 @@ async def run_employees(broker: str, db_url: str, port: int | None, host: str) -
                 server=server,
                 worker=worker,
                 url=f"http://{host}:{port}/employees" if port else "",
+                shutdown_timeout=shutdown_timeout,
             )
     finally:
         await db.close()

@@ -23,7 +23,7 @@ from herald.inbox import Inbox
 
 from .database import Database
 from .pages import render
-from .process import run_consumer_service
+from .process import SHUTDOWN_TIMEOUT, run_consumer_service
 
 __all__ = ["GiftCard", "GiftCardView", "NewEmployee", "build_service", "run_giftcards"]
 
@@ -138,8 +138,17 @@ def create_app(db: Database) -> FastAPI:
     return app
 
 
-async def run_giftcards(broker: str, db_url: str, port: int, host: str) -> None:
+async def run_giftcards(
+    broker: str, db_url: str, port: int, host: str, *, shutdown_timeout: float = SHUTDOWN_TIMEOUT
+) -> None:
     db = Database(db_url, metadata)
     await run_consumer_service(
-        "giftcards", broker, db, build_service(db), create_app(db), host, port
+        "giftcards",
+        broker,
+        db,
+        build_service(db),
+        create_app(db),
+        host,
+        port,
+        shutdown_timeout=shutdown_timeout,
     )

@@ -4,7 +4,9 @@
 changes it and ``employee.deleted`` closes it. Every change also appends a line to
 the record's history. Each delivery is claimed in the inbox inside the transaction
 that makes its change, so a redelivered event (after a crash, a broker restart or a
-relay retry) changes nothing twice. Events older than the record's version (possible
+relay retry) changes nothing twice, however many replicas consume the queue. Each line
+of history names the release that wrote it (``--release``), which shows a rolling
+deploy's progress. Events older than the record's version (possible
 only if an old event is replayed from the dead letters) are ignored.
 """
 
@@ -26,10 +28,11 @@ from herald.inbox import Inbox
 from .database import Database
 from .events import EmployeeChanged, EmployeeCreated, EmployeeDeleted, EmployeeUpdated
 from .pages import render
-from .process import run_consumer_service
+from .process import SHUTDOWN_TIMEOUT, run_consumer_service
 
 __all__ = ["PayrollRecord", "PayrollView", "build_service", "create_app", "run_payroll"]
 
+RELEASE = "dev"
 PAY_SCHEDULE = "monthly"
 PERIODS = {"monthly": 12, "biweekly": 26, "weekly": 52}
 metadata = MetaData()
@@ -66,6 +69,8 @@ class PayrollChange(_Base):
     change: Mapped[str] = mapped_column(String(16))
     message_id: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    release: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The release of payroll that made the change (``--release``; none before it existed)."""
 
 
 class PayrollView(BaseModel):
@@ -89,7 +94,9 @@ def _apply(record: PayrollRecord, event: EmployeeChanged) -> None:
     record.version = event.version
 
 
-async def _change(session: AsyncSession, event: EmployeeChanged, ctx: herald.Context) -> None:
+async def _change(
+    session: AsyncSession, event: EmployeeChanged, ctx: herald.Context, release: str
+) -> None:
     record = await session.get(PayrollRecord, event.guid)
     now = datetime.now(UTC)
     if record is None:
@@ -107,7 +114,13 @@ async def _change(session: AsyncSession, event: EmployeeChanged, ctx: herald.Con
         record.status, record.closed_at, change = "closed", now, "closed"
     await session.flush()
     session.add(
-        PayrollChange(employee_guid=event.guid, change=change, message_id=ctx.message.id, at=now)
+        PayrollChange(
+            employee_guid=event.guid,
+            change=change,
+            message_id=ctx.message.id,
+            at=now,
+            release=release,
+        )
     )
 
 
@@ -116,7 +129,8 @@ LIFECYCLE: dict[str, type[EmployeeChanged]] = {
 }
 
 
-def build_service(db: Database) -> herald.Service:
+def build_service(db: Database, release: str = RELEASE) -> herald.Service:
+    """Payroll's handlers; each change it makes records ``release``."""
     service = herald.Service("payroll", concurrency=16)
 
     async def handle(event: EmployeeChanged, ctx: herald.Context) -> None:
@@ -124,7 +138,7 @@ def build_service(db: Database) -> herald.Service:
             if not await inbox.claim(session, ctx):
                 ctx.logger.info("%s already handled", ctx.message.id)
                 return
-            await _change(session, event, ctx)
+            await _change(session, event, ctx, release)
 
     # One queue for the whole employee lifecycle: events of one employee are then
     # handled in publish order across types (a delete never overtakes an update).
@@ -204,6 +218,24 @@ def create_app(db: Database) -> FastAPI:
     return app
 
 
-async def run_payroll(broker: str, db_url: str, port: int, host: str) -> None:
+async def run_payroll(
+    broker: str,
+    db_url: str,
+    port: int,
+    host: str,
+    *,
+    release: str = RELEASE,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+) -> None:
     db = Database(db_url, metadata)
-    await run_consumer_service("payroll", broker, db, build_service(db), create_app(db), host, port)
+    service = build_service(db, release)
+    await run_consumer_service(
+        "payroll",
+        broker,
+        db,
+        service,
+        create_app(db),
+        host,
+        port,
+        shutdown_timeout=shutdown_timeout,
+    )

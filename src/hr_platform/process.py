@@ -1,6 +1,11 @@
 """One service process: a bus, the service's worker, a web server and background tasks,
 all stopped in order on SIGINT/SIGTERM.
 
+Stopping drains first: the worker takes no new deliveries and its running handlers
+get ``shutdown_timeout`` seconds to finish, while the web server still answers, its
+``/readyz`` saying 503 ``draining``; then the web server stops. Each phase prints a
+line (``payroll: ready``, ``payroll: draining ...``, ``payroll: stopping``).
+
 Uvicorn normally installs its own signal handlers and re-raises the signal when it
 exits; here the process owns the signals, so the web server is told to exit and the
 worker is stopped gracefully (running handlers finish, the rest is redelivered).
@@ -29,6 +34,7 @@ from .proto import EmployeeMessage
 from .telemetry import middleware
 
 __all__ = [
+    "SHUTDOWN_TIMEOUT",
     "WebServer",
     "connect",
     "observe",
@@ -39,6 +45,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("hr_platform")
+SHUTDOWN_TIMEOUT = 10.0
+"""Seconds a service's running handlers get to finish once it is told to stop."""
 
 
 def platform_codecs() -> herald.CodecRegistry:
@@ -108,10 +116,20 @@ async def run_until_stopped(
     server: WebServer | None = None,
     worker: herald.Worker | None = None,
     url: str = "",
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> None:
-    """Run ``tasks`` and ``server`` until a signal arrives or one of them fails."""
+    """Run ``tasks`` and ``server`` until a signal arrives or one of them fails; then
+    drain ``worker`` (running handlers get ``shutdown_timeout`` seconds), stop the server."""
     with stop_on_signals() as stop:
-        await _run_until(name, stop, tasks, server=server, worker=worker, url=url)
+        await _run_until(
+            name,
+            stop,
+            tasks,
+            server=server,
+            worker=worker,
+            url=url,
+            shutdown_timeout=shutdown_timeout,
+        )
 
 
 async def _run_until(
@@ -122,6 +140,7 @@ async def _run_until(
     server: WebServer | None,
     worker: herald.Worker | None,
     url: str,
+    shutdown_timeout: float,
 ) -> None:
     running = [asyncio.create_task(task(), name=f"{name}:{i}") for i, task in enumerate(tasks)]
     serving = asyncio.create_task(server.serve()) if server is not None else None
@@ -144,13 +163,15 @@ async def _run_until(
                 task.result()
                 raise RuntimeError(f"{task.get_name()} ended unexpectedly")
     finally:
-        log.info("%s stopping", name)
+        if worker is not None:
+            # The web server keeps answering meanwhile: /readyz says "draining".
+            print(f"{name}: draining (not ready; up to {shutdown_timeout:g}s)", flush=True)
+            await worker.stop(shutdown_timeout)
+        print(f"{name}: stopping", flush=True)
         if server is not None and serving is not None:
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, 10)
-        if worker is not None:
-            await worker.stop(10.0)
         for task in [stopper, *running]:
             task.cancel()
         await asyncio.gather(*running, stopper, return_exceptions=True)
@@ -164,6 +185,8 @@ async def run_consumer_service(
     app: Any,
     host: str,
     port: int,
+    *,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> None:
     """A service with its own database, one worker and a web page at ``/<name>``."""
     await db.create_tables()
@@ -178,6 +201,7 @@ async def run_consumer_service(
                 server=web_server(app, host, port),
                 worker=worker,
                 url=f"http://{host}:{port}/{name}",
+                shutdown_timeout=shutdown_timeout,
             )
     finally:
         await db.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -93,23 +92,33 @@ class Platform:
 
     async def start(self, *names: str) -> None:
         for name in names:
-            log = (self.workdir / f"{name}.log").open("ab")
-            argv = [sys.executable, "-m", "hr_platform", name, "--port", str(self.ports[name])]
-            argv += ["--data-dir", str(self.workdir), "--log-level", "WARNING"]
-            env = {**os.environ, "HERALD_BROKER": self.broker}
-            self.processes[name] = await asyncio.create_subprocess_exec(
-                *argv, stdout=log, stderr=log, env=env
-            )
-            log.close()
+            await self.spawn(name)
         for name in names:
             await self.wait_ready(name)
 
-    async def wait_ready(self, name: str) -> None:
+    async def spawn(self, name: str, service: str | None = None, *options: str) -> None:
+        """Start process ``name`` running ``service`` (default: ``name``; a replica
+        such as ``payroll-2`` names its service) with more command-line ``options``;
+        it shares the service's database (``--data-dir``) and gets a port of its own."""
+        self.ports.setdefault(name, free_port())
+        log = (self.workdir / f"{name}.log").open("ab")
+        argv = [sys.executable, "-m", "hr_platform", service or name]
+        argv += ["--port", str(self.ports[name]), "--data-dir", str(self.workdir)]
+        argv += ["--log-level", "WARNING", *options]
+        env = {**os.environ, "HERALD_BROKER": self.broker}
+        self.processes[name] = await asyncio.create_subprocess_exec(
+            *argv, stdout=log, stderr=log, env=env
+        )
+        log.close()
+
+    async def wait_ready(self, name: str, probe: str = "/healthz") -> None:
+        """Wait until ``name`` answers ``probe`` with 200 (``/readyz``: consuming)."""
+
         async def ready() -> bool:
             if not self.running(name):
                 raise AssertionError(f"{name} exited early:\n{self.log(name)}")
             try:
-                response = await self.http.get(self.url(name, "/healthz"), timeout=2)
+                response = await self.http.get(self.url(name, probe), timeout=2)
             except httpx.HTTPError:
                 return False
             return response.status_code == 200
@@ -130,9 +139,7 @@ class Platform:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     async def close(self) -> None:
-        for name in list(self.processes):
-            with contextlib.suppress(Exception):
-                await self.stop(name)
+        await asyncio.gather(*(self.stop(name) for name in self.processes), return_exceptions=True)
         await self.http.aclose()
 
     async def create(self, index: int, prefix: str = "e") -> httpx.Response:

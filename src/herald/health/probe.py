@@ -6,7 +6,10 @@
 while open) and every consumer of every expected service is running: subscribed,
 not waiting to subscribe again after a failure, not stopped. While a connection
 reconnects, or a service shuts down, the process is not ready, so an orchestrator
-stops sending it work (or drains it) without restarting it.
+stops sending it work (or drains it) without restarting it. Shutting down starts
+with draining (running handlers finish, no new deliveries are taken): each of the
+service's queues then reads ``"draining"``, from the moment the drain begins until
+the worker has stopped.
 
 >>> import asyncio, herald
 >>> svc = herald.Service("probed")
@@ -90,7 +93,8 @@ class Health:
             if name not in running:
                 checks[name] = "not started"
         for worker in workers:
+            draining = worker.draining
             for queue, consuming in worker.consumers().items():
-                checks[queue] = "ok" if consuming else "not consuming"
+                checks[queue] = "draining" if draining else "ok" if consuming else "not consuming"
         ok = all(result == "ok" for result in checks.values())
         return Probe(ok, MappingProxyType(checks))
