@@ -29,11 +29,12 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Self, TypeVar
 
 from ...broker import Broker, Delivery, Features, Prefetch, Subscription
-from ...errors import BrokerError, HeraldError, PublishError
+from ...errors import BrokerError, CapabilityError, HeraldError, PublishError
 from ...message import Message
 from .connection import Committer
 from .consumer import Wakes, consume_queue
@@ -54,7 +55,9 @@ MiB = 1024 * 1024
 class SQLiteBroker(DeadLetters, Inspection, Broker):
     """Queues, leases and dead letters in one SQLite file shared by processes.
 
-    Implements :class:`herald.DeadLetterAdmin` and :class:`herald.QueueInspection`.
+    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection` and
+    :class:`herald.RetainedHistory` (with ``retain=`` in the URL: every published
+    message is also kept that long, once, for queues created later).
     """
 
     schemes = ("sqlite",)
@@ -175,6 +178,22 @@ class SQLiteBroker(DeadLetters, Inspection, Broker):
             lambda s: s.declare(name, service, patterns, owner), f"declaring queue {name}"
         )
         return qid
+
+    async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
+        """Create the queue with the retained history it missed (see
+        :meth:`.store.Store.backfill`); needs ``retain=`` in the URL."""
+        if not self.settings.retain:
+            raise CapabilityError(
+                f"the SQLite broker {self.path} keeps no history to backfill "
+                f"{subscription.queue} from: add ?retain=7d (or another duration) to its URL"
+            )
+        name, service, patterns = subscription.queue, subscription.service, subscription.patterns
+        start = since.timestamp() if since is not None else 0.0
+        count: int = await self._run(
+            lambda s: s.backfill(name, service, patterns, start, time.time()),
+            f"backfilling queue {name}",
+        )
+        return count
 
     def consume(
         self, subscription: Subscription, prefetch: Prefetch

@@ -123,7 +123,7 @@ class Committer:
             lock.close()
             raise
         self._lock = lock
-        return Store(conn, self.path, host_identity())
+        return Store(conn, self.path, host_identity(), settings.retain)
 
     @property
     def closed(self) -> bool:

@@ -30,6 +30,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from ...message import Message
+from ...topic import matches
 from .topology import Routes, bump, declare_queue, drop_queues
 from .wire import COLUMNS, Encoded, encode_message
 
@@ -38,6 +39,7 @@ __all__ = ["COLUMNS_SQL", "INSERT", "Claimed", "ConsumerRow", "Store"]
 COLUMNS_SQL = ", ".join(COLUMNS)
 _MARKS = ", ".join("?" * len(COLUMNS))
 INSERT = f"INSERT INTO herald_deliveries (queue, since, {COLUMNS_SQL}) VALUES (?, ?, {_MARKS})"
+_RETAIN = f"INSERT INTO herald_history (stored, {COLUMNS_SQL}) VALUES (?, {_MARKS})"
 _NUMBER = "typeof({0}) IN ('integer', 'real')"
 _IS_DUE = f"(due <= ? OR NOT {_NUMBER.format('due')})"
 _EXPIRED = (
@@ -81,9 +83,13 @@ class ConsumerRow:
 class Store:
     """Operations on one connection; the caller owns the transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, host: str) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, host: str, retain: float = 0.0
+    ) -> None:
         self.conn = conn
         self.host = host
+        self.retain = retain
+        """Seconds published messages are kept in ``herald_history`` (0: not kept)."""
         self.me: int | None = None
         """This broker's consumer id once registered (its own socket is not woken)."""
         self.routes = Routes(path, host)
@@ -118,12 +124,42 @@ class Store:
     def drop_queues(self, qids: Iterable[int]) -> None:
         drop_queues(self.conn, qids)
 
+    def backfill(
+        self, name: str, service: str, patterns: Sequence[str], since: float, now: float
+    ) -> int:
+        """Declare a durable queue; if this creates it, copy into it, in publish order,
+        the retained messages its patterns match stored at or after ``since``. One
+        transaction: a publish commits before it (history) or after (routed to the
+        queue), so each message lands once. Return how many were copied."""
+        existed = self.conn.execute("SELECT 1 FROM herald_queues WHERE name = ?", (name,))
+        if existed.fetchone() is not None:
+            declare_queue(self.conn, name, service, patterns, None)
+            return 0
+        qid = declare_queue(self.conn, name, service, patterns, None)
+        types = [
+            kind
+            for (kind,) in self.conn.execute("SELECT DISTINCT type FROM herald_history")
+            if isinstance(kind, str) and any(matches(p, kind) for p in patterns)
+        ]
+        if not types:
+            return 0
+        cur = self.conn.execute(
+            f"INSERT INTO herald_deliveries (queue, since, {COLUMNS_SQL})"
+            f" SELECT ?, ?, {COLUMNS_SQL} FROM herald_history"
+            f" WHERE stored >= ? AND type IN ({', '.join('?' * len(types))}) ORDER BY seq",
+            (qid, now, max(since, now - self.retain), *types),
+        )
+        self.made_ready([qid])
+        return int(cur.rowcount)
+
     # -- deliveries ---------------------------------------------------------------
 
     def publish(self, messages: Sequence[Encoded], now: float) -> None:
         """Insert encoded messages into every queue bound at this moment."""
         self.routes.refresh(self.conn, self.me)
         route = self.routes.route
+        if self.retain:
+            self.conn.executemany(_RETAIN, [(now, *message) for message in messages])
         rows = [(qid, now, *message) for message in messages for qid in route(message[0])]
         if rows:
             self.conn.executemany(INSERT, rows)
@@ -406,7 +442,13 @@ class Store:
         return len(qids)
 
     def destroy(self) -> None:
-        tables = ("herald_deliveries", "herald_dead_letters", "herald_holders", "herald_queues")
+        tables = (
+            "herald_deliveries",
+            "herald_dead_letters",
+            "herald_holders",
+            "herald_queues",
+            "herald_history",
+        )
         for table in tables:
             self.conn.execute(f"DELETE FROM {table}")
         bump(self.conn)

@@ -14,15 +14,18 @@
                         holds it, until when (renewed while held); ``attempt``.
 ``herald_dead_letters`` dead letters per service, as ``DeadLetter.to_stored()``, with
                         the time they were ``stored``.
+``herald_history``      with ``retain=``: every published message once, with the time
+                        it was ``stored``, for backfill; pruned after ``retain``.
 ``herald_meta``         ``version``, bumped whenever queues or consumers change, so
                         publishers reload bindings only when needed.
 
 The file uses incremental auto-vacuum, so the maintenance thread can give free pages
 back to the file system; a file made by an older version is converted once.
-``PRAGMA user_version`` is the layout version (:data:`LAYOUT`). ``herald_holders`` is an
-addition to layout 1 (created on open when missing), not a new layout: a Herald that
-does not know it can still share the file; it cannot consume exclusively, and its
-consumers, like every non-exclusive one, are not bound by the holders.
+``PRAGMA user_version`` is the layout version (:data:`LAYOUT`). ``herald_holders`` and
+``herald_history`` are additions to layout 1 (created on open when missing), not a new
+layout: a Herald that does not know them can still share the file; it cannot consume
+exclusively, its publishes are not retained, and its consumers, like every
+non-exclusive one, are not bound by the holders.
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ _SCHEMA = (
 _ADDITIONS = (
     "CREATE TABLE IF NOT EXISTS herald_holders ("
     " queue INTEGER PRIMARY KEY, consumer INTEGER NOT NULL, turn INTEGER)",
+    "CREATE TABLE IF NOT EXISTS herald_history ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, stored REAL NOT NULL,"
+    f" {MESSAGE_COLUMNS_SQL})",
+    "CREATE INDEX IF NOT EXISTS herald_history_by_age ON herald_history (stored)",
 )
 
 
