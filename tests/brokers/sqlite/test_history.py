@@ -1,0 +1,68 @@
+"""The SQLite broker's retained history: ``retain=``, backfill, pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from herald.brokers.sqlite import SQLiteSettings
+from herald.capabilities import RetainedHistory
+from herald.errors import BrokerURLError, CapabilityError
+from herald.testing import eventually
+
+from .helpers import SUB, connected, messages, take
+
+
+def _retained(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM herald_history").fetchone()
+    return int(count)
+
+
+def test_retain_takes_a_duration() -> None:
+    assert SQLiteSettings.from_url("sqlite:///h.db?retain=12h").retain == 43_200
+    assert SQLiteSettings.from_url("sqlite:///h.db?retain=90").retain == 90
+    assert SQLiteSettings.from_url("sqlite:///h.db").retain == 0, "off by default"
+    with pytest.raises(BrokerURLError, match=r"'retain'.*not a duration"):
+        SQLiteSettings.from_url("sqlite:///h.db?retain=7w")
+
+
+async def test_backfill_without_retain_is_refused_naming_the_option(tmp_path: Path) -> None:
+    async with connected(tmp_path / "h.db") as broker:
+        assert isinstance(broker, RetainedHistory)
+        with pytest.raises(CapabilityError, match=r"\?retain="):
+            await broker.backfill(SUB)
+
+
+async def test_replicas_backfilling_at_once_create_the_queue_with_history_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.db"
+    async with connected(path, retain="1h") as one, connected(path, retain="1h") as two:
+        await one.publish(messages(5))
+        counts = await asyncio.gather(one.backfill(SUB), two.backfill(SUB))
+        await one.publish(messages(1, "invoice.paid"))
+        assert sorted(counts) == [0, 5], "one creates the queue with history, the other finds it"
+        assert await one.backfill(SUB) == 0, "a restart replays nothing"
+        with sqlite3.connect(path) as conn:
+            (queued,) = conn.execute("SELECT count(*) FROM herald_deliveries").fetchone()
+        assert queued == 6, "5 retained, then 1 live, each once"
+        taken = await take(one, 6, sub=SUB)
+        assert [d.message.type for d in taken] == ["invoice.created"] * 5 + ["invoice.paid"]
+
+
+async def test_since_and_pruning(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    async with connected(path, retain=1) as broker:
+        await broker.publish(messages(2))
+        since = datetime.now(UTC)
+        await broker.publish(messages(3))
+        assert await broker.backfill(SUB, since) == 3
+        assert _retained(path) == 5
+        with sqlite3.connect(path, timeout=5) as conn:
+            conn.execute("UPDATE herald_history SET stored = stored - 2")  # as if 2 s passed
+        await eventually(lambda: _retained(path) == 0, 5.0, "history older than retain pruned")
