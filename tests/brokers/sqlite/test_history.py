@@ -26,16 +26,23 @@ def _retained(path: Path) -> int:
 def test_retain_takes_a_duration() -> None:
     assert SQLiteSettings.from_url("sqlite:///h.db?retain=12h").retain == 43_200
     assert SQLiteSettings.from_url("sqlite:///h.db?retain=90").retain == 90
-    assert SQLiteSettings.from_url("sqlite:///h.db").retain == 0, "off by default"
+    assert SQLiteSettings.from_url("sqlite:///h.db").retain is None, "the file's"
     with pytest.raises(BrokerURLError, match=r"'retain'.*not a duration"):
         SQLiteSettings.from_url("sqlite:///h.db?retain=7w")
 
 
-async def test_backfill_without_retain_is_refused_naming_the_option(tmp_path: Path) -> None:
-    async with connected(tmp_path / "h.db") as broker:
+async def test_retention_is_the_files_and_backfill_without_it_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    async with connected(path) as broker:
         assert isinstance(broker, RetainedHistory)
         with pytest.raises(CapabilityError, match=r"\?retain="):
             await broker.backfill(SUB)
+        async with connected(path, retain="1h"):
+            await broker.publish(messages(2))  # this URL has no retain=, the file has
+        assert _retained(path) == 2
+        async with connected(path, retain=0):
+            await broker.publish(messages(1))
+        assert _retained(path) == 2, "retain=0 turned it off"
 
 
 async def test_replicas_backfilling_at_once_create_the_queue_with_history_once(

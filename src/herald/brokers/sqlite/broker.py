@@ -56,8 +56,8 @@ class SQLiteBroker(DeadLetters, Inspection, Broker):
     """Queues, leases and dead letters in one SQLite file shared by processes.
 
     Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection` and
-    :class:`herald.RetainedHistory` (with ``retain=`` in the URL: every published
-    message is also kept that long, once, for queues created later).
+    :class:`herald.RetainedHistory` (once a URL with ``retain=`` opened the file,
+    every published message is also kept that long, once, for queues created later).
     """
 
     schemes = ("sqlite",)
@@ -181,18 +181,19 @@ class SQLiteBroker(DeadLetters, Inspection, Broker):
 
     async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
         """Create the queue with the retained history it missed (see
-        :meth:`.store.Store.backfill`); needs ``retain=`` in the URL."""
-        if not self.settings.retain:
-            raise CapabilityError(
-                f"the SQLite broker {self.path} keeps no history to backfill "
-                f"{subscription.queue} from: add ?retain=7d (or another duration) to its URL"
-            )
+        :meth:`.store.Store.backfill`); needs a file that retains (``retain=``)."""
         name, service, patterns = subscription.queue, subscription.service, subscription.patterns
         start = since.timestamp() if since is not None else 0.0
         count: int = await self._run(
             lambda s: s.backfill(name, service, patterns, start, time.time()),
             f"backfilling queue {name}",
         )
+        if count < 0:
+            raise CapabilityError(
+                f"the SQLite broker {self.path} keeps no history to backfill "
+                f"{subscription.queue} from: add ?retain=7d (or another duration) to the URL "
+                "of the processes that use it"
+            )
         return count
 
     def consume(

@@ -111,7 +111,11 @@ class Committer:
                 _retrying(
                     deadline,
                     functools.partial(
-                        prepare, conn, synchronous=settings.synchronous, lease=settings.lease
+                        prepare,
+                        conn,
+                        synchronous=settings.synchronous,
+                        lease=settings.lease,
+                        retain=settings.retain,
                     ),
                 )
             except _Busy as exc:
@@ -123,7 +127,7 @@ class Committer:
             lock.close()
             raise
         self._lock = lock
-        return Store(conn, self.path, host_identity(), settings.retain)
+        return Store(conn, self.path, host_identity())
 
     @property
     def closed(self) -> bool:

@@ -42,9 +42,11 @@ class SQLiteSettings:
                     the last transactions, a crashed process loses nothing) or
                     ``full`` (fsync every commit).
     dlq_retention:  seconds dead letters are kept (``0``: for ever).
-    retain:         seconds every published event is kept for backfill (``0``, the
-                    default: none is kept, and backfill is refused). In the URL a
-                    duration: ``retain=7d``, ``12h``, ``30m`` or seconds.
+    retain:         seconds every published event is kept for backfill. In the URL a
+                    duration: ``retain=7d``, ``12h``, ``30m`` or seconds. It is the
+                    file's setting, stored in it, so every process publishing through
+                    the file retains; ``None`` (not in the URL) keeps the file's (``0``
+                    for a new file: nothing is kept, and backfill is refused).
     """
 
     path: Path
@@ -53,7 +55,7 @@ class SQLiteSettings:
     timeout: float = 5.0
     synchronous: str = "normal"
     dlq_retention: float = 14 * DAY
-    retain: float = 0.0
+    retain: float | None = None
     lock_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,7 +68,7 @@ class SQLiteSettings:
             or self.poll <= 0
             or self.timeout < 0
             or self.dlq_retention < 0
-            or self.retain < 0
+            or (self.retain or 0) < 0
         ):
             raise ValueError(f"invalid SQLite broker settings: {self}")
 
@@ -97,5 +99,5 @@ class SQLiteSettings:
             timeout=parsed.float_option("timeout", 5.0),
             synchronous=synchronous,
             dlq_retention=parsed.float_option("dlq_retention", 14 * DAY),
-            retain=parsed.duration_option("retain", 0.0),
+            retain=parsed.duration_option("retain", 0) if "retain" in parsed.query else None,
         )

@@ -83,13 +83,9 @@ class ConsumerRow:
 class Store:
     """Operations on one connection; the caller owns the transaction."""
 
-    def __init__(
-        self, conn: sqlite3.Connection, path: Path, host: str, retain: float = 0.0
-    ) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, host: str) -> None:
         self.conn = conn
         self.host = host
-        self.retain = retain
-        """Seconds published messages are kept in ``herald_history`` (0: not kept)."""
         self.me: int | None = None
         """This broker's consumer id once registered (its own socket is not woken)."""
         self.routes = Routes(path, host)
@@ -130,7 +126,12 @@ class Store:
         """Declare a durable queue; if this creates it, copy into it, in publish order,
         the retained messages its patterns match stored at or after ``since``. One
         transaction: a publish commits before it (history) or after (routed to the
-        queue), so each message lands once. Return how many were copied."""
+        queue), so each message lands once. Return how many were copied, or -1 when
+        the file retains nothing (nothing declared then)."""
+        self.routes.refresh(self.conn, self.me)
+        retain = self.routes.retain
+        if not retain:
+            return -1
         existed = self.conn.execute("SELECT 1 FROM herald_queues WHERE name = ?", (name,))
         if existed.fetchone() is not None:
             declare_queue(self.conn, name, service, patterns, None)
@@ -147,7 +148,7 @@ class Store:
             f"INSERT INTO herald_deliveries (queue, since, {COLUMNS_SQL})"
             f" SELECT ?, ?, {COLUMNS_SQL} FROM herald_history"
             f" WHERE stored >= ? AND type IN ({', '.join('?' * len(types))}) ORDER BY seq",
-            (qid, now, max(since, now - self.retain), *types),
+            (qid, now, max(since, now - retain), *types),
         )
         self.made_ready([qid])
         return int(cur.rowcount)
@@ -158,7 +159,7 @@ class Store:
         """Insert encoded messages into every queue bound at this moment."""
         self.routes.refresh(self.conn, self.me)
         route = self.routes.route
-        if self.retain:
+        if self.routes.retain:
             self.conn.executemany(_RETAIN, [(now, *message) for message in messages])
         rows = [(qid, now, *message) for message in messages for qid in route(message[0])]
         if rows:

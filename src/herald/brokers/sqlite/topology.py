@@ -16,7 +16,8 @@
                         the time they were ``stored``.
 ``herald_history``      with ``retain=``: every published message once, with the time
                         it was ``stored``, for backfill; pruned after ``retain``.
-``herald_meta``         ``version``, bumped whenever queues or consumers change, so
+``herald_meta``         ``retain`` (seconds of history kept, the ``retain=`` option last
+                        given) and ``version``, bumped whenever queues or consumers change, so
                         publishers reload bindings only when needed.
 
 The file uses incremental auto-vacuum, so the maintenance thread can give free pages
@@ -40,7 +41,16 @@ from ...topic import matches, validate_pattern
 from .wakeup import is_wake_address
 from .wire import MESSAGE_COLUMNS_SQL
 
-__all__ = ["LAYOUT", "Routes", "declare_queue", "drop_queues", "listed", "prepare", "queue_ids"]
+__all__ = [
+    "LAYOUT",
+    "Routes",
+    "declare_queue",
+    "drop_queues",
+    "listed",
+    "prepare",
+    "queue_ids",
+    "retention",
+]
 
 LAYOUT = 1
 _INCREMENTAL = 2
@@ -82,7 +92,9 @@ _ADDITIONS = (
 )
 
 
-def prepare(conn: sqlite3.Connection, *, synchronous: str, lease: float) -> None:
+def prepare(
+    conn: sqlite3.Connection, *, synchronous: str, lease: float, retain: float | None = None
+) -> None:
     """Make the file ready: incremental auto-vacuum, WAL, the tables of :data:`LAYOUT`.
 
     Runs under the writer lock, so processes opening a new file at once take turns.
@@ -109,6 +121,11 @@ def prepare(conn: sqlite3.Connection, *, synchronous: str, lease: float) -> None
             conn.execute(f"PRAGMA user_version = {LAYOUT}")
         for statement in _ADDITIONS:
             conn.execute(statement)
+        if retain is not None and retain != retention(conn):
+            conn.execute(
+                "INSERT OR REPLACE INTO herald_meta (key, value) VALUES ('retain', ?)", (retain,)
+            )
+            bump(conn)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -134,6 +151,13 @@ def _upgrade(conn: sqlite3.Connection, now: float, lease: float) -> None:
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def retention(conn: sqlite3.Connection) -> float:
+    """Seconds the file keeps published messages in ``herald_history`` (0: none)."""
+    row = conn.execute("SELECT value FROM herald_meta WHERE key = 'retain'").fetchone()
+    value = row[0] if row is not None else 0
+    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
 
 
 def bump(conn: sqlite3.Connection) -> None:
@@ -184,6 +208,8 @@ class Routes:
         self._version: object = None
         self._bindings: list[tuple[int, tuple[str, ...]]] = []
         self._routes: dict[str, tuple[int, ...]] = {}
+        self.retain = 0.0
+        """Seconds published messages are kept in ``herald_history`` (0: not kept)."""
         self.wake_map: dict[int, tuple[str, ...]] = {}
         """Queue id -> wake-up addresses of the other consumers on this host taking
         deliveries from it (woken by new deliveries)."""
@@ -201,6 +227,7 @@ class Routes:
             if (bound := _patterns(patterns))
         ]
         self._routes.clear()
+        self.retain = retention(conn)
         wake_map: dict[int, list[str]] = {}
         standby_map: dict[int, list[str]] = {}
         for cid, wake, queues in conn.execute(
