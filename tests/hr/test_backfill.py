@@ -1,4 +1,10 @@
-"""``giftcards --backfill``: a card for every existing employee, once, then live."""
+"""``giftcards --backfill``: a card for every existing employee, once, then live.
+
+Each event is handled once (the process's handled count, not only the cards, which
+the inbox would keep unique anyway). That a restart replays nothing is the
+conformance scenario's (tests/brokers/test_conformance.py) and the SQLite broker's
+(tests/brokers/sqlite/test_history.py) to show; here it would cost two more process
+starts."""
 
 from __future__ import annotations
 
@@ -19,14 +25,8 @@ async def test_giftcards_backfill_gives_every_existing_employee_one_card(workdir
         await wait_records(hr, "giftcards", {*before, *after}, 60)
         await eventually(lambda: _handled(hr, 12), 10, "12 deliveries handled")
 
-        assert await hr.stop("giftcards") == 0
-        await hr.start("giftcards", args=["--backfill"])
-        last, _ = await create_many(hr, 1, "last")
-        await wait_records(hr, "giftcards", {*before, *after, *last}, 30)
-        await eventually(lambda: _handled(hr, 1), 10, "the restarted giftcards handled 1")
         cards = Counter(card["employee_guid"] for card in await hr.records("giftcards"))
-        assert set(cards) == {*before, *after, *last} and set(cards.values()) == {1}
-        assert await hr.handled("giftcards") == 1, "a restart replays no history"
+        assert set(cards) == {*before, *after} and set(cards.values()) == {1}
     finally:
         await hr.close()
         for name in hr.processes:
