@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 import herald
 from herald.capabilities import QueueInspection
+
+from .examples import ROOT, python_blocks, run_example
 
 
 class Hired(herald.Event, type="backfill.hired"):
@@ -37,3 +40,11 @@ async def test_a_broker_without_history_refuses_at_start_naming_itself() -> None
 
 async def _ignore(event: object) -> None:
     pass
+
+
+DOC = ROOT / "docs" / "backfill.md"
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks(DOC))))
+def test_docs_example_runs(index: int, tmp_path: Path) -> None:
+    run_example(python_blocks(DOC)[index], tmp_path)
