@@ -39,6 +39,7 @@ async def test_retention_is_the_files_and_backfill_without_it_is_refused(tmp_pat
             await broker.backfill(SUB)
         async with connected(path, retain="1h"):
             await broker.publish(messages(2))  # this URL has no retain=, the file has
+            await broker.publish(messages(1, "rpc.get.employee"))  # requests are not kept
         assert _retained(path) == 2
         async with connected(path, retain=0):
             await broker.publish(messages(1))

@@ -39,6 +39,8 @@ __all__ = ["COLUMNS_SQL", "INSERT", "Claimed", "ConsumerRow", "Store"]
 COLUMNS_SQL = ", ".join(COLUMNS)
 _MARKS = ", ".join("?" * len(COLUMNS))
 INSERT = f"INSERT INTO herald_deliveries (queue, since, {COLUMNS_SQL}) VALUES (?, ?, {_MARKS})"
+_UNRETAINED = ("herald.", "rpc.")
+"""Types kept out of the history: replies and requests are answered once, not replayed."""
 _RETAIN = f"INSERT INTO herald_history (stored, {COLUMNS_SQL}) VALUES (?, {_MARKS})"
 _NUMBER = "typeof({0}) IN ('integer', 'real')"
 _IS_DUE = f"(due <= ? OR NOT {_NUMBER.format('due')})"
@@ -160,7 +162,8 @@ class Store:
         self.routes.refresh(self.conn, self.me)
         route = self.routes.route
         if self.routes.retain:
-            self.conn.executemany(_RETAIN, [(now, *message) for message in messages])
+            kept = [(now, *m) for m in messages if not str(m[0]).startswith(_UNRETAINED)]
+            self.conn.executemany(_RETAIN, kept)
         rows = [(qid, now, *message) for message in messages for qid in route(message[0])]
         if rows:
             self.conn.executemany(INSERT, rows)
