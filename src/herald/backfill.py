@@ -36,8 +36,8 @@ record that backfill was done: a restart, or a second replica starting at the sa
 moment (the creation is atomic on the broker), finds the queue and replays nothing.
 A queue that existed before ``backfill=True`` was added gets nothing either.
 
-A broker that keeps no history (memory, Redis, SQS) fails at service start with
-:class:`herald.CapabilityError` naming it, before any queue is declared.
+A broker that keeps no history (memory, Redis, SQS; RabbitMQ for now) fails at service
+start with :class:`herald.CapabilityError` naming it, before any queue is declared.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def declare_queues(broker: Broker, service: str, handlers: list[Handler]) 
         raise CapabilityError(
             f"service {service} asks for backfill on {', '.join(wanting)}, but the "
             f"{scheme}:// broker ({type(broker).__name__}) keeps no history to replay; "
-            "use one that does (sqlite with ?retain=, nats, kafka, amqp with ?stream=)"
+            "use one that does (sqlite with ?retain=, nats, kafka)"
         )
     for handler in handlers:
         subscription = handler.subscription
