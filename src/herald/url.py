@@ -174,7 +174,17 @@ class BrokerURL:
 
     def duration_option(self, name: str, default: float) -> float:
         """Seconds, written as a number of seconds or with a unit: ``90``, ``45s``,
-        ``30m``, ``12h``, ``7d``."""
+        ``30m``, ``12h``, ``7d``.
+
+        >>> url = BrokerURL.parse("sqlite:///h.db?retain=7d&bad=7w")
+        >>> url.duration_option("retain", 0), url.duration_option("other", 60)
+        (604800.0, 60)
+        >>> url.duration_option("bad", 0)
+        Traceback (most recent call last):
+        ...
+        herald.errors.BrokerURLError: invalid broker URL 'sqlite:///h.db?retain=7d&bad=7w': \
+query parameter 'bad': '7w' is not a duration (seconds, or a number with s, m, h or d)
+        """
         raw = self.query.get(name)
         if raw is None:
             return default
