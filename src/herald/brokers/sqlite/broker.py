@@ -39,6 +39,7 @@ from ...message import Message
 from .connection import Committer
 from .consumer import Wakes, consume_queue
 from .deadletters import DeadLetters
+from .history import NOT_RETAINED, STEP, backfill_step
 from .inspection import Inspection
 from .membership import Membership
 from .settings import SQLiteSettings
@@ -78,6 +79,8 @@ class SQLiteBroker(DeadLetters, Inspection, Broker):
         self._membership: Membership | None = None
         self._sender: WakeSender | None = None
         self._wakes = Wakes()
+        self.history_step = STEP
+        """History rows one backfill transaction reads (see :mod:`.history`)."""
 
     def __repr__(self) -> str:
         return f"SQLiteBroker({str(self.path)!r})"
@@ -180,21 +183,26 @@ class SQLiteBroker(DeadLetters, Inspection, Broker):
         return qid
 
     async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
-        """Create the queue with the retained history it missed (see
-        :meth:`.store.Store.backfill`); needs a file that retains (``retain=``)."""
+        """Create the queue with the retained history it missed, a step at a time
+        (see :mod:`.history`); needs a file that retains (``retain=``)."""
         name, service, patterns = subscription.queue, subscription.service, subscription.patterns
         start = since.timestamp() if since is not None else 0.0
-        count: int = await self._run(
-            lambda s: s.backfill(name, service, patterns, start, time.time()),
-            f"backfilling queue {name}",
-        )
-        if count < 0:
-            raise CapabilityError(
-                f"the SQLite broker {self.path} keeps no history to backfill "
-                f"{subscription.queue} from: add ?retain=7d (or another duration) to the URL "
-                "of the processes that use it"
+        total, done = 0, False
+        while not done:
+            copied, done = await self._run(
+                lambda s: backfill_step(
+                    s, name, service, patterns, start, time.time(), self.history_step
+                ),
+                f"backfilling queue {name}",
             )
-        return count
+            if copied == NOT_RETAINED:
+                raise CapabilityError(
+                    f"the SQLite broker {self.path} keeps no history to backfill {name} "
+                    "from: add ?retain=7d (or another duration) to the URL of the "
+                    "processes that use it"
+                )
+            total += copied
+        return total
 
     def consume(
         self, subscription: Subscription, prefetch: Prefetch

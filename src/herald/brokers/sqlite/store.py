@@ -30,7 +30,6 @@ from operator import itemgetter
 from pathlib import Path
 
 from ...message import Message
-from ...topic import matches
 from .topology import Routes, bump, declare_queue, drop_queues
 from .wire import COLUMNS, Encoded, encode_message
 
@@ -121,39 +120,6 @@ class Store:
 
     def drop_queues(self, qids: Iterable[int]) -> None:
         drop_queues(self.conn, qids)
-
-    def backfill(
-        self, name: str, service: str, patterns: Sequence[str], since: float, now: float
-    ) -> int:
-        """Declare a durable queue; if this creates it, copy into it, in publish order,
-        the retained messages its patterns match stored at or after ``since``. One
-        transaction: a publish commits before it (history) or after (routed to the
-        queue), so each message lands once. Return how many were copied, or -1 when
-        the file retains nothing (nothing declared then)."""
-        self.routes.refresh(self.conn, self.me)
-        retain = self.routes.retain
-        if not retain:
-            return -1
-        existed = self.conn.execute("SELECT 1 FROM herald_queues WHERE name = ?", (name,))
-        if existed.fetchone() is not None:
-            declare_queue(self.conn, name, service, patterns, None)
-            return 0
-        qid = declare_queue(self.conn, name, service, patterns, None)
-        types = [
-            kind
-            for (kind,) in self.conn.execute("SELECT DISTINCT type FROM herald_history")
-            if isinstance(kind, str) and any(matches(p, kind) for p in patterns)
-        ]
-        if not types:
-            return 0
-        cur = self.conn.execute(
-            f"INSERT INTO herald_deliveries (queue, since, {COLUMNS_SQL})"
-            f" SELECT ?, ?, {COLUMNS_SQL} FROM herald_history"
-            f" WHERE stored >= ? AND type IN ({', '.join('?' * len(types))}) ORDER BY seq",
-            (qid, now, max(since, now - retain), *types),
-        )
-        self.made_ready([qid])
-        return int(cur.rowcount)
 
     # -- deliveries ---------------------------------------------------------------
 
@@ -455,4 +421,5 @@ class Store:
         )
         for table in tables:
             self.conn.execute(f"DELETE FROM {table}")
+        self.conn.execute("DELETE FROM herald_meta WHERE key LIKE 'backfill %'")
         bump(self.conn)

@@ -180,6 +180,8 @@ def declare_queue(
         assert cur.lastrowid is not None
         return cur.lastrowid
     qid, bound = found
+    if bound == "":  # being backfilled: bound by the step that completes it
+        return int(qid)
     old = str(bound).split(" ")
     merged = list(dict.fromkeys([*old, *patterns]))
     if len(merged) != len(old):
@@ -193,6 +195,7 @@ def drop_queues(conn: sqlite3.Connection, qids: Iterable[int]) -> None:
         conn.execute("DELETE FROM herald_deliveries WHERE queue = ?", (qid,))
         conn.execute("DELETE FROM herald_holders WHERE queue = ?", (qid,))
         conn.execute("DELETE FROM herald_queues WHERE id = ?", (qid,))
+        conn.execute("DELETE FROM herald_meta WHERE key = ?", (f"backfill {qid}",))
         bump(conn)
 
 
