@@ -26,8 +26,9 @@ retained, then go on with live ones:
 
 How it is exactly once: the broker creates the queue and fills it with history in
 one step that has a single cut in the broker's one log (:class:`RetainedHistory`):
-SQLite copies the retained rows into the new queue in the transaction that binds
-it, so every publish commits either before (history) or after (live); NATS creates
+SQLite copies the retained rows into the new queue, unbound, in steps, and binds it
+in the transaction that copies the last ones, so every publish commits either
+before (history) or after (live); NATS creates
 the queue's consumer on the events stream with a start time instead of "new";
 Kafka commits the new group's first offsets at the oldest retained records instead
 of the end. History and live events then sit in one sequence, so the order per key
