@@ -157,7 +157,7 @@ class BrokerSpec:
 
 SPECS = [
     BrokerSpec("memory", lambda token, tmp: f"memory://conformance-{token}"),
-    BrokerSpec("sqlite", lambda token, tmp: f"sqlite:///{tmp}/herald-{token}.db"),
+    BrokerSpec("sqlite", lambda token, tmp: f"sqlite:///{tmp}/herald-{token}.db?retain=1h"),
     BrokerSpec(
         "amqp",
         lambda token, tmp: (

@@ -14,7 +14,8 @@ False
   NATS inboxes); other brokers reply through an ordinary transient queue.
 - :class:`QueueInspection`: depth, in flight, consumers and the age of the oldest
   waiting message, per queue, for dashboards and metrics.
-- :class:`RetainedHistory`: copy retained events into a new queue (backfill).
+- :class:`RetainedHistory`: start a new queue with the retained events it missed
+  (backfill).
 - :class:`ConnectionStatus`: whether the connection to the server is up right now
   (readiness probes); a broker without it is taken as connected while open.
 
@@ -136,11 +137,20 @@ class QueueInspection(Protocol):
 @runtime_checkable
 class RetainedHistory(Protocol):
     """A broker that keeps published events after delivery, so that a queue created
-    later can be given what it missed."""
+    later can be given what it missed (``@svc.on(Event, backfill=True)``).
+
+    A broker whose history is switched off by its settings (SQLite without
+    ``retain=``, NATS with ``retention=interest``) raises
+    :class:`herald.CapabilityError` from :meth:`backfill`, naming the setting.
+    """
 
     async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
-        """Copy retained events matching ``subscription`` (published at or after
-        ``since``; ``None``: the oldest retained) into its queue; return how many."""
+        """Declare the subscription's queue like ``declare``; if this call creates it,
+        the queue starts with the retained events its patterns match (published at or
+        after ``since``; ``None``: the oldest retained), ahead of and in one order with
+        everything published later, each once. Return how many retained events it was
+        given: 0 when the queue existed already, so a restart or a second replica
+        replays nothing."""
 
 
 @runtime_checkable

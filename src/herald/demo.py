@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -233,10 +234,10 @@ async def demo_command(args: argparse.Namespace) -> int:
         "payroll": args.payroll_port,
         "giftcards": args.giftcards_port,
     }
+    given = args.broker or os.environ.get("HERALD_BROKER")
+    chosen = {"broker_url": given} if given else {}  # else the platform's own default
     try:
-        await run_platform(
-            broker_url(args), without=set(args.without), ports=ports, data_dir=args.data_dir
-        )
+        await run_platform(**chosen, without=set(args.without), ports=ports, data_dir=args.data_dir)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .broker import Subscription
@@ -21,6 +22,8 @@ class Handler:
 
     ``event_class`` is what the message is decoded as (``None``: the handler takes
     the :class:`herald.Message` itself); ``retry`` and ``timeout`` are its policy.
+    ``backfill``: when its queue is first created, it starts with the broker's
+    retained history (from ``since``; ``None``: the oldest retained).
     """
 
     func: HandlerFunc
@@ -29,6 +32,8 @@ class Handler:
     retry: RetryPolicy
     timeout: float | None
     wants_context: bool
+    backfill: bool = False
+    since: datetime | None = None
 
     @property
     def name(self) -> str:

@@ -25,6 +25,7 @@ import inspect
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -196,6 +197,8 @@ class Service:
         timeout: float | None = None,
         name: str | None = None,
         exclusive: bool | None = None,
+        backfill: bool = False,
+        since: datetime | None = None,
     ) -> Callable[[F], F]:
         """Register a handler for an event class, or for a topic pattern.
 
@@ -204,6 +207,10 @@ class Service:
         ``attempts`` overrides the service's retry policy's attempt count;
         ``name`` overrides the queue suffix (default: the event type or pattern);
         ``exclusive`` overrides the service's (one consuming process at a time).
+        ``backfill=True`` (or ``since=`` an aware datetime): when the queue is first
+        created, it starts with the events the broker retained (all, or those
+        published at or after ``since``), ahead of live ones; see
+        :mod:`herald.backfill`.
         """
         if isinstance(target, str):
             event_class: type[Event] | None = None
@@ -214,6 +221,10 @@ class Service:
         else:
             raise ConfigurationError(
                 f"@{self.name}.on() takes an Event subclass or a pattern string, got {target!r}"
+            )
+        if since is not None and (not isinstance(since, datetime) or since.utcoffset() is None):
+            raise ConfigurationError(
+                f"since= takes an aware datetime (with a time zone), got {since!r}"
             )
         policy = retry or self.retry
         if attempts is not None:
@@ -233,7 +244,12 @@ class Service:
 
         def register(func: F) -> F:
             wants_context = self._check_signature(func)
-            self._add(Handler(func, subscription, event_class, policy, timeout, wants_context))
+            self._add(
+                Handler(
+                    func, subscription, event_class, policy, timeout, wants_context,
+                    backfill or since is not None, since,
+                )
+            )  # fmt: skip
             return func
 
         return register

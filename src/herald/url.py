@@ -172,6 +172,35 @@ class BrokerURL:
             )
         return value
 
+    def duration_option(self, name: str, default: float) -> float:
+        """Seconds, written as a number of seconds or with a unit: ``90``, ``45s``,
+        ``30m``, ``12h``, ``7d``.
+
+        >>> url = BrokerURL.parse("sqlite:///h.db?retain=7d&bad=7w")
+        >>> url.duration_option("retain", 0), url.duration_option("other", 60)
+        (604800.0, 60)
+        >>> url.duration_option("bad", 0)
+        Traceback (most recent call last):
+        ...
+        herald.errors.BrokerURLError: invalid broker URL 'sqlite:///h.db?retain=7d&bad=7w': \
+query parameter 'bad': '7w' is not a duration (seconds, or a number with s, m, h or d)
+        """
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        number, unit = (raw[:-1], raw[-1].lower()) if raw[-1:].isalpha() else (raw, "s")
+        try:
+            value = float(number) * _UNITS[unit]
+        except (KeyError, ValueError):
+            raise BrokerURLError(
+                str(self),
+                f"query parameter {name!r}",
+                f"{raw[:40]!r} is not a duration (seconds, or a number with s, m, h or d)",
+            ) from None
+        if not 0 <= value < float("inf"):
+            raise BrokerURLError(str(self), f"query parameter {name!r}", "must be finite and >= 0")
+        return value
+
     def bool_option(self, name: str, default: bool) -> bool:
         raw = self.query.get(name)
         if raw is None:
@@ -194,6 +223,9 @@ class BrokerURL:
                     f"query parameter {name[:40]!r}",
                     f"unknown for {self.scheme}://; known: {', '.join(sorted(known)) or 'none'}",
                 )
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 
 
 def _parse_host(shown: str, part: str) -> tuple[str, int | None]:

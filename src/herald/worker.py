@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 
+from .backfill import declare_queues
 from .broker import Broker, Delivery, Prefetch
 from .codec import CodecRegistry
 from .context import Context, Publisher
@@ -155,9 +156,8 @@ class Worker:
         return self.service.prefetch_for(self.concurrency)
 
     async def start(self) -> None:
-        """Declare every queue, then start consuming them."""
-        for handler in self.service.handlers:
-            await self._broker.declare(handler.subscription)
+        """Declare every queue (backfilling those that ask), then start consuming them."""
+        await declare_queues(self._broker, self.service.name, self.service.handlers)
         self._runners = [
             asyncio.create_task(self._runner(), name=f"herald:{self.service.name}:runner{i}")
             for i in range(self.concurrency)

@@ -2,6 +2,8 @@
 
 SERVICE is ``employees``, ``hr-web``, ``payroll`` or ``giftcards``; ``platform`` runs
 all four under the supervisor (see ``python -m hr_platform platform --help``).
+``giftcards --backfill``: when its queue is first created, it starts with the events
+the broker retained, so every existing employee gets a card (see docs/backfill.md).
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ import sys
 from collections.abc import Sequence
 
 from herald.logs import TraceIdFilter
-from herald.url import resolve_url
 from herald.webguard import requires_token
 
-from . import DEFAULT_PORTS, SERVICES, telemetry
+from . import DEFAULT_BROKER, DEFAULT_PORTS, SERVICES, telemetry
 from .database import default_db_url
 from .employees import run_employees
 from .giftcards import run_giftcards
@@ -34,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m hr_platform", description="Run one service of the HR platform."
     )
     parser.add_argument("service", choices=SERVICES)
-    parser.add_argument("--broker", help="broker URL (default: $HERALD_BROKER or embedded)")
+    parser.add_argument(
+        "--broker", help=f"broker URL (default: $HERALD_BROKER or {DEFAULT_BROKER})"
+    )
     parser.add_argument("--port", type=int, help="HTTP port (employees: none unless given)")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
     parser.add_argument("--db", help="database URL (default: sqlite under --data-dir)")
@@ -66,13 +69,18 @@ def _parser() -> argparse.ArgumentParser:
         help=f"payroll: the release its records name (default: $HR_RELEASE or {RELEASE!r})",
     )
     parser.add_argument(
+        "--backfill",
+        action="store_true",
+        help="giftcards: a new queue starts with the retained events (cards for everyone)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", help="INFO (default; per-delivery lines at DEBUG), ..."
     )
     return parser
 
 
 async def _run(args: argparse.Namespace) -> None:
-    broker = resolve_url(args.broker)
+    broker = args.broker or os.environ.get("HERALD_BROKER") or DEFAULT_BROKER
     db = args.db or default_db_url(args.data_dir, args.service)
     port = args.port if args.port is not None else DEFAULT_PORTS.get(args.service)
     stop = args.shutdown_timeout
@@ -88,7 +96,9 @@ async def _run(args: argparse.Namespace) -> None:
         await run_payroll(broker, db, port, args.host, release=args.release, shutdown_timeout=stop)
     else:
         port = port or DEFAULT_PORTS["giftcards"]
-        await run_giftcards(broker, db, port, args.host, shutdown_timeout=stop)
+        await run_giftcards(
+            broker, db, port, args.host, shutdown_timeout=stop, backfill=args.backfill
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             " (or $HR_WEB_TOKEN), for example one from"
             " `python -c 'import secrets; print(secrets.token_urlsafe())'`"
         )
+    if args.backfill and args.service != "giftcards":
+        parser.error("--backfill applies to giftcards only")
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s%(trace_ids)s",

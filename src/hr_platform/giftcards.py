@@ -2,6 +2,9 @@
 
 Added to a running platform at any time: its queue starts collecting
 ``employee.created`` events when the service first starts, and nothing else changes.
+With ``backfill=True`` (``python -m hr_platform giftcards --backfill``) the queue, when
+first created, starts with the retained ``employee.created`` events: every existing
+employee gets a card, once, and then each new one.
 It reads only the fields it needs, so an ``EmployeeMessage`` in protobuf from the
 Ruby platform (guid and names) earns a card just like our JSON events do.
 """
@@ -71,10 +74,10 @@ def _code() -> str:
     return "-".join(digits[i : i + 4] for i in range(0, 16, 4))
 
 
-def build_service(db: Database) -> herald.Service:
+def build_service(db: Database, *, backfill: bool = False) -> herald.Service:
     service = herald.Service("giftcards", concurrency=16)
 
-    @service.on(NewEmployee)
+    @service.on(NewEmployee, backfill=backfill)
     async def issue_card(event: NewEmployee, ctx: herald.Context) -> None:
         """Issue the new employee's weekly dining gift card (once)."""
         async with db.writing(), db.sessions() as session, session.begin():
@@ -139,14 +142,20 @@ def create_app(db: Database) -> FastAPI:
 
 
 async def run_giftcards(
-    broker: str, db_url: str, port: int, host: str, *, shutdown_timeout: float = SHUTDOWN_TIMEOUT
+    broker: str,
+    db_url: str,
+    port: int,
+    host: str,
+    *,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    backfill: bool = False,
 ) -> None:
     db = Database(db_url, metadata)
     await run_consumer_service(
         "giftcards",
         broker,
         db,
-        build_service(db),
+        build_service(db, backfill=backfill),
         create_app(db),
         host,
         port,

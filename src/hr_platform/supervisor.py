@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from herald.signals import stop_on_signals
-from herald.url import DEFAULT_URL, redact_url
+from herald.url import redact_url
 
-from . import DEFAULT_PORTS, SERVICES
+from . import DEFAULT_BROKER, DEFAULT_PORTS, SERVICES
 
 __all__ = ["ManagedService", "command", "main", "run_platform"]
 
@@ -103,7 +103,7 @@ class ManagedService:
 
 
 async def run_platform(
-    broker_url: str = DEFAULT_URL,
+    broker_url: str = DEFAULT_BROKER,
     *,
     without: set[str] | frozenset[str] = frozenset(),
     ports: Mapping[str, int] | None = None,
@@ -150,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hr_platform platform", description="Run the whole HR platform."
     )
-    parser.add_argument("--broker", help=f"broker URL (default: $HERALD_BROKER or {DEFAULT_URL})")
+    parser.add_argument(
+        "--broker", help=f"broker URL (default: $HERALD_BROKER or {DEFAULT_BROKER})"
+    )
     parser.add_argument("--without", action="append", default=[], choices=SERVICES)
     parser.add_argument("--data-dir", default="./var")
     for name, port in DEFAULT_PORTS.items():
@@ -158,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s supervisor %(levelname)s: %(message)s")
     ports = {name: getattr(args, f"{name.replace('-', '_')}_port") for name in DEFAULT_PORTS}
-    broker = args.broker or os.environ.get("HERALD_BROKER") or DEFAULT_URL
+    broker = args.broker or os.environ.get("HERALD_BROKER") or DEFAULT_BROKER
     asyncio.run(
         run_platform(broker, without=set(args.without), ports=ports, data_dir=args.data_dir)
     )

@@ -21,14 +21,19 @@ NOT_APPLICABLE = {
         "consumer_killed_mid_stream_loses_nothing": "lives in one process",
         "ordering_per_key_across_processes": "lives in one process",
         "broker_restart_under_load_loses_nothing": "no restart hook",
+        "backfill_replays_history_once_then_live": "keeps no history",
     },
     "sqlite": {"broker_restart_under_load_loses_nothing": "no restart hook"},
-    "amqp": {},
+    "amqp": {"backfill_replays_history_once_then_live": "keeps no history"},
     "nats": {"large_message": "bodies of at most"},
-    "redis": {"broker_restart_under_load_loses_nothing": "no restart hook"},
+    "redis": {
+        "broker_restart_under_load_loses_nothing": "no restart hook",
+        "backfill_replays_history_once_then_live": "keeps no history",
+    },
     "sqs": {
         "large_message": "bodies of at most",
         "broker_restart_under_load_loses_nothing": "no restart hook",
+        "backfill_replays_history_once_then_live": "keeps no history",
     },
     "kafka": {
         "large_message": "bodies of at most",

@@ -8,11 +8,13 @@ import signal
 import socket
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from herald.testing import eventually
 
@@ -90,9 +92,9 @@ class Platform:
         process = self.processes.get(name)
         return process is not None and process.returncode is None
 
-    async def start(self, *names: str) -> None:
+    async def start(self, *names: str, args: Sequence[str] = ()) -> None:
         for name in names:
-            await self.spawn(name)
+            await self.spawn(name, None, *args)
         for name in names:
             await self.wait_ready(name)
 
@@ -163,3 +165,15 @@ class Platform:
 
     async def count(self, name: str) -> int:
         return len(await self.records(name))
+
+    async def handled(self, name: str) -> float:
+        """Deliveries the running process of ``name`` acked, from its ``/metrics``."""
+        response = await self.http.get(self.url(name, "/metrics"))
+        response.raise_for_status()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name == "herald_deliveries_handled_total"
+            and sample.labels.get("outcome") == "acked"
+        )

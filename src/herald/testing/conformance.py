@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..broker import Broker, Features
-from ..capabilities import QueueInspection
+from ..capabilities import QueueInspection, RetainedHistory
 from .environment import Environment
 from .scenarios import (
     adversarial,
     basics,
     contract,
     failures,
+    history,
     ordering,
     processes,
     rpc,
@@ -55,6 +56,12 @@ def queue_inspection(features: Features, broker: Broker, env: Environment) -> st
     if isinstance(broker, QueueInspection):
         return None
     return f"{type(broker).__name__} has no QueueInspection capability"
+
+
+def retained_history(features: Features, broker: Broker, env: Environment) -> str | None:
+    if isinstance(broker, RetainedHistory):
+        return None
+    return f"{type(broker).__name__} keeps no history (no RetainedHistory capability)"
 
 
 @dataclass(frozen=True)
@@ -111,5 +118,6 @@ SCENARIOS: tuple[Scenario, ...] = (
     _scenario(contract.contract_retry_delay_is_honoured),
     _scenario(contract.contract_queue_inspection_counts, queue_inspection),
     _scenario(contract.contract_exclusive_consumers_take_turns),
+    _scenario(history.backfill_replays_history_once_then_live, retained_history),
 )
 """Every scenario, in the order they run."""

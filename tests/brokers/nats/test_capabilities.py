@@ -14,9 +14,9 @@ import herald
 from herald.broker import Prefetch, Subscription
 from herald.brokers.nats import NATSBroker
 from herald.brokers.nats.wire import to_headers
-from herald.capabilities import DeadLetterAdmin, QueueInspection, ReplyCapable
+from herald.capabilities import DeadLetterAdmin, QueueInspection, ReplyCapable, RetainedHistory
 from herald.deadletter import DeadLetter, DeadLetterReason
-from herald.errors import BrokerError
+from herald.errors import BrokerError, CapabilityError
 from herald.testing import eventually
 
 from .support import (
@@ -226,3 +226,35 @@ async def test_destroy_leaves_nothing_behind_while_consumers_still_report(raw: C
     await stream.aclose()
     await broker.close()
     assert [name for name in left if namespace in name] == []
+
+
+async def test_backfill_starts_a_new_consumer_at_the_oldest_or_at_since(
+    broker: NATSBroker,
+) -> None:
+    assert isinstance(broker, RetainedHistory)
+    await broker.publish([tick(0)])
+    await asyncio.sleep(0.05)
+    since = datetime.now(UTC)
+    await broker.publish([tick(1), tick(2)])
+    assert await broker.backfill(PAYROLL) == 3
+    assert await broker.backfill(GIFTS, since) == 2
+    assert await broker.backfill(PAYROLL) == 0, "an existing queue gets nothing again"
+    await broker.publish([tick(3)])
+    for sub, expected in ((PAYROLL, [0, 1, 2, 3]), (GIFTS, [1, 2, 3])):
+        stream = broker.consume(sub, Prefetch(messages=8))
+        taken = [await next_delivery(stream) for _ in expected]
+        assert [number(d) for d in taken] == expected
+        for delivery in taken:
+            await delivery.ack()
+        await stream.aclose()
+
+
+async def test_backfill_is_refused_with_interest_retention() -> None:
+    require_nats()
+    broker = await connected(nats_url(retention="interest"))
+    try:
+        with pytest.raises(CapabilityError, match="retention=interest"):
+            await broker.backfill(PAYROLL)
+    finally:
+        await broker.destroy()
+        await broker.close()

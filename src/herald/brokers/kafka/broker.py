@@ -28,7 +28,6 @@ from .connection import Clients, open_clients
 from .consumer import QueueConsumer
 from .deadletters import DeadLetterStore
 from .errors import error_table
-from .history import History
 from .inspection import Inspector
 from .publisher import Publisher
 from .settings import KafkaSettings
@@ -47,7 +46,6 @@ class _Connected:
     publisher: Publisher
     consumer: QueueConsumer
     dead: DeadLetterStore
-    history: History
     inspector: Inspector
 
 
@@ -104,7 +102,6 @@ class KafkaBroker(Broker):
             publisher,
             consumer,
             DeadLetterStore(settings, topology, publisher, table),
-            History(settings, topology, clients.producer, table),
             Inspector(settings, topology, clients.admin, consumer.presence, table),
         )
 
@@ -167,5 +164,6 @@ class KafkaBroker(Broker):
         return await self._parts().inspector.inspect_queues(queues)
 
     async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
-        """Copy what the queue missed from before it existed (see :mod:`.history`)."""
-        return await self._parts().history.backfill(subscription, since)
+        """Declare the queue; a group seen for the first time starts at the oldest
+        retained record, or at ``since`` (see :mod:`.history`)."""
+        return await self._parts().consumer.declare(subscription, since or True)

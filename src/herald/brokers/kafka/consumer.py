@@ -25,6 +25,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -44,6 +45,7 @@ from ...topic import is_pattern
 from ...window import Window
 from .connection import consumer_options
 from .delivery import KafkaDelivery, Settlements
+from .history import first_offsets
 from .offsets import OffsetTracker, Ticket
 from .presence import Presence
 from .publisher import Publisher
@@ -130,10 +132,13 @@ class QueueConsumer:
             counts[2] += session.tracker.settled()
         return found
 
-    async def declare(self, subscription: Subscription) -> None:
+    async def declare(self, subscription: Subscription, history: datetime | bool = False) -> int:
         """Create the queue's topics; a group seen for the first time starts at the
         end of every topic its patterns match now (topics created later are read
-        from their beginning: all they hold came after the group)."""
+        from their beginning: all they hold came after the group). With ``history``
+        it starts at the oldest retained record instead (``True``), or at the first
+        stored at or after a time: history and live in each partition's one order.
+        Return how many records that start puts before the end (0: not first)."""
         names, topology = self.topology.names, self.topology
         await topology.ensure(names.retry_topics(subscription.queue))
         await topology.ensure([names.anchor], partitions=1)
@@ -149,7 +154,7 @@ class QueueConsumer:
             try:
                 anchor = TopicPartition(names.anchor, 0)
                 if await probe.committed(anchor) is not None:
-                    return
+                    return 0
                 matcher = re.compile(names.subscription_regex(subscription.patterns, "-"))
                 topics = [
                     t for t in await topology.topics() if names.event_type(t) and matcher.match(t)
@@ -170,7 +175,12 @@ class QueueConsumer:
                     async for record in read_to_end(probe, partitions[1:]):
                         tp = TopicPartition(record.topic, record.partition)
                         ends[tp] = max(ends[tp], record.offset + 1)
-                await probe.commit({**ends, anchor: 0})
+                starts = dict(ends)
+                if history is not False and ends:
+                    since = history if isinstance(history, datetime) else None
+                    starts.update(await first_offsets(probe, list(ends), since, ends))
+                await probe.commit({**starts, anchor: 0})
+                return sum(max(0, ends[tp] - starts[tp]) for tp in ends)
             finally:
                 await probe.stop()
 

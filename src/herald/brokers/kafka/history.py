@@ -1,111 +1,55 @@
 """``RetainedHistory``: Kafka keeps what was published, so a queue created later can
-be given what it missed.
+start with what it missed.
 
-``backfill`` copies, for every events topic the queue's patterns match, the records
-from the oldest retained (or the first at or after ``since``, by record timestamp)
-up to the queue's committed offset into tier 0 of the queue's retry topics, as
-they are (headers, key, body; Herald's retry bookkeeping headers dropped). Only that
-queue's group reads them, in order per partition; what lies past its committed
-offset it receives anyway, so nothing comes twice.
+A queue's group seen for the first time normally gets the end offset of every topic
+its patterns match, committed (:meth:`.consumer.QueueConsumer.declare`). Backfill
+commits, instead, the offset of the oldest retained record, or of the first stored
+at or after ``since`` (:func:`first_offsets`): the group then reads history and live
+records in each partition's one order, every record once, in order per key. The
+offsets committed at the first declaration are the durable record: a restart or a
+second replica finds them and starts nothing over.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ...broker import Subscription
-from ...errors import ErrorTable
-from ...headers import ATTEMPT
-from .connection import consumer_options
-from .settings import KafkaSettings
-from .topology import Topology
-from .wire import DUE
+from .topology import read_to_end
 
-__all__ = ["History"]
-
-_DROPPED = frozenset((ATTEMPT, DUE))
+__all__ = ["first_offsets"]
 
 
-class History:
-    def __init__(
-        self,
-        settings: KafkaSettings,
-        topology: Topology,
-        producer: AIOKafkaProducer,
-        table: ErrorTable,
-    ) -> None:
-        self._settings = settings
-        self._topology = topology
-        self._producer = producer
-        self._table = table
-
-    async def backfill(self, subscription: Subscription, since: datetime | None) -> int:
-        names, topology = self._topology.names, self._topology
-        matcher = re.compile(names.subscription_regex(subscription.patterns, "-"))
-        topics = [t for t in await topology.topics() if names.event_type(t) and matcher.match(t)]
-        if not topics:
-            return 0
-        partitions = [
-            TopicPartition(described["topic"], p["partition"])
-            for described in await topology.describe(topics)
-            for p in described["partitions"]
-        ]
-        target = names.retry(subscription.queue, 0)
-        await topology.ensure([target])
-        group = names.group(subscription.queue)
-        reader = AIOKafkaConsumer(**consumer_options(self._settings, group))
-        copied = 0
-        with self._table.converting(f"backfilling {subscription.queue}"):
-            await reader.start()
-            try:
-                stops = {tp: await reader.committed(tp) for tp in partitions}
-                since_ms = 0 if since is None else int(since.timestamp() * 1000)
-                if since is None:
-                    starts = await reader.beginning_offsets(partitions)
-                else:
-                    found = await reader.offsets_for_times({tp: since_ms for tp in partitions})
-                    starts = {
-                        tp: hit.offset
-                        for tp, hit in found.items()
-                        if hit is not None and hit.offset >= 0 and hit.timestamp >= since_ms
-                    }
-                ranges = {
-                    tp: (starts[tp], stop)
-                    for tp, stop in stops.items()
-                    if stop is not None and tp in starts and starts[tp] < stop
-                }
-                if not ranges:
-                    return 0
-                reader.assign(list(ranges))
-                for tp, (start, _) in ranges.items():
-                    reader.seek(tp, start)
-                while ranges:
-                    batch = await reader.getmany(*ranges, timeout_ms=1000)
-                    if not any(batch.values()):
-                        break
-                    futures = []
-                    for tp, records in batch.items():
-                        stop = ranges[tp][1] if tp in ranges else -1
-                        for record in records:
-                            if record.offset >= stop:
-                                ranges.pop(tp, None)
-                                break
-                            if record.offset + 1 >= stop:
-                                ranges.pop(tp, None)
-                            if record.timestamp < since_ms:
-                                continue  # a server that does not look offsets up by time
-                            headers = [(k, v) for k, v in record.headers or () if k not in _DROPPED]
-                            futures.append(
-                                await self._producer.send(
-                                    target, record.value, key=record.key, headers=headers
-                                )
-                            )
-                    for future in futures:
-                        await future
-                    copied += len(futures)
-            finally:
-                await reader.stop()
-        return copied
+async def first_offsets(
+    reader: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    since: datetime | None,
+    ends: Mapping[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    """Per assigned partition, the offset of its oldest retained record, or of its
+    first with a timestamp at or after ``since`` (its end when none is)."""
+    begins: dict[TopicPartition, int] = await reader.beginning_offsets(partitions)
+    if since is None:
+        return begins
+    since_ms = int(since.timestamp() * 1000)
+    found = await reader.offsets_for_times({tp: since_ms for tp in partitions})
+    starts = {tp: ends[tp] for tp in partitions}
+    unsure = []
+    for tp, hit in found.items():
+        if hit is None or hit.offset < 0:
+            continue
+        starts[tp] = hit.offset
+        if hit.timestamp < since_ms:  # a server that does not look offsets up by time
+            unsure.append(tp)
+            reader.seek(tp, hit.offset)
+    if unsure:
+        first: dict[TopicPartition, int] = {}
+        async for record in read_to_end(reader, unsure):
+            tp = TopicPartition(record.topic, record.partition)
+            if record.timestamp >= since_ms and tp not in first:
+                first[tp] = record.offset
+        for tp in unsure:
+            starts[tp] = first.get(tp, ends[tp])
+    return starts

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Self
 
 from nats.aio.client import Client
@@ -26,7 +27,7 @@ from nats.js.errors import NoStreamResponseError
 from ...broker import Broker, Delivery, Features, MiB, Prefetch, ProgressCallback, Subscription
 from ...capabilities import QueueStats, ReplyTransport
 from ...deadletter import DeadLetter
-from ...errors import BrokerError, HeraldError, PublishError
+from ...errors import BrokerError, CapabilityError, HeraldError, PublishError
 from ...message import Message
 from . import replies
 from .connection import open_connection
@@ -83,7 +84,8 @@ class NATSBroker(Broker):
     """A bus on NATS JetStream (server 2.9 or later).
 
     Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection`,
-    :class:`herald.ReplyCapable` and :class:`herald.capabilities.ConnectionStatus`.
+    :class:`herald.ReplyCapable`, :class:`herald.capabilities.ConnectionStatus` and
+    :class:`herald.RetainedHistory` (with ``retention=limits``, the default).
     """
 
     schemes = ("nats", "tls")
@@ -188,6 +190,17 @@ class NATSBroker(Broker):
 
     async def declare(self, subscription: Subscription) -> None:
         await self._open().topology.declare(subscription, None)
+
+    async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
+        """Create the queue's consumer at the oldest retained event, or at ``since``
+        (see :meth:`.topology.Topology.backfill`); needs ``retention=limits``."""
+        if self.settings.retention != "limits":
+            raise CapabilityError(
+                f"NATS with retention={self.settings.retention} keeps no history to "
+                f"backfill {subscription.queue} from (events go once every bound queue "
+                "acked them): use retention=limits, the default, and its max_age"
+            )
+        return await self._open().topology.backfill(subscription, since)
 
     async def consume(
         self, subscription: Subscription, prefetch: Prefetch

@@ -36,6 +36,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Protocol
 
 from nats.js import api
@@ -286,9 +287,28 @@ class Topology:
                 with TABLE.converting(f"setting max_age of stream {stream}"):
                     await self._js.update_stream(config)
 
-    async def declare(self, subscription: Subscription, max_ack_pending: int | None) -> list[float]:
+    async def backfill(self, subscription: Subscription, since: datetime | None) -> int:
+        """Declare the queue; if its consumer on the events stream is new, it starts
+        at the oldest retained event (or the first stored at or after ``since``)
+        instead of the next one: history and live in the stream's one order. Return
+        how many stored events the new consumer has pending (0 if it existed)."""
+        name = consumer_name(subscription.queue)
+        if await self.consumer_info(self.names.streams.events, name) is not None:
+            await self.declare(subscription, None)
+            return 0
+        await self.declare(subscription, None, since or True)
+        info = await self.consumer_info(self.names.streams.events, name)
+        return 0 if info is None else info.num_pending or 0
+
+    async def declare(
+        self,
+        subscription: Subscription,
+        max_ack_pending: int | None,
+        history: datetime | bool = False,
+    ) -> list[float]:
         """Create (or check) the queue's two consumers; return the ``ack_wait`` each
-        runs with, in seconds (an existing consumer keeps its own)."""
+        runs with, in seconds (an existing consumer keeps its own). ``history``: a new
+        events consumer starts at the oldest retained event (``True``) or at a time."""
         name = consumer_name(subscription.queue)
         description = description_of(subscription.queue, subscription.exclusive)
         filters = (
@@ -299,12 +319,18 @@ class Topology:
         for stream, subject in filters:
             info = await self.consumer_info(stream, name)
             if info is None:
+                policy, start = api.DeliverPolicy.NEW, None
+                if history is not False and stream == self.names.streams.events:
+                    policy = api.DeliverPolicy.ALL
+                    if isinstance(history, datetime):
+                        policy, start = api.DeliverPolicy.BY_START_TIME, history
                 config = api.ConsumerConfig(
                     name=name,
                     durable_name=name,
                     description=description,
                     filter_subject=subject,
-                    deliver_policy=api.DeliverPolicy.NEW,
+                    deliver_policy=policy,
+                    opt_start_time=start,
                     ack_policy=api.AckPolicy.EXPLICIT,
                     ack_wait=self._settings.ack_wait,
                     max_deliver=self._settings.max_deliver,

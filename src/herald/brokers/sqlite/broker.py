@@ -29,15 +29,17 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Self, TypeVar
 
 from ...broker import Broker, Delivery, Features, Prefetch, Subscription
-from ...errors import BrokerError, HeraldError, PublishError
+from ...errors import BrokerError, CapabilityError, HeraldError, PublishError
 from ...message import Message
 from .connection import Committer
 from .consumer import Wakes, consume_queue
 from .deadletters import DeadLetters
+from .history import NOT_RETAINED, STEP, backfill_step
 from .inspection import Inspection
 from .membership import Membership
 from .settings import SQLiteSettings
@@ -54,7 +56,9 @@ MiB = 1024 * 1024
 class SQLiteBroker(DeadLetters, Inspection, Broker):
     """Queues, leases and dead letters in one SQLite file shared by processes.
 
-    Implements :class:`herald.DeadLetterAdmin` and :class:`herald.QueueInspection`.
+    Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection` and
+    :class:`herald.RetainedHistory` (once a URL with ``retain=`` opened the file,
+    every published message is also kept that long, once, for queues created later).
     """
 
     schemes = ("sqlite",)
@@ -75,6 +79,8 @@ class SQLiteBroker(DeadLetters, Inspection, Broker):
         self._membership: Membership | None = None
         self._sender: WakeSender | None = None
         self._wakes = Wakes()
+        self.history_step = STEP
+        """History rows one backfill transaction reads (see :mod:`.history`)."""
 
     def __repr__(self) -> str:
         return f"SQLiteBroker({str(self.path)!r})"
@@ -175,6 +181,28 @@ class SQLiteBroker(DeadLetters, Inspection, Broker):
             lambda s: s.declare(name, service, patterns, owner), f"declaring queue {name}"
         )
         return qid
+
+    async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
+        """Create the queue with the retained history it missed, a step at a time
+        (see :mod:`.history`); needs a file that retains (``retain=``)."""
+        name, service, patterns = subscription.queue, subscription.service, subscription.patterns
+        start = since.timestamp() if since is not None else 0.0
+        total, done = 0, False
+        while not done:
+            copied, done = await self._run(
+                lambda s: backfill_step(
+                    s, name, service, patterns, start, time.time(), self.history_step
+                ),
+                f"backfilling queue {name}",
+            )
+            if copied == NOT_RETAINED:
+                raise CapabilityError(
+                    f"the SQLite broker {self.path} keeps no history to backfill {name} "
+                    "from: add ?retain=7d (or another duration) to the URL of the "
+                    "processes that use it"
+                )
+            total += copied
+        return total
 
     def consume(
         self, subscription: Subscription, prefetch: Prefetch

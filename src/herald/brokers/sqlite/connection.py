@@ -111,7 +111,11 @@ class Committer:
                 _retrying(
                     deadline,
                     functools.partial(
-                        prepare, conn, synchronous=settings.synchronous, lease=settings.lease
+                        prepare,
+                        conn,
+                        synchronous=settings.synchronous,
+                        lease=settings.lease,
+                        retain=settings.retain,
                     ),
                 )
             except _Busy as exc:

@@ -1,4 +1,5 @@
-"""Housekeeping off the commit path: checkpoints, giving space back, old dead letters.
+"""Housekeeping off the commit path: checkpoints, giving space back, old dead letters
+and history.
 
 SQLite's automatic checkpoint runs inside the ``COMMIT`` that crosses the threshold,
 fsyncing while the committing broker (and, with Herald's writer lock, every other
@@ -12,7 +13,8 @@ round comes soon when it is busy):
 - gives free pages back to the file system: once a quarter of the file (and at
   least 1 MiB) is free, e.g. after a backlog was consumed, ``incremental_vacuum`` a
   few MiB per round and checkpoint, which truncates the file;
-- deletes dead letters older than ``dlq_retention``.
+- deletes dead letters older than ``dlq_retention``, and retained history older
+  than the file's ``retain``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Callable
 
 from .lock import WriterLock
 from .settings import SQLiteSettings
+from .topology import retention
 
 __all__ = ["Maintenance"]
 
@@ -43,8 +46,8 @@ class Maintenance:
     def __init__(self, settings: SQLiteSettings, *, interval: float = 0.5) -> None:
         self._settings = settings
         self._interval = interval
-        retention = settings.dlq_retention
-        self._prune_every = min(60.0, max(0.25, retention / 4)) if retention else float("inf")
+        self._retain = settings.retain or 0.0
+        """The file's history retention, as last read from it."""
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._dirty = False
@@ -66,7 +69,7 @@ class Maintenance:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         lock = WriterLock(self._settings.lock_path)
-        next_prune = time.monotonic() if self._settings.dlq_retention else float("inf")
+        next_prune = time.monotonic()
         last_round = float("-inf")
         more = False
         try:
@@ -90,7 +93,7 @@ class Maintenance:
                     if time.monotonic() >= next_prune:
                         pruned = _locked(lock, conn, self._prune)
                         done = pruned is not None and pruned < _PRUNE_STEP
-                        next_prune = time.monotonic() + (self._prune_every if done else 0)
+                        next_prune = time.monotonic() + (self._prune_every() if done else 0)
                     more = _vacuum(lock, conn)
                 except sqlite3.Error as exc:
                     log.debug("maintenance of %s skipped: %s", self._settings.path, exc)
@@ -99,14 +102,30 @@ class Maintenance:
                 conn.close()
             lock.close()
 
+    def _prune_every(self) -> float:
+        """Seconds to the next pruning: a quarter of the shorter retention, within
+        0.25 s and 60 s (60 s when nothing expires: the file's retention may change)."""
+        periods = [p for p in (self._settings.dlq_retention, self._retain) if p]
+        return min(60.0, max(0.25, min(periods) / 4)) if periods else 60.0
+
     def _prune(self, conn: sqlite3.Connection) -> int:
-        cutoff = time.time() - self._settings.dlq_retention
-        cur = conn.execute(
-            "DELETE FROM herald_dead_letters WHERE seq IN (SELECT seq FROM herald_dead_letters"
-            " WHERE stored < ? LIMIT ?)",
-            (cutoff, _PRUNE_STEP),
-        )
-        return int(cur.rowcount)
+        """Delete up to a step of old dead letters and of old history; return the
+        larger count (a full step: more may remain)."""
+        pruned = 0
+        now = time.time()
+        self._retain = retention(conn)
+        for table, kept in (
+            ("herald_dead_letters", self._settings.dlq_retention),
+            ("herald_history", self._retain),
+        ):
+            if kept:
+                cur = conn.execute(
+                    f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table}"
+                    " WHERE stored < ? LIMIT ?)",
+                    (now - kept, _PRUNE_STEP),
+                )
+                pruned = max(pruned, int(cur.rowcount))
+        return pruned
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:

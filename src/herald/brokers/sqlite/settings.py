@@ -3,9 +3,9 @@
 ``sqlite:///var/herald.db`` is ``./var/herald.db`` relative to the working directory,
 ``sqlite:////srv/herald.db`` an absolute path.
 
->>> s = SQLiteSettings.from_url("sqlite:////srv/herald.db?lease=10&dlq_retention=0")
->>> str(s.path), s.lease, s.dlq_retention, s.timeout
-('/srv/herald.db', 10.0, 0.0, 5.0)
+>>> s = SQLiteSettings.from_url("sqlite:////srv/herald.db?lease=10&dlq_retention=0&retain=7d")
+>>> str(s.path), s.lease, s.dlq_retention, s.timeout, s.retain
+('/srv/herald.db', 10.0, 0.0, 5.0, 604800.0)
 >>> SQLiteSettings.from_url("sqlite://srv/herald.db")
 Traceback (most recent call last):
 ...
@@ -26,7 +26,7 @@ __all__ = ["DAY", "SQLiteSettings"]
 
 DAY = 86_400.0
 _SYNCHRONOUS = ("normal", "full")
-_OPTIONS = {"lease", "poll", "timeout", "synchronous", "dlq_retention"}
+_OPTIONS = {"lease", "poll", "timeout", "synchronous", "dlq_retention", "retain"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,11 @@ class SQLiteSettings:
                     the last transactions, a crashed process loses nothing) or
                     ``full`` (fsync every commit).
     dlq_retention:  seconds dead letters are kept (``0``: for ever).
+    retain:         seconds every published event is kept for backfill. In the URL a
+                    duration: ``retain=7d``, ``12h``, ``30m`` or seconds. It is the
+                    file's setting, stored in it, so every process publishing through
+                    the file retains; ``None`` (not in the URL) keeps the file's (``0``
+                    for a new file: nothing is kept, and backfill is refused).
     """
 
     path: Path
@@ -50,6 +55,7 @@ class SQLiteSettings:
     timeout: float = 5.0
     synchronous: str = "normal"
     dlq_retention: float = 14 * DAY
+    retain: float | None = None
     lock_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -57,7 +63,13 @@ class SQLiteSettings:
         object.__setattr__(self, "lock_path", self.path.with_name(self.path.name + ".lock"))
         if self.synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be 'normal' or 'full', not {self.synchronous!r}")
-        if self.lease < 1 or self.poll <= 0 or self.timeout < 0 or self.dlq_retention < 0:
+        if (
+            self.lease < 1
+            or self.poll <= 0
+            or self.timeout < 0
+            or self.dlq_retention < 0
+            or (self.retain or 0) < 0
+        ):
             raise ValueError(f"invalid SQLite broker settings: {self}")
 
     @classmethod
@@ -87,4 +99,5 @@ class SQLiteSettings:
             timeout=parsed.float_option("timeout", 5.0),
             synchronous=synchronous,
             dlq_retention=parsed.float_option("dlq_retention", 14 * DAY),
+            retain=parsed.duration_option("retain", 0) if "retain" in parsed.query else None,
         )

@@ -38,6 +38,9 @@ __all__ = ["COLUMNS_SQL", "INSERT", "Claimed", "ConsumerRow", "Store"]
 COLUMNS_SQL = ", ".join(COLUMNS)
 _MARKS = ", ".join("?" * len(COLUMNS))
 INSERT = f"INSERT INTO herald_deliveries (queue, since, {COLUMNS_SQL}) VALUES (?, ?, {_MARKS})"
+_UNRETAINED = ("herald.", "rpc.")
+"""Types kept out of the history: replies and requests are answered once, not replayed."""
+_RETAIN = f"INSERT INTO herald_history (stored, {COLUMNS_SQL}) VALUES (?, {_MARKS})"
 _NUMBER = "typeof({0}) IN ('integer', 'real')"
 _IS_DUE = f"(due <= ? OR NOT {_NUMBER.format('due')})"
 _EXPIRED = (
@@ -124,6 +127,9 @@ class Store:
         """Insert encoded messages into every queue bound at this moment."""
         self.routes.refresh(self.conn, self.me)
         route = self.routes.route
+        if self.routes.retain:
+            kept = [(now, *m) for m in messages if not str(m[0]).startswith(_UNRETAINED)]
+            self.conn.executemany(_RETAIN, kept)
         rows = [(qid, now, *message) for message in messages for qid in route(message[0])]
         if rows:
             self.conn.executemany(INSERT, rows)
@@ -406,7 +412,14 @@ class Store:
         return len(qids)
 
     def destroy(self) -> None:
-        tables = ("herald_deliveries", "herald_dead_letters", "herald_holders", "herald_queues")
+        tables = (
+            "herald_deliveries",
+            "herald_dead_letters",
+            "herald_holders",
+            "herald_queues",
+            "herald_history",
+        )
         for table in tables:
             self.conn.execute(f"DELETE FROM {table}")
+        self.conn.execute("DELETE FROM herald_meta WHERE key LIKE 'backfill %'")
         bump(self.conn)

@@ -14,15 +14,19 @@
                         holds it, until when (renewed while held); ``attempt``.
 ``herald_dead_letters`` dead letters per service, as ``DeadLetter.to_stored()``, with
                         the time they were ``stored``.
-``herald_meta``         ``version``, bumped whenever queues or consumers change, so
+``herald_history``      with ``retain=``: every published message once, with the time
+                        it was ``stored``, for backfill; pruned after ``retain``.
+``herald_meta``         ``retain`` (seconds of history kept, the ``retain=`` option last
+                        given) and ``version``, bumped whenever queues or consumers change, so
                         publishers reload bindings only when needed.
 
 The file uses incremental auto-vacuum, so the maintenance thread can give free pages
 back to the file system; a file made by an older version is converted once.
-``PRAGMA user_version`` is the layout version (:data:`LAYOUT`). ``herald_holders`` is an
-addition to layout 1 (created on open when missing), not a new layout: a Herald that
-does not know it can still share the file; it cannot consume exclusively, and its
-consumers, like every non-exclusive one, are not bound by the holders.
+``PRAGMA user_version`` is the layout version (:data:`LAYOUT`). ``herald_holders`` and
+``herald_history`` are additions to layout 1 (created on open when missing), not a new
+layout: a Herald that does not know them can still share the file; it cannot consume
+exclusively, its publishes are not retained, and its consumers, like every
+non-exclusive one, are not bound by the holders.
 """
 
 from __future__ import annotations
@@ -37,7 +41,16 @@ from ...topic import matches, validate_pattern
 from .wakeup import is_wake_address
 from .wire import MESSAGE_COLUMNS_SQL
 
-__all__ = ["LAYOUT", "Routes", "declare_queue", "drop_queues", "listed", "prepare", "queue_ids"]
+__all__ = [
+    "LAYOUT",
+    "Routes",
+    "declare_queue",
+    "drop_queues",
+    "listed",
+    "prepare",
+    "queue_ids",
+    "retention",
+]
 
 LAYOUT = 1
 _INCREMENTAL = 2
@@ -72,10 +85,16 @@ _SCHEMA = (
 _ADDITIONS = (
     "CREATE TABLE IF NOT EXISTS herald_holders ("
     " queue INTEGER PRIMARY KEY, consumer INTEGER NOT NULL, turn INTEGER)",
+    "CREATE TABLE IF NOT EXISTS herald_history ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, stored REAL NOT NULL,"
+    f" {MESSAGE_COLUMNS_SQL})",
+    "CREATE INDEX IF NOT EXISTS herald_history_by_age ON herald_history (stored)",
 )
 
 
-def prepare(conn: sqlite3.Connection, *, synchronous: str, lease: float) -> None:
+def prepare(
+    conn: sqlite3.Connection, *, synchronous: str, lease: float, retain: float | None = None
+) -> None:
     """Make the file ready: incremental auto-vacuum, WAL, the tables of :data:`LAYOUT`.
 
     Runs under the writer lock, so processes opening a new file at once take turns.
@@ -102,6 +121,11 @@ def prepare(conn: sqlite3.Connection, *, synchronous: str, lease: float) -> None
             conn.execute(f"PRAGMA user_version = {LAYOUT}")
         for statement in _ADDITIONS:
             conn.execute(statement)
+        if retain is not None and retain != retention(conn):
+            conn.execute(
+                "INSERT OR REPLACE INTO herald_meta (key, value) VALUES ('retain', ?)", (retain,)
+            )
+            bump(conn)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -129,6 +153,13 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
+def retention(conn: sqlite3.Connection) -> float:
+    """Seconds the file keeps published messages in ``herald_history`` (0: none)."""
+    row = conn.execute("SELECT value FROM herald_meta WHERE key = 'retain'").fetchone()
+    value = row[0] if row is not None else 0
+    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
+
+
 def bump(conn: sqlite3.Connection) -> None:
     """Tell every process that queues or consumers changed."""
     conn.execute("UPDATE herald_meta SET value = value + 1 WHERE key = 'version'")
@@ -149,6 +180,8 @@ def declare_queue(
         assert cur.lastrowid is not None
         return cur.lastrowid
     qid, bound = found
+    if bound == "":  # being backfilled: bound by the step that completes it
+        return int(qid)
     old = str(bound).split(" ")
     merged = list(dict.fromkeys([*old, *patterns]))
     if len(merged) != len(old):
@@ -162,6 +195,7 @@ def drop_queues(conn: sqlite3.Connection, qids: Iterable[int]) -> None:
         conn.execute("DELETE FROM herald_deliveries WHERE queue = ?", (qid,))
         conn.execute("DELETE FROM herald_holders WHERE queue = ?", (qid,))
         conn.execute("DELETE FROM herald_queues WHERE id = ?", (qid,))
+        conn.execute("DELETE FROM herald_meta WHERE key = ?", (f"backfill {qid}",))
         bump(conn)
 
 
@@ -177,6 +211,8 @@ class Routes:
         self._version: object = None
         self._bindings: list[tuple[int, tuple[str, ...]]] = []
         self._routes: dict[str, tuple[int, ...]] = {}
+        self.retain = 0.0
+        """Seconds published messages are kept in ``herald_history`` (0: not kept)."""
         self.wake_map: dict[int, tuple[str, ...]] = {}
         """Queue id -> wake-up addresses of the other consumers on this host taking
         deliveries from it (woken by new deliveries)."""
@@ -194,6 +230,7 @@ class Routes:
             if (bound := _patterns(patterns))
         ]
         self._routes.clear()
+        self.retain = retention(conn)
         wake_map: dict[int, list[str]] = {}
         standby_map: dict[int, list[str]] = {}
         for cid, wake, queues in conn.execute(
