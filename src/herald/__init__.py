@@ -59,6 +59,7 @@ from .event import Event
 from .handler import Handler
 from .message import Message
 from .middleware import Middleware, Next, Outcome, PublishNext, RequestNext
+from .recurrence import Occurrence
 from .retry import RetryPolicy
 from .rpc import ExpectedError, Invalid, NotFound, RemoteError
 from .service import Service
@@ -98,6 +99,7 @@ __all__ = [
     "Middleware",
     "Next",
     "NotFound",
+    "Occurrence",
     "Outcome",
     "PatternError",
     "Prefetch",

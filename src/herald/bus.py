@@ -25,6 +25,7 @@ import asyncio
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import pydantic
@@ -40,6 +41,8 @@ from .message import Message
 from .middleware import Middleware, PublishNext, publish_chain, request_chain
 from .replies import ReplyChannel, accepts_reply_address, send_reply
 from .rpc import decode_reply, request_type
+from .schedule import NOT_BEFORE, not_before
+from .scheduler import Scheduler
 from .service import Service
 from .signals import stop_on_signals
 from .url import redact_url, resolve_url
@@ -81,6 +84,7 @@ class Bus:
         self._replies: ReplyChannel | None = None
         self._requests = any(type(m).request is not Middleware.request for m in self.middleware)
         self._send_request: PublishNext | None = None
+        self._scheduler: Scheduler | None = None
 
     def __repr__(self) -> str:
         return f"Bus({self.url!r})"
@@ -97,6 +101,9 @@ class Bus:
         workers, self._workers = self._workers, []
         for worker in workers:
             await worker.stop()
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+            self._scheduler = None
         if self._replies is not None:
             await self._replies.close()
             self._replies = None
@@ -124,26 +131,37 @@ class Bus:
         *,
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        at: datetime | None = None,
+        delay: timedelta | float | None = None,
     ) -> Message:
         """Publish one event durably; returns once the broker confirmed it.
 
         ``key`` is the ordering key (CloudEvents ``subject``): events with the same key
-        are handled in publish order by each subscribing service.
+        are handled in publish order by each subscribing service. ``at`` (a time-zone
+        aware datetime) or ``delay`` (a timedelta or seconds) schedules the event: it
+        is stored now and delivered to every subscribing service at that time, not
+        before (a time past delivers at once). See docs/scheduling.md.
         """
-        message = self.message(event, key=key, headers=headers)
+        message = self.message(event, key=key, headers=_due_headers(headers, at, delay))
         await self._send((message,))
         return message
 
     async def publish_many(
-        self, events: Iterable[Event | Message | tuple[Event | Message, str | None]]
+        self,
+        events: Iterable[Event | Message | tuple[Event | Message, str | None]],
+        *,
+        at: datetime | None = None,
+        delay: timedelta | float | None = None,
     ) -> list[Message]:
-        """Publish several events as one batch (``(event, key)`` pairs give keys)."""
+        """Publish several events as one batch (``(event, key)`` pairs give keys);
+        ``at``/``delay`` schedule them all, as for :meth:`publish`."""
+        headers = _due_headers(None, at, delay)
         messages: list[Message] = []
         for item in events:
             if isinstance(item, tuple):
-                messages.append(self.message(item[0], key=item[1]))
+                messages.append(self.message(item[0], key=item[1], headers=headers))
             else:
-                messages.append(self.message(item))
+                messages.append(self.message(item, headers=headers))
         await self._send(messages)
         return messages
 
@@ -158,7 +176,19 @@ class Bus:
         )
         await worker.start()
         self._workers.append(worker)
+        if not self.broker.features.native_schedule:
+            await self.start_scheduler()
         return worker
+
+    async def start_scheduler(self) -> Scheduler:
+        """Run Herald's scheduler (:mod:`herald.scheduler`) in this process until the
+        bus closes: it publishes, at their due time, the scheduled messages of a
+        broker without ``Features.native_schedule``. :meth:`start` runs it already;
+        a process that runs no service may run it alone."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self.broker)
+        await self._scheduler.start()
+        return self._scheduler
 
     async def serve(
         self,
@@ -278,6 +308,15 @@ class Bus:
         if not isinstance(broker, QueueInspection):
             raise CapabilityError(f"{type(broker).__name__} cannot inspect queues")
         return await broker.inspect_queues(queues)
+
+
+def _due_headers(
+    headers: Mapping[str, str] | None, at: datetime | None, delay: timedelta | float | None
+) -> Mapping[str, str] | None:
+    due = not_before(at, delay)
+    if due is None:
+        return headers
+    return {**(headers or {}), NOT_BEFORE: due.isoformat()}
 
 
 def connect(

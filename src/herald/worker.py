@@ -44,6 +44,7 @@ from .middleware import (
     publish_chain,
     shutting_down,
 )
+from .recurrence import Ticker
 from .service import Service
 
 __all__ = ["BUILTIN_MIDDLEWARE", "LOG_FIELDS", "Worker"]
@@ -145,6 +146,7 @@ class Worker:
         self._drained = asyncio.Event()
         self._stopping = False
         self._subscribed: set[str] = set()
+        self._ticker = Ticker(service.recurrences, self._publisher)
         self.handled = 0
         """Handler runs finished so far, each with its outcome (acked, retried,
         released or dead-lettered; in-process retries of keyed deliveries count too)."""
@@ -166,6 +168,7 @@ class Worker:
                 self._consume(handler), name=f"herald:{handler.subscription.queue}"
             )
             self._consumers.append(task)
+        self._ticker.start()
         log.info(
             "service %s consuming %s (concurrency %d)",
             self.service.name,
@@ -179,6 +182,7 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
+        await self._ticker.stop()
         await _cancel_until_done(self._consumers)
         await self._give_back_waiting()
         if self._running:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Self
 
 from ...broker import Broker, Delivery, Features, Prefetch, ProgressCallback, Subscription
@@ -32,7 +32,7 @@ from .exclusive import Lock
 from .inspection import Inspector
 from .keeper import Keeper
 from .publisher import Publisher
-from .settings import SQSSettings
+from .settings import MAX_VISIBILITY, SQSSettings
 from .topology import KIND, OURS, QueueInfo, Topology
 from .wire import MAX_SIZE
 
@@ -71,11 +71,17 @@ class SQSBroker(Broker):
         counts_redelivery=True,
         release_counts_attempt=True,
         max_message_bytes=MAX_SIZE - ATTRIBUTE_ROOM,
+        max_retry_delay=MAX_VISIBILITY - 60,
     )
 
     def __init__(self, settings: SQSSettings | None = None) -> None:
         self.settings = settings or SQSSettings()
         self.url = self.settings.shown_url
+        # a scheduled message waits in the scheduler queue, which keeps it
+        # ``retention`` seconds from when it was sent, however often it is retried
+        self.features = replace(
+            type(self).features, max_schedule_delay=float(self.settings.retention)
+        )
         self._table = error_table(self.settings)
         self._connected: _Connected | None = None
 
