@@ -18,7 +18,7 @@ coordination and no state but the inbox the handler already has.
 >>> from datetime import timedelta
 >>> weekly = Recurrence("giftcards", "topup", timedelta(weeks=1))
 >>> weekly.event_type, weekly.slot_at(datetime(2026, 1, 1, tzinfo=UTC))
-('herald.every.giftcards.topup', 2921)
+('herald.every.giftcards.topup', 2922)
 >>> weekly.due(2922)
 datetime.datetime(2026, 1, 1, 0, 0, tzinfo=datetime.timezone.utc)
 >>> weekly.message_id(2922) == Recurrence("giftcards", "topup", timedelta(weeks=1)).message_id(2922)

@@ -14,7 +14,7 @@ delayed retry) and publishes the original at its due time.
 1893553445.0
 >>> envelope = wrap(m)
 >>> envelope.type, envelope.headers[ORIGINAL_TYPE], envelope.id == m.id
-('herald.scheduled', 'card.topped-up', True)
+('herald.scheduled', 'card.topped-up', False)
 >>> unwrap(envelope) == m
 True
 >>> not_before(datetime(2030, 1, 2, 3, 4, 5))
@@ -25,6 +25,7 @@ ValueError: a scheduled time must be time-zone aware (naive datetime 2030-01-02 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from .topic import validate_pattern
 
 __all__ = [
     "NOT_BEFORE",
+    "ORIGINAL_ID",
     "ORIGINAL_TYPE",
     "SCHEDULED_TYPE",
     "SCHEDULER_QUEUE",
@@ -49,7 +51,10 @@ __all__ = [
 NOT_BEFORE = "herald-not-before"
 """The time before which a message is not delivered (RFC 3339, UTC)."""
 ORIGINAL_TYPE = "herald-scheduled-type"
-"""In a scheduler envelope: the type of the message it carries."""
+ORIGINAL_ID = "herald-scheduled-id"
+"""In a scheduler envelope: the type and id of the message it carries (the envelope
+has an id of its own: brokers that drop a second publish of an id, as JetStream
+does, must not take the message for the envelope again)."""
 SCHEDULED_TYPE = "herald.scheduled"
 SCHEDULER_SERVICE = "herald"
 """The service name of the scheduler queue (``herald.scheduled``) and its dead letters."""
@@ -88,8 +93,9 @@ def wrap(message: Message) -> Message:
     """The envelope that carries ``message`` in the scheduler queue until it is due."""
     return replace(
         message,
+        id=hashlib.sha256(f"scheduled:{message.id}".encode()).hexdigest()[:32],
         type=SCHEDULED_TYPE,
-        headers={**message.headers, ORIGINAL_TYPE: message.type},
+        headers={**message.headers, ORIGINAL_TYPE: message.type, ORIGINAL_ID: message.id},
     )
 
 
@@ -103,5 +109,8 @@ def unwrap(envelope: Message) -> Message:
         raise HeaderError(f"header {ORIGINAL_TYPE}: {original[:100]!r} is no event type") from None
     if "*" in original or "#" in original:
         raise HeaderError(f"header {ORIGINAL_TYPE}: {original[:100]!r} is a pattern")
-    headers = {k: v for k, v in envelope.headers.items() if k != ORIGINAL_TYPE}
-    return replace(envelope, type=original, headers=headers)
+    original_id = envelope.headers.get(ORIGINAL_ID, "")
+    if not original_id or len(original_id) > 256 or not original_id.isprintable():
+        raise HeaderError(f"header {ORIGINAL_ID}: {original_id[:100]!r} is no message id")
+    headers = {k: v for k, v in envelope.headers.items() if k not in (ORIGINAL_TYPE, ORIGINAL_ID)}
+    return replace(envelope, id=original_id, type=original, headers=headers)

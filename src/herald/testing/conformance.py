@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from ..broker import Broker, Features
 from ..capabilities import QueueInspection
 from .environment import Environment
-from .scenarios import adversarial, basics, contract, failures, ordering, processes, rpc
+from .scenarios import (
+    adversarial,
+    basics,
+    contract,
+    failures,
+    ordering,
+    processes,
+    rpc,
+    scheduling,
+)
 from .scenarios.common import MiB
 
 __all__ = ["SCENARIOS", "Scenario"]
@@ -76,6 +85,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     _scenario(basics.large_message, mebibyte_bodies),
     _scenario(basics.oversized_message_is_refused),
     _scenario(basics.stream_of_ten_thousand),
+    _scenario(scheduling.scheduled_events_arrive_when_due_once_per_service),
     _scenario(failures.retry_then_success),
     _scenario(failures.retry_then_dead_letter_with_reason_and_replay),
     _scenario(failures.dead_letters_can_be_purged),
