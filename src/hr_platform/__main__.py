@@ -18,12 +18,22 @@ from herald.url import resolve_url
 from . import DEFAULT_PORTS, SERVICES, telemetry
 from .database import default_db_url
 from .employees import run_employees
-from .giftcards import run_giftcards
+from .giftcards import run_giftcards, topup_period
 from .payroll import run_payroll
 from .supervisor import main as supervise
 from .web import run_web
 
 __all__ = ["main"]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", help="database URL (default: sqlite under --data-dir)")
     parser.add_argument("--data-dir", default="./var", help="where default databases go")
     parser.add_argument("--timeout", type=float, default=10.0, help="hr-web: RPC timeout (s)")
+    parser.add_argument(
+        "--topup-period",
+        type=_seconds,
+        help="giftcards: seconds between top-ups (default: $GIFTCARDS_TOPUP_PERIOD, else a week)",
+    )
     parser.add_argument(
         "--log-level", default="INFO", help="INFO (default; per-delivery lines at DEBUG), ..."
     )
@@ -54,7 +69,8 @@ async def _run(args: argparse.Namespace) -> None:
     elif args.service == "payroll":
         await run_payroll(broker, db, port or DEFAULT_PORTS["payroll"], args.host)
     else:
-        await run_giftcards(broker, db, port or DEFAULT_PORTS["giftcards"], args.host)
+        period = topup_period(args.topup_period)
+        await run_giftcards(broker, db, port or DEFAULT_PORTS["giftcards"], args.host, period)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
