@@ -20,6 +20,7 @@ from herald.brokers.memory import MemoryBroker
 from herald.brokers.sqlite import SQLiteBroker
 from herald.inbox import Inbox, InboxMiddleware
 from herald.message import Message
+from herald.outbox import Outbox, OutboxRelay
 from herald.schedule import NOT_BEFORE, ORIGINAL_ID, ORIGINAL_TYPE, SCHEDULED_TYPE
 from herald.scheduler import Scheduler
 from herald.testing import Recorder
@@ -186,3 +187,31 @@ async def test_missed_slots_fire_once_on_start_and_not_again_on_restart(tmp_path
     finally:
         await engine.dispose()
     assert handled.items == [5]
+
+
+async def test_the_outbox_stages_scheduled_events_and_refuses_one_beyond_the_horizon(
+    tmp_path: Path,
+) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/app.db")
+    outbox = Outbox("scheduled_outbox")
+    await outbox.create(engine)
+    broker = MemoryBroker(f"sched-{uuid.uuid4().hex}")
+    broker.features = replace(broker.features, max_schedule_delay=60.0)
+    seen: Recorder[int] = Recorder()
+    try:
+        async with herald.Bus(broker) as bus:
+            worker = await bus.start(reminders("outboxed", seen))
+            async with engine.begin() as conn:
+                staged = await outbox.stage(conn, Reminder(n=1), delay=timedelta(seconds=0.3))
+                await outbox.stage_many(conn, [Reminder(n=2)], delay=timedelta(hours=1))
+            relay = OutboxRelay(engine, bus, outbox)
+            while await outbox.pending(engine):  # a batch with a refusal ends a drain
+                await relay.drain()
+            assert seen.items == [], "not delivered before it is due"
+            assert await seen.wait_for(1) == [1]
+            await worker.stop()
+        [(refused, reason)] = await outbox.refused(engine)
+    finally:
+        await engine.dispose()
+    assert NOT_BEFORE in staged.headers
+    assert (refused.type, "at most 60s ahead" in reason) == ("reminder.due", True)

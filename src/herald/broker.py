@@ -32,7 +32,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Self
 
 from .deadletter import DeadLetterReason
-from .errors import CapabilityError, MessageError, MessageTooLargeError, SettleError
+from .errors import (
+    CapabilityError,
+    HorizonError,
+    MessageError,
+    MessageTooLargeError,
+    SettleError,
+)
 from .message import Message
 from .schedule import SCHEDULED_TYPE, SCHEDULER_SERVICE, due_of, wrap
 from .topic import validate_pattern
@@ -68,7 +74,7 @@ class Features:
     native_schedule:        the broker holds a scheduled message until it is due itself;
                             else it waits in Herald's scheduler queue (docs/scheduling.md).
     max_schedule_delay:     how far ahead (seconds) a message may be scheduled; further
-                            raises :class:`herald.CapabilityError`.
+                            raises :class:`herald.HorizonError`.
     max_retry_delay:        the longest delay one retry waits; longer ones wait that long.
     retry_delay_steps:      when not empty, the only delays a retry waits (seconds): any
                             other is rounded up to the next step.
@@ -260,7 +266,7 @@ class Broker(abc.ABC):
 
         A message whose ``herald-not-before`` header (:mod:`herald.schedule`) is still
         ahead goes to :meth:`_publish_later`; one due further ahead than
-        ``features.max_schedule_delay`` raises :class:`herald.CapabilityError`, and a
+        ``features.max_schedule_delay`` raises :class:`herald.HorizonError`, and a
         malformed due time :class:`herald.HeaderError`, before anything is published.
         """
         if not messages:
@@ -278,10 +284,11 @@ class Broker(abc.ABC):
             if due is None or due <= clock:
                 now.append(message)
             elif due - clock > self.features.max_schedule_delay:
-                raise CapabilityError(
-                    f"{self.schemes[0]}:// schedules at most "
-                    f"{self.features.max_schedule_delay:,.0f}s ahead; message {message.id} "
-                    f"is due in {due - clock:,.0f}s"
+                raise HorizonError(
+                    message.id,
+                    due - clock,
+                    self.features.max_schedule_delay,
+                    f"{self.schemes[0]}://",
                 )
             else:
                 later.append(message)

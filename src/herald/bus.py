@@ -41,7 +41,7 @@ from .message import Message
 from .middleware import Middleware, PublishNext, publish_chain, request_chain
 from .replies import ReplyChannel, accepts_reply_address, send_reply
 from .rpc import decode_reply, request_type
-from .schedule import NOT_BEFORE, not_before
+from .schedule import due_headers
 from .scheduler import Scheduler
 from .service import Service
 from .signals import stop_on_signals
@@ -142,7 +142,7 @@ class Bus:
         is stored now and delivered to every subscribing service at that time, not
         before (a time past delivers at once). See docs/scheduling.md.
         """
-        message = self.message(event, key=key, headers=_due_headers(headers, at, delay))
+        message = self.message(event, key=key, headers=due_headers(headers, at, delay))
         await self._send((message,))
         return message
 
@@ -155,7 +155,7 @@ class Bus:
     ) -> list[Message]:
         """Publish several events as one batch (``(event, key)`` pairs give keys);
         ``at``/``delay`` schedule them all, as for :meth:`publish`."""
-        headers = _due_headers(None, at, delay)
+        headers = due_headers(None, at, delay)
         messages: list[Message] = []
         for item in events:
             if isinstance(item, tuple):
@@ -308,15 +308,6 @@ class Bus:
         if not isinstance(broker, QueueInspection):
             raise CapabilityError(f"{type(broker).__name__} cannot inspect queues")
         return await broker.inspect_queues(queues)
-
-
-def _due_headers(
-    headers: Mapping[str, str] | None, at: datetime | None, delay: timedelta | float | None
-) -> Mapping[str, str] | None:
-    due = not_before(at, delay)
-    if due is None:
-        return headers
-    return {**(headers or {}), NOT_BEFORE: due.isoformat()}
 
 
 def connect(

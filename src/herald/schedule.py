@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +43,7 @@ __all__ = [
     "SCHEDULED_TYPE",
     "SCHEDULER_QUEUE",
     "SCHEDULER_SERVICE",
+    "due_headers",
     "due_of",
     "not_before",
     "unwrap",
@@ -80,6 +82,16 @@ def not_before(
             raise ValueError("delay= is not a number")
         return datetime.now(UTC) + timedelta(seconds=max(0.0, seconds))
     return None
+
+
+def due_headers(
+    headers: Mapping[str, str] | None, at: datetime | None, delay: timedelta | float | None
+) -> Mapping[str, str] | None:
+    """``headers`` with the due time ``at``/``delay`` name (:func:`not_before`)."""
+    due = not_before(at, delay)
+    if due is None:
+        return headers
+    return {**(headers or {}), NOT_BEFORE: due.isoformat()}
 
 
 def due_of(message: Message) -> float | None:
