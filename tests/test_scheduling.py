@@ -25,6 +25,8 @@ from herald.schedule import NOT_BEFORE, ORIGINAL_ID, ORIGINAL_TYPE, SCHEDULED_TY
 from herald.scheduler import Scheduler
 from herald.testing import Recorder
 
+from .examples import ROOT, python_blocks, run_example
+
 
 class Reminder(herald.Event, type="reminder.due"):
     n: int
@@ -215,3 +217,15 @@ async def test_the_outbox_stages_scheduled_events_and_refuses_one_beyond_the_hor
         await engine.dispose()
     assert NOT_BEFORE in staged.headers
     assert (refused.type, "at most 60s ahead" in reason) == ("reminder.due", True)
+
+
+DOC_BLOCKS = python_blocks(ROOT / "docs" / "scheduling.md")
+
+
+def test_the_scheduling_doc_has_examples() -> None:
+    assert len(DOC_BLOCKS) >= 3
+
+
+@pytest.mark.parametrize("index", range(len(DOC_BLOCKS)))
+def test_scheduling_doc_example_runs(index: int, tmp_path: Path) -> None:
+    run_example(DOC_BLOCKS[index], tmp_path)
