@@ -229,3 +229,28 @@ def test_the_scheduling_doc_has_examples() -> None:
 @pytest.mark.parametrize("index", range(len(DOC_BLOCKS)))
 def test_scheduling_doc_example_runs(index: int, tmp_path: Path) -> None:
     run_example(DOC_BLOCKS[index], tmp_path)
+
+
+class FollowUp(herald.Event, type="reminder.followed-up"):
+    n: int
+
+
+async def test_a_handler_schedules_a_follow_up_through_its_context() -> None:
+    service = herald.Service("follow")
+    seen: Recorder[Message] = Recorder()
+
+    @service.on(Reminder)
+    async def remind(event: Reminder, ctx: herald.Context) -> None:
+        await ctx.publish(FollowUp(n=event.n), delay=timedelta(seconds=0.2))
+
+    @service.on(FollowUp)
+    async def follow(event: FollowUp, ctx: herald.Context) -> None:
+        seen.add(ctx.message)
+
+    async with herald.connect(f"memory://sched-{uuid.uuid4().hex}") as bus:
+        worker = await bus.start(service)
+        sent = await bus.publish(Reminder(n=7))
+        [got] = await seen.wait_for(1)
+        await worker.stop()
+    assert got.headers["herald-causation-id"] == sent.id
+    assert datetime.fromisoformat(got.headers[NOT_BEFORE]) <= datetime.now(UTC)
