@@ -17,6 +17,9 @@ delayed retry) and publishes the original at its due time.
 ('herald.scheduled', 'card.topped-up', False)
 >>> unwrap(envelope) == m
 True
+>>> from datetime import timezone
+>>> not_before(datetime(2030, 1, 2, 12, 0, tzinfo=timezone(timedelta(hours=2))))
+datetime.datetime(2030, 1, 2, 10, 0, tzinfo=datetime.timezone.utc)
 >>> not_before(datetime(2030, 1, 2, 3, 4, 5))
 Traceback (most recent call last):
 ...
@@ -78,8 +81,8 @@ def not_before(
         return at.astimezone(UTC)
     if delay is not None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        if math.isnan(seconds):
-            raise ValueError("delay= is not a number")
+        if not math.isfinite(seconds):
+            raise ValueError(f"delay= must be a finite number of seconds, not {seconds}")
         return datetime.now(UTC) + timedelta(seconds=max(0.0, seconds))
     return None
 
