@@ -59,7 +59,9 @@ class Bus:
     """A connection to one broker. Use ``async with herald.connect(url) as bus``.
 
     ``middleware`` runs around every handler of every service this bus starts, and
-    around every publish (see :mod:`herald.middleware`).
+    around every publish (see :mod:`herald.middleware`). ``scheduler=False``: the
+    first service started does not start Herald's scheduler (:meth:`start_scheduler`),
+    for processes that leave it to others.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Bus:
         source: str = "herald",
         codecs: CodecRegistry | None = None,
         middleware: Sequence[Middleware] = (),
+        scheduler: bool = True,
     ) -> None:
         for item in middleware:
             if not isinstance(item, Middleware):
@@ -85,6 +88,7 @@ class Bus:
         self._requests = any(type(m).request is not Middleware.request for m in self.middleware)
         self._send_request: PublishNext | None = None
         self._scheduler: Scheduler | None = None
+        self._runs_scheduler = scheduler
 
     def __repr__(self) -> str:
         return f"Bus({self.url!r})"
@@ -176,7 +180,7 @@ class Bus:
         )
         await worker.start()
         self._workers.append(worker)
-        if not self.broker.features.native_schedule:
+        if self._runs_scheduler and not self.broker.features.native_schedule:
             await self.start_scheduler()
         return worker
 
@@ -316,10 +320,12 @@ def connect(
     source: str = "herald",
     codecs: CodecRegistry | None = None,
     middleware: Sequence[Middleware] = (),
+    scheduler: bool = True,
 ) -> Bus:
     """A bus on the broker at ``url`` (else ``$HERALD_BROKER``, else the embedded
     ``sqlite:///./var/herald.db``). Connects when entered: ``async with connect() as bus``.
-    ``middleware`` runs around every handler and publish of this bus.
+    ``middleware`` runs around every handler and publish of this bus;
+    ``scheduler=False`` leaves Herald's scheduler to other processes (see :class:`Bus`).
     """
     resolved = resolve_url(url)
     return Bus(
@@ -328,4 +334,5 @@ def connect(
         source=source,
         codecs=codecs,
         middleware=middleware,
+        scheduler=scheduler,
     )

@@ -24,7 +24,7 @@ async def scheduled_events_arrive_when_due_once_per_service(env: Environment) ->
     time already past delivers at once."""
     recorders = [Recorder[tuple[int, float]]() for _ in range(2)]
     services = [_recording(env, f"sched{i}", seen) for i, seen in enumerate(recorders)]
-    async with env.connect() as bus:
+    async with env.connect(scheduler=True) as bus:
         workers = [await bus.start(service) for service in services]
         async with env.connect() as publisher:  # the publishing process goes away
             later = await publisher.publish(Tick(n=1), delay=timedelta(seconds=DELAY))
