@@ -48,12 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default="./var", help="where default databases go")
     parser.add_argument("--timeout", type=float, default=10.0, help="hr-web: RPC timeout (s)")
     parser.add_argument(
+        "--log-level", default="INFO", help="INFO (default; per-delivery lines at DEBUG), ..."
+    )
+    parser.add_argument(
         "--topup-period",
         type=_seconds,
         help="giftcards: seconds between top-ups (default: $GIFTCARDS_TOPUP_PERIOD, else a week)",
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", help="INFO (default; per-delivery lines at DEBUG), ..."
     )
     return parser
 
