@@ -167,10 +167,12 @@ class RedisBroker(Broker):
 
     async def _publish_later(self, messages: Sequence[Message]) -> None:
         """Into the delayed set of every bound queue, where delayed retries wait: the
-        mover of any consumer of the queue adds each to the stream once due."""
+        mover of any consumer of the queue adds each to the stream once due (this
+        process's mover at once learns when; another process's within its poll)."""
         now = time.time()
         delays = [max(0, round(((due_of(m) or now) - now) * 1000)) for m in messages]
         await self._route(messages, delays)
+        self._parts().housekeeper.wake("")
 
     async def _route(self, messages: Sequence[Message], delays: list[int] | None) -> None:
         parts = self._parts()
