@@ -46,6 +46,7 @@ from .errors import (
     HandlerError,
     HeaderError,
     HeraldError,
+    HorizonError,
     MessageError,
     MessageTooLargeError,
     PatternError,
@@ -60,6 +61,7 @@ from .event import Event
 from .handler import Handler
 from .message import Message
 from .middleware import Middleware, Next, Outcome, PublishNext, RequestNext
+from .recurrence import Occurrence
 from .retry import RetryPolicy
 from .rpc import ExpectedError, Invalid, NotFound, RemoteError
 from .service import Service
@@ -91,6 +93,7 @@ __all__ = [
     "HandlerError",
     "HeaderError",
     "HeraldError",
+    "HorizonError",
     "Invalid",
     "JSONCodec",
     "Message",
@@ -99,6 +102,7 @@ __all__ = [
     "Middleware",
     "Next",
     "NotFound",
+    "Occurrence",
     "Outcome",
     "PatternError",
     "Prefetch",

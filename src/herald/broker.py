@@ -25,16 +25,26 @@ queues ``<service>.<event type>``, dead letters ``<service>.dlq``).
 from __future__ import annotations
 
 import abc
+import math
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Self
 
 from .deadletter import DeadLetterReason
-from .errors import CapabilityError, MessageError, MessageTooLargeError, SettleError
+from .errors import (
+    CapabilityError,
+    HorizonError,
+    MessageError,
+    MessageTooLargeError,
+    SettleError,
+)
 from .message import Message
+from .schedule import SCHEDULED_TYPE, SCHEDULER_SERVICE, due_of, wrap
 from .topic import validate_pattern
 
 __all__ = [
+    "SCHEDULER_SUBSCRIPTION",
     "Broker",
     "Delivery",
     "Features",
@@ -61,6 +71,13 @@ class Features:
     counts_redelivery:      a delivery lost with its consumer (crash) counts as an attempt.
     release_counts_attempt: a released delivery comes back as the next attempt.
     max_message_bytes:      the largest body the broker accepts.
+    native_schedule:        the broker holds a scheduled message until it is due itself;
+                            else it waits in Herald's scheduler queue (docs/scheduling.md).
+    max_schedule_delay:     how far ahead (seconds) a message may be scheduled; further
+                            raises :class:`herald.HorizonError`.
+    max_retry_delay:        the longest delay one retry waits; longer ones wait that long.
+    retry_delay_steps:      when not empty, the only delays a retry waits (seconds): any
+                            other is rounded up to the next step.
 
     A broker may refine ``persistent`` and ``max_message_bytes`` from the server once
     connected (Redis with an append-only file, NATS's ``max_payload``).
@@ -72,6 +89,10 @@ class Features:
     counts_redelivery: bool = True
     release_counts_attempt: bool = False
     max_message_bytes: int = 16 * MiB
+    native_schedule: bool = False
+    max_schedule_delay: float = math.inf
+    max_retry_delay: float = math.inf
+    retry_delay_steps: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +147,10 @@ class Subscription:
     @property
     def dead_letter_queue(self) -> str:
         return dead_letter_queue(self.service)
+
+
+SCHEDULER_SUBSCRIPTION = Subscription(SCHEDULER_SERVICE, "scheduled", (SCHEDULED_TYPE,))
+"""Herald's scheduler queue, ``herald.scheduled`` (see :mod:`herald.schedule`)."""
 
 
 def dead_letter_queue(service: str) -> str:
@@ -238,20 +263,54 @@ class Broker(abc.ABC):
         Publishing a type no queue is bound to is not an error; the message is dropped
         by routing, as on any topic exchange. A body over ``max_message_bytes`` raises
         :class:`herald.MessageTooLargeError` and nothing of the batch is published.
+
+        A message whose ``herald-not-before`` header (:mod:`herald.schedule`) is still
+        ahead goes to :meth:`_publish_later`; one due further ahead than
+        ``features.max_schedule_delay`` raises :class:`herald.HorizonError`, and a
+        malformed due time :class:`herald.HeaderError`, before anything is published.
         """
         if not messages:
             return
         limit = self.features.max_message_bytes
+        now: list[Message] = []
+        later: list[Message] = []
+        clock = time.time()
         for message in messages:
             if len(message.body) > limit:
                 raise MessageTooLargeError(
                     message.id, len(message.body), limit, f"{self.schemes[0]}://"
                 )
-        await self._publish(messages)
+            due = due_of(message)
+            if due is None or due <= clock:
+                now.append(message)
+            elif due - clock > self.features.max_schedule_delay:
+                raise HorizonError(
+                    message.id,
+                    due - clock,
+                    self.features.max_schedule_delay,
+                    f"{self.schemes[0]}://",
+                )
+            else:
+                later.append(message)
+        if now:
+            await self._publish(now)
+        if later:
+            await self._publish_later(later)
 
     @abc.abstractmethod
     async def _publish(self, messages: Sequence[Message]) -> None:
         """Store a non-empty batch whose sizes were checked."""
+
+    async def _publish_later(self, messages: Sequence[Message]) -> None:
+        """Store a non-empty batch of messages that are not due yet (each carries its
+        due time, :func:`herald.schedule.due_of`) so that they reach every bound queue
+        at their due time. By default they go to Herald's scheduler queue as
+        envelopes (the queue is declared first, so that none is dropped by routing);
+        a broker with ``native_schedule`` holds them itself."""
+        if not getattr(self, "_scheduler_declared", False):
+            await self.declare(SCHEDULER_SUBSCRIPTION)
+            self._scheduler_declared = True
+        await self._publish([wrap(message) for message in messages])
 
     @abc.abstractmethod
     async def declare(self, subscription: Subscription) -> None:

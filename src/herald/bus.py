@@ -26,6 +26,7 @@ import json
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import pydantic
@@ -46,6 +47,8 @@ from .message import Message
 from .middleware import Middleware, PublishNext, publish_chain, request_chain
 from .replies import ReplyChannel, accepts_reply_address, send_reply
 from .rpc import NotFound, decode_reply, request_type
+from .schedule import due_headers
+from .scheduler import Scheduler
 from .service import Service
 from .signals import stop_on_signals
 from .url import redact_url, resolve_url
@@ -62,7 +65,9 @@ class Bus:
     """A connection to one broker. Use ``async with herald.connect(url) as bus``.
 
     ``middleware`` runs around every handler of every service this bus starts, and
-    around every publish (see :mod:`herald.middleware`).
+    around every publish (see :mod:`herald.middleware`). ``scheduler=False``: the
+    first service started does not start Herald's scheduler (:meth:`start_scheduler`),
+    for processes that leave it to others.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class Bus:
         source: str = "herald",
         codecs: CodecRegistry | None = None,
         middleware: Sequence[Middleware] = (),
+        scheduler: bool = True,
     ) -> None:
         for item in middleware:
             if not isinstance(item, Middleware):
@@ -87,6 +93,8 @@ class Bus:
         self._replies: ReplyChannel | None = None
         self._requests = any(type(m).request is not Middleware.request for m in self.middleware)
         self._send_request: PublishNext | None = None
+        self._scheduler: Scheduler | None = None
+        self._runs_scheduler = scheduler
 
     def __repr__(self) -> str:
         return f"Bus({self.url!r})"
@@ -103,6 +111,9 @@ class Bus:
         workers, self._workers = self._workers, []
         for worker in workers:
             await worker.stop()
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+            self._scheduler = None
         if self._replies is not None:
             await self._replies.close()
             self._replies = None
@@ -130,26 +141,37 @@ class Bus:
         *,
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        at: datetime | None = None,
+        delay: timedelta | float | None = None,
     ) -> Message:
         """Publish one event durably; returns once the broker confirmed it.
 
         ``key`` is the ordering key (CloudEvents ``subject``): events with the same key
-        are handled in publish order by each subscribing service.
+        are handled in publish order by each subscribing service. ``at`` (a time-zone
+        aware datetime) or ``delay`` (a timedelta or seconds) schedules the event: it
+        is stored now and delivered to every subscribing service at that time, not
+        before (a time past delivers at once). See docs/scheduling.md.
         """
-        message = self.message(event, key=key, headers=headers)
+        message = self.message(event, key=key, headers=due_headers(headers, at, delay))
         await self._send((message,))
         return message
 
     async def publish_many(
-        self, events: Iterable[Event | Message | tuple[Event | Message, str | None]]
+        self,
+        events: Iterable[Event | Message | tuple[Event | Message, str | None]],
+        *,
+        at: datetime | None = None,
+        delay: timedelta | float | None = None,
     ) -> list[Message]:
-        """Publish several events as one batch (``(event, key)`` pairs give keys)."""
+        """Publish several events as one batch (``(event, key)`` pairs give keys);
+        ``at``/``delay`` schedule them all, as for :meth:`publish`."""
+        headers = due_headers(None, at, delay)
         messages: list[Message] = []
         for item in events:
             if isinstance(item, tuple):
-                messages.append(self.message(item[0], key=item[1]))
+                messages.append(self.message(item[0], key=item[1], headers=headers))
             else:
-                messages.append(self.message(item))
+                messages.append(self.message(item, headers=headers))
         await self._send(messages)
         return messages
 
@@ -164,7 +186,19 @@ class Bus:
         )
         await worker.start()
         self._workers.append(worker)
+        if self._runs_scheduler and not self.broker.features.native_schedule:
+            await self.start_scheduler()
         return worker
+
+    async def start_scheduler(self) -> Scheduler:
+        """Run Herald's scheduler (:mod:`herald.scheduler`) in this process until the
+        bus closes: it publishes, at their due time, the scheduled messages of a
+        broker without ``Features.native_schedule``. :meth:`start` runs it already;
+        a process that runs no service may run it alone."""
+        if self._scheduler is None:
+            self._scheduler = Scheduler(self.broker)
+        await self._scheduler.start()
+        return self._scheduler
 
     async def serve(
         self,
@@ -340,10 +374,12 @@ def connect(
     source: str = "herald",
     codecs: CodecRegistry | None = None,
     middleware: Sequence[Middleware] = (),
+    scheduler: bool = True,
 ) -> Bus:
     """A bus on the broker at ``url`` (else ``$HERALD_BROKER``, else the embedded
     ``sqlite:///./var/herald.db``). Connects when entered: ``async with connect() as bus``.
-    ``middleware`` runs around every handler and publish of this bus.
+    ``middleware`` runs around every handler and publish of this bus;
+    ``scheduler=False`` leaves Herald's scheduler to other processes (see :class:`Bus`).
     """
     resolved = resolve_url(url)
     return Bus(
@@ -352,4 +388,5 @@ def connect(
         source=source,
         codecs=codecs,
         middleware=middleware,
+        scheduler=scheduler,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from .broker import Delivery
@@ -18,6 +19,7 @@ from .event import Event
 from .handler import Handler
 from .headers import CAUSATION_ID
 from .message import Message
+from .schedule import due_headers
 
 E = TypeVar("E", bound=Event)
 
@@ -116,9 +118,12 @@ class Context:
         *,
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        at: datetime | None = None,
+        delay: timedelta | float | None = None,
     ) -> Message:
-        """Publish a follow-up event, carrying this message's id as ``herald-causation-id``."""
-        merged = {CAUSATION_ID: self.message.id, **(headers or {})}
+        """Publish a follow-up event, carrying this message's id as ``herald-causation-id``;
+        ``at``/``delay`` schedule it, as for :meth:`herald.Bus.publish`."""
+        merged = {CAUSATION_ID: self.message.id, **(due_headers(headers, at, delay) or {})}
         message = self.publisher.message(event, key=key, headers=merged)
         await self.publisher.send((message,))
         return message

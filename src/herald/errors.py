@@ -7,6 +7,7 @@
     │   ├── BrokerURLError          a malformed broker URL; names the part that is wrong
     │   ├── PatternError            a malformed event type or topic pattern (a ValueError too)
     │   └── CapabilityError         the broker lacks an optional capability asked for
+    │       └── HorizonError        a message scheduled further ahead than the broker keeps one
     ├── BrokerError                 the broker failed or cannot be reached
     │   ├── ConnectionLostError     the connection dropped; the operation may be retried
     │   └── PublishError            the broker did not confirm a publish (nack, timeout)
@@ -47,6 +48,7 @@ __all__ = [
     "HandlerError",
     "HeaderError",
     "HeraldError",
+    "HorizonError",
     "MessageError",
     "MessageTooLargeError",
     "PatternError",
@@ -84,6 +86,18 @@ class PatternError(ConfigurationError, ValueError):
 class CapabilityError(ConfigurationError):
     """The broker does not offer an optional capability (dead-letter admin, queue
     inspection, ...) that was asked for."""
+
+
+class HorizonError(CapabilityError):
+    """A message is scheduled further ahead than the broker keeps one
+    (``Features.max_schedule_delay``); refused for good, nothing of its batch published."""
+
+    def __init__(self, message_id: str, due_in: float, limit: float, broker: str) -> None:
+        self.message_id = message_id
+        super().__init__(
+            f"message {message_id} is due in {due_in:,.0f}s; {broker} schedules at most "
+            f"{limit:,.0f}s ahead"
+        )
 
 
 class BrokerError(HeraldError):

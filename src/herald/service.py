@@ -25,7 +25,7 @@ import inspect
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -35,6 +35,7 @@ from .errors import ConfigurationError
 from .event import Event
 from .handler import Handler, HandlerFunc
 from .middleware import Middleware
+from .recurrence import EPOCH, Occurrence, Recurrence
 from .retry import RetryPolicy
 from .rpc import request_type, rpc_handler
 from .topic import validate_pattern
@@ -116,6 +117,7 @@ class Service:
         self.publishes: tuple[type[Event], ...] = tuple(dict.fromkeys(publishes))
         self.handlers: list[Handler] = []
         self.endpoints: list[RPCEndpoint] = []
+        self.recurrences: list[Recurrence] = []
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, handlers={len(self.handlers)})"
@@ -188,6 +190,18 @@ class Service:
             )
         self.handlers.append(handler)
 
+    def _policy(self, attempts: int | None, retry: RetryPolicy | None) -> RetryPolicy:
+        policy = retry or self.retry
+        if attempts is None:
+            return policy
+        return RetryPolicy(
+            attempts=attempts,
+            initial_delay=policy.initial_delay,
+            multiplier=policy.multiplier,
+            max_delay=policy.max_delay,
+            jitter=policy.jitter,
+        )
+
     def on(
         self,
         target: type[Event] | str,
@@ -226,15 +240,7 @@ class Service:
             raise ConfigurationError(
                 f"since= takes an aware datetime (with a time zone), got {since!r}"
             )
-        policy = retry or self.retry
-        if attempts is not None:
-            policy = RetryPolicy(
-                attempts=attempts,
-                initial_delay=policy.initial_delay,
-                multiplier=policy.multiplier,
-                max_delay=policy.max_delay,
-                jitter=policy.jitter,
-            )
+        policy = self._policy(attempts, retry)
         subscription = Subscription(
             self.name,
             name or pattern,
@@ -253,3 +259,45 @@ class Service:
             return func
 
         return register
+
+    def every(
+        self,
+        period: timedelta | float,
+        *,
+        name: str,
+        anchor: datetime | None = None,
+        attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]:
+        """Register a handler run once per ``period`` (a timedelta or seconds) across
+        every running process of this service; it takes a :class:`herald.Occurrence`.
+
+        Slots start at ``anchor`` (default the Unix epoch, UTC) and every
+        ``period`` after. Each process publishes each slot's occurrence with the same
+        id (see :mod:`herald.recurrence`), so the handler, claiming it through an
+        inbox, runs once per slot however many replicas run; a slot missed while
+        none ran fires once when one starts. Its queue is ``<service>.<name>``.
+
+        >>> import herald
+        >>> svc = herald.Service("reports")
+        >>> @svc.every(3600, name="hourly")
+        ... async def report(occurrence: herald.Occurrence, ctx: herald.Context) -> None:
+        ...     pass
+        >>> [(r.name, r.seconds) for r in svc.recurrences], svc.handlers[0].subscription.queue
+        ([('hourly', 3600.0)], 'reports.hourly')
+        """
+        if not isinstance(period, timedelta):
+            period = timedelta(seconds=float(period))
+        recurrence = Recurrence(self.name, name, period, anchor or EPOCH)
+        subscription = Subscription(
+            self.name, name, (recurrence.event_type,), exclusive=self.exclusive
+        )
+        policy = self._policy(attempts, None)
+
+        def every(func: F) -> F:
+            wants_context = self._check_signature(func)
+            self._add(Handler(func, subscription, Occurrence, policy, timeout, wants_context))
+            self.recurrences.append(recurrence)
+            return func
+
+        return every

@@ -45,6 +45,7 @@ from .middleware import (
     publish_chain,
     shutting_down,
 )
+from .recurrence import Ticker
 from .service import Service
 
 __all__ = ["BUILTIN_MIDDLEWARE", "LOG_FIELDS", "Worker"]
@@ -147,6 +148,7 @@ class Worker:
         self._stopping = False
         self._stopped = False
         self._subscribed: set[str] = set()
+        self._ticker = Ticker(service.recurrences, self._publisher)
         self.handled = 0
         """Handler runs finished so far, each with its outcome (acked, retried,
         released or dead-lettered; in-process retries of keyed deliveries count too)."""
@@ -167,6 +169,7 @@ class Worker:
                 self._consume(handler), name=f"herald:{handler.subscription.queue}"
             )
             self._consumers.append(task)
+        self._ticker.start()
         log.info(
             "service %s consuming %s (concurrency %d)",
             self.service.name,
@@ -189,6 +192,7 @@ class Worker:
             timeout,
         )
         try:
+            await self._ticker.stop()
             await _cancel_until_done(self._consumers)
             await self._give_back_waiting()
             await self._wait_drained(timeout - (time.monotonic() - started))

@@ -21,13 +21,23 @@ from herald.webguard import requires_token
 from . import DEFAULT_BROKER, DEFAULT_PORTS, SERVICES, telemetry
 from .database import default_db_url
 from .employees import run_employees
-from .giftcards import run_giftcards
+from .giftcards import run_giftcards, topup_period
 from .payroll import RELEASE, run_payroll
 from .process import SHUTDOWN_TIMEOUT
 from .supervisor import main as supervise
 from .web import run_web
 
 __all__ = ["main"]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", help="INFO (default; per-delivery lines at DEBUG), ..."
     )
+    parser.add_argument(
+        "--topup-period",
+        type=_seconds,
+        help="giftcards: seconds between top-ups (default: $GIFTCARDS_TOPUP_PERIOD, else a week)",
+    )
     return parser
 
 
@@ -97,7 +112,13 @@ async def _run(args: argparse.Namespace) -> None:
     else:
         port = port or DEFAULT_PORTS["giftcards"]
         await run_giftcards(
-            broker, db, port, args.host, shutdown_timeout=stop, backfill=args.backfill
+            broker,
+            db,
+            port,
+            args.host,
+            topup_period(args.topup_period),
+            shutdown_timeout=stop,
+            backfill=args.backfill,
         )
 
 

@@ -166,8 +166,9 @@ class Platform:
     async def count(self, name: str) -> int:
         return len(await self.records(name))
 
-    async def handled(self, name: str) -> float:
-        """Deliveries the running process of ``name`` acked, from its ``/metrics``."""
+    async def handled(self, name: str, queue: str | None = None) -> float:
+        """Deliveries (from ``queue``, or all) the running process of ``name`` acked,
+        from its ``/metrics``."""
         response = await self.http.get(self.url(name, "/metrics"))
         response.raise_for_status()
         return sum(
@@ -176,4 +177,5 @@ class Platform:
             for sample in family.samples
             if sample.name == "herald_deliveries_handled_total"
             and sample.labels.get("outcome") == "acked"
+            and queue in (None, sample.labels.get("queue"))
         )

@@ -9,7 +9,8 @@ so the same batch is retried after a backoff and nothing is skipped or reordered
 Delivery is at least once: a batch the broker stored in part before failing is
 published again in full, so consumers deduplicate with :class:`herald.inbox.Inbox`.
 
-An event the broker refuses for good (:class:`herald.MessageTooLargeError`) cannot
+An event the broker refuses for good (:class:`herald.MessageTooLargeError`, or
+:class:`herald.HorizonError` for one scheduled further ahead than it keeps any) cannot
 block the ones after it: it moves to the ``<outbox>_refused`` table with the reason
 (:meth:`Outbox.refused` lists them), an error is logged, and relaying goes on.
 """
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..broker import Broker
 from ..bus import Bus
-from ..errors import BrokerError, MessageTooLargeError, PublishError, TimeoutError
+from ..errors import BrokerError, HorizonError, MessageTooLargeError, PublishError, TimeoutError
 from ..message import Message
 from .staging import Outbox
 from .tables import insert_ignoring_duplicates, row_message, row_values
@@ -231,7 +232,7 @@ class OutboxRelay:
             if rows:
                 try:
                     await self._publish([row_message(row) for row in rows])
-                except MessageTooLargeError as exc:
+                except (MessageTooLargeError, HorizonError) as exc:
                     await self._refuse(rows, exc)
                     return len(rows)
                 marking = asyncio.ensure_future(self._mark([row.seq for row in rows]))
@@ -257,7 +258,7 @@ class OutboxRelay:
                 f"broker did not confirm {len(messages)} messages within {limit:.1f}s"
             ) from exc
 
-    async def _refuse(self, rows: Sequence[Any], exc: MessageTooLargeError) -> None:
+    async def _refuse(self, rows: Sequence[Any], exc: MessageTooLargeError | HorizonError) -> None:
         """Move the row the broker refused to the refused table (holding the lease)."""
         (row,) = [row for row in rows if row.message_id == exc.message_id] or [None]
         if row is None:

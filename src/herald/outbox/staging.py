@@ -18,6 +18,7 @@ from ..codec import CodecRegistry, default_codecs
 from ..errors import MessageTooLargeError
 from ..event import Event
 from ..message import Message
+from ..schedule import due_headers
 from ..tracing import stamp
 from .tables import (
     Executor,
@@ -117,14 +118,18 @@ class Outbox:
         *,
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        at: datetime | None = None,
+        delay: timedelta | float | None = None,
     ) -> Message:
         """Store ``event`` in the outbox within ``executor``'s current transaction.
 
         Returns the :class:`herald.Message` the relay will publish (its id is fixed
         now). With an ``AsyncSession``, relays of this outbox running in this process
-        are woken as soon as the transaction commits.
+        are woken as soon as the transaction commits. ``at``/``delay`` schedule it
+        as :meth:`herald.Bus.publish` does (the due time counts from now, not from
+        when the relay publishes it).
         """
-        message = self.message(event, key=key, headers=headers)
+        message = self.message(event, key=key, headers=due_headers(headers, at, delay))
         await executor.execute(sa.insert(self.table).values(**self._row(message)))
         self._wake_after_commit(executor)
         return message
@@ -133,10 +138,17 @@ class Outbox:
         self,
         executor: Executor,
         events: Iterable[Event | Message | tuple[Event | Message, str | None]],
+        *,
+        at: datetime | None = None,
+        delay: timedelta | float | None = None,
     ) -> list[Message]:
-        """Stage several events (``(event, key)`` pairs give keys) in one statement."""
+        """Stage several events (``(event, key)`` pairs give keys) in one statement;
+        ``at``/``delay`` schedule them all."""
+        headers = due_headers(None, at, delay)
         messages = [
-            self.message(item[0], key=item[1]) if isinstance(item, tuple) else self.message(item)
+            self.message(item[0], key=item[1], headers=headers)
+            if isinstance(item, tuple)
+            else self.message(item, headers=headers)
             for item in events
         ]
         if messages:

@@ -25,6 +25,7 @@ from .scenarios import (
     ordering,
     processes,
     rpc,
+    scheduling,
     versions,
 )
 from .scenarios.common import MiB
@@ -92,6 +93,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     _scenario(basics.large_message, mebibyte_bodies),
     _scenario(basics.oversized_message_is_refused),
     _scenario(basics.stream_of_ten_thousand),
+    _scenario(scheduling.scheduled_events_arrive_when_due_once_per_service),
     _scenario(failures.retry_then_success),
     _scenario(failures.retry_then_dead_letter_with_reason_and_replay),
     _scenario(failures.dead_letters_can_be_purged),

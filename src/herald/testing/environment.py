@@ -29,8 +29,10 @@ class Environment:
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _features: Features | None = None
 
-    def connect(self) -> Bus:
-        return connect(self.url, source="conformance")
+    def connect(self, *, scheduler: bool = False) -> Bus:
+        """A bus on the broker. Herald's scheduler runs only when asked: most
+        scenarios schedule nothing, and it costs a queue and a consumer."""
+        return connect(self.url, source="conformance", scheduler=scheduler)
 
     @contextlib.asynccontextmanager
     async def broker(self) -> AsyncIterator[Broker]:

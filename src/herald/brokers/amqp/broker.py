@@ -48,7 +48,7 @@ from .inspection import Inspector
 from .publisher import Outgoing, Publisher
 from .replies import DirectReplyTransport, send_reply
 from .settings import AMQPSettings
-from .topology import Topology, delay_bucket, is_reply_address
+from .topology import DELAY_BUCKETS_MS, Topology, delay_bucket, is_reply_address
 from .wire import (
     DELIVERY_COUNT,
     attempt_header,
@@ -84,6 +84,8 @@ class AMQPBroker(Broker):
         counts_redelivery=True,
         release_counts_attempt=False,
         max_message_bytes=16 * MiB,
+        max_retry_delay=DELAY_BUCKETS_MS[-1] / 1000,
+        retry_delay_steps=tuple(ms / 1000 for ms in DELAY_BUCKETS_MS),
     )
 
     def __init__(self, settings: AMQPSettings) -> None:

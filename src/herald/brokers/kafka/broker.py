@@ -31,7 +31,7 @@ from .errors import error_table
 from .inspection import Inspector
 from .publisher import Publisher
 from .settings import KafkaSettings
-from .topology import Topology
+from .topology import TIERS, Topology
 
 __all__ = ["CLOSE_WAIT", "KafkaBroker"]
 
@@ -69,6 +69,10 @@ class KafkaBroker(Broker):
             counts_redelivery=False,
             release_counts_attempt=False,
             max_message_bytes=self.settings.max_message_bytes,
+            # a retry tier holds each record until its own due time, in the order
+            # written: hops of exactly one tier keep a tier's records in due order
+            max_retry_delay=TIERS[-1] / 1000,
+            retry_delay_steps=tuple(tier / 1000 for tier in TIERS if tier),
         )
         self._table = error_table()
         self._connected: _Connected | None = None

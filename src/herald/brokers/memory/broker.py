@@ -21,6 +21,7 @@ from ...capabilities import QueueStats
 from ...deadletter import DeadLetter
 from ...errors import BrokerError
 from ...message import Message
+from ...schedule import due_of
 from ...topic import matches
 from ...url import BrokerURL
 from ...window import Window
@@ -37,7 +38,7 @@ class MemoryBroker(Broker):
     """
 
     schemes = ("memory",)
-    features = Features(persistent=False, multi_process=False)
+    features = Features(persistent=False, multi_process=False, native_schedule=True)
 
     def __init__(
         self, name: str = "", *, fresh: bool = False, dlq_retention: float = 1_209_600.0
@@ -71,6 +72,9 @@ class MemoryBroker(Broker):
         self._closed = False
 
     async def destroy(self) -> None:
+        for timer in self._hub.scheduled:
+            timer.cancel()
+        self._hub.scheduled.clear()
         self._hub.queues.clear()
         self._hub.dead.clear()
 
@@ -82,11 +86,33 @@ class MemoryBroker(Broker):
 
     async def _publish(self, messages: Sequence[Message]) -> None:
         self._check_open()
+        self._route(messages)
+
+    def _route(self, messages: Sequence[Message]) -> None:
         queues = self._hub.queues.values()
         for message in messages:
             for queue in queues:
                 if any(matches(p, message.type) for p in queue.subscription.patterns):
                     queue.put(Entry(message))
+
+    async def _publish_later(self, messages: Sequence[Message]) -> None:
+        """Each message is routed at its due time, to the queues bound then; the timer
+        belongs to the hub, so closing this broker object does not cancel it."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        for message in messages:
+            due = due_of(message) or 0.0
+            self._at(loop, max(0.0, due - time.time()), message)
+
+    def _at(self, loop: asyncio.AbstractEventLoop, delay: float, message: Message) -> None:
+        scheduled = self._hub.scheduled
+
+        def fire() -> None:
+            scheduled.discard(timer)
+            self._route((message,))
+
+        timer = loop.call_later(delay, fire)
+        scheduled.add(timer)
 
     async def declare(self, subscription: Subscription) -> None:
         self._check_open()

@@ -77,6 +77,8 @@ class Hub:
 
     queues: dict[str, Queue] = field(default_factory=dict)
     dead: dict[str, list[Message]] = field(default_factory=dict)
+    scheduled: set[asyncio.TimerHandle] = field(default_factory=set)
+    """Timers of scheduled messages, routed to the queues at their due time."""
 
 
 _HUBS: dict[str, Hub] = {}

@@ -101,6 +101,8 @@ class NATSBroker(Broker):
     def __init__(self, settings: NATSSettings) -> None:
         self.settings = settings
         self.names = settings.names
+        if settings.max_age > 0:  # a scheduled message waits in the stream, naked
+            self.features = replace(self.features, max_schedule_delay=settings.max_age)
         self._session: _Session | None = None
         self._feeds: set[PullFeed] = set()
         self._lock = asyncio.Lock()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from ...capabilities import QueueStats
 from ...deadletter import DeadLetter
 from ...errors import BrokerError, PublishError
 from ...message import Message
+from ...schedule import due_of
 from . import scripts
 from .connection import new_client
 from .consumer import QueueConsumer
@@ -66,6 +68,7 @@ class RedisBroker(Broker):
         counts_redelivery=True,
         release_counts_attempt=False,
         max_message_bytes=64 * 1024 * 1024,
+        native_schedule=True,
     )
 
     def __init__(self, settings: RedisSettings | None = None) -> None:
@@ -106,6 +109,7 @@ class RedisBroker(Broker):
             name: client.register_script(source)
             for name, source in (
                 ("publish", scripts.PUBLISH),
+                ("publish_later", scripts.PUBLISH_LATER),
                 ("declare", scripts.DECLARE),
                 ("undeclare", scripts.UNDECLARE),
             )
@@ -159,7 +163,20 @@ class RedisBroker(Broker):
     # -- publishing -------------------------------------------------------------------
 
     async def _publish(self, messages: Sequence[Message]) -> None:
+        await self._route(messages, None)
+
+    async def _publish_later(self, messages: Sequence[Message]) -> None:
+        """Into the delayed set of every bound queue, where delayed retries wait: the
+        mover of any consumer of the queue adds each to the stream once due (this
+        process's mover at once learns when; another process's within its poll)."""
+        now = time.time()
+        delays = [max(0, round(((due_of(m) or now) - now) * 1000)) for m in messages]
+        await self._route(messages, delays)
+        self._parts().housekeeper.wake("")
+
+    async def _route(self, messages: Sequence[Message], delays: list[int] | None) -> None:
         parts = self._parts()
+        script = parts.scripts["publish" if delays is None else "publish_later"]
         for _ in range(_PUBLISH_TRIES):
             with self._table.converting("publishing", as_=PublishError):
                 if self._routes.version is None:
@@ -168,8 +185,8 @@ class RedisBroker(Broker):
                         pipe.hgetall(self.keys.bindings)
                         version, bindings = await pipe.execute()
                     self._routes.load(version, bindings)
-                keys, args = self._routes.script_arguments(messages)
-                if await parts.scripts["publish"](keys=keys, args=args) >= 0:
+                keys, args = self._routes.script_arguments(messages, delays)
+                if await script(keys=keys, args=args) >= 0:
                     return
             self._routes.forget()
         raise PublishError("the bindings kept changing while publishing; try again")

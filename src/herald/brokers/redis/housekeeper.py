@@ -13,7 +13,8 @@ more than a lease late and a standby took over) the consumer stands by again. A 
 that stopped keeps the lock, renewed, until it has settled what it handed out (see
 :meth:`.Settler.hand_over`): its successor then starts exactly where it stopped.
 
-The mover puts due retries from each consumed queue's delayed set back on the queue.
+The mover puts due retries (and scheduled messages, :meth:`.RedisBroker._publish_later`)
+from each consumed queue's delayed set back on the queue.
 It wakes at the next due time it knows of, when this process schedules a retry, and
 at least every :data:`MOVER_POLL` seconds (for retries scheduled by other processes).
 """

@@ -31,6 +31,7 @@ __all__ = [
     "LET_GO",
     "MOVE_DUE",
     "PUBLISH",
+    "PUBLISH_LATER",
     "READ",
     "RELEASE",
     "RENEW",
@@ -110,6 +111,36 @@ for _ = 1, tonumber(ARGV[2]) do
 end
 return added
 """
+
+PUBLISH_LATER = (
+    _NOW
+    + """
+-- KEYS[1] bindings version, KEYS[2..] delayed sets of the queues
+-- ARGV[1] version the caller routed with, ARGV[2] message count, then per message:
+--   delay ms, member token, target count, target KEYS indexes..., field count, fields...
+-- Each message waits in the delayed set of every bound queue (score: when it is due,
+-- by the server's clock); the mover of a consumer of the queue adds it when due.
+local version = redis.call('GET', KEYS[1]) or ''
+if version ~= ARGV[1] then return -1 end
+local now = now_ms()
+local i, added = 3, 0
+for _ = 1, tonumber(ARGV[2]) do
+  local due = now + tonumber(ARGV[i]); local token = ARGV[i + 1]; i = i + 2
+  local nt = tonumber(ARGV[i]); i = i + 1
+  local targets = {}
+  for t = 1, nt do targets[t] = KEYS[tonumber(ARGV[i])]; i = i + 1 end
+  local nf = tonumber(ARGV[i]); i = i + 1
+  local fields = {}
+  for f = 1, nf do fields[f] = ARGV[i]; i = i + 1 end
+  local member = cmsgpack.pack(token, fields)
+  for t = 1, nt do
+    redis.call('ZADD', targets[t], due, member)
+    added = added + 1
+  end
+end
+return added
+"""
+)
 
 DECLARE = """
 -- KEYS[1] bindings hash, KEYS[2] bindings version, KEYS[3] queue stream

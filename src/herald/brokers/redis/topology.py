@@ -110,27 +110,35 @@ class Routes:
     def forget(self) -> None:
         self.version = None
 
-    def script_arguments(self, messages: Sequence[Message]) -> tuple[list[str], list[Any]]:
-        """``KEYS`` and ``ARGV`` of the publish script for ``messages``."""
+    def script_arguments(
+        self, messages: Sequence[Message], delays: Sequence[int] | None = None
+    ) -> tuple[list[str], list[Any]]:
+        """``KEYS`` and ``ARGV`` of the publish script for ``messages``; with
+        ``delays`` (milliseconds, one per message), of the script that puts them in
+        the queues' delayed sets instead."""
         keys: list[str] = [self.keys.version]
         index: dict[str, int] = {}
         args: list[Any] = [self.version, len(messages)]
-        for message in messages:
-            targets = self._targets.get(message.type)
-            if targets is None:
-                targets = tuple(
-                    self.keys.queue(queue)
+        key_of = self.keys.queue if delays is None else self.keys.delayed
+        for number, message in enumerate(messages):
+            queues = self._targets.get(message.type)
+            if queues is None:
+                queues = tuple(
+                    queue
                     for queue, patterns in self._bindings.items()
                     if any(matches(p, message.type) for p in patterns)
                 )
-                self._targets[message.type] = targets
-            args.append(len(targets))
-            for stream in targets:
-                if stream not in index:
-                    keys.append(stream)
-                    index[stream] = len(keys)
-                args.append(index[stream])
-            fields = encode_fields(message) if targets else []
+                self._targets[message.type] = queues
+            if delays is not None:
+                args += (delays[number], message.id)
+            args.append(len(queues))
+            for queue in queues:
+                key = key_of(queue)
+                if key not in index:
+                    keys.append(key)
+                    index[key] = len(keys)
+                args.append(index[key])
+            fields = encode_fields(message) if queues else []
             args.append(len(fields))
             args += fields
         return keys, args

@@ -36,6 +36,7 @@ from typing import Self, TypeVar
 from ...broker import Broker, Delivery, Features, Prefetch, Subscription
 from ...errors import BrokerError, CapabilityError, HeraldError, PublishError
 from ...message import Message
+from ...schedule import due_of
 from .connection import Committer
 from .consumer import Wakes, consume_queue
 from .deadletters import DeadLetters
@@ -69,6 +70,7 @@ class SQLiteBroker(DeadLetters, Inspection, Broker):
         counts_redelivery=True,
         release_counts_attempt=False,
         max_message_bytes=16 * MiB,
+        native_schedule=True,
     )
 
     def __init__(self, settings: SQLiteSettings | str | os.PathLike[str]) -> None:
@@ -163,6 +165,17 @@ class SQLiteBroker(DeadLetters, Inspection, Broker):
         await self._run(
             lambda s: s.publish(encoded, time.time()),
             f"publishing {len(encoded)} message(s) to {self.path}",
+            PublishError,
+        )
+
+    async def _publish_later(self, messages: Sequence[Message]) -> None:
+        """A row per bound queue, as for a publish, with its ``due`` time: the queues
+        bound when publishing get it, and consumers claim it once due (the one that
+        falls due first wakes a sleeping consumer, as a delayed retry does)."""
+        encoded = [(due_of(message) or 0.0, encode_message(message)) for message in messages]
+        await self._run(
+            lambda s: s.publish_later(encoded),
+            f"scheduling {len(encoded)} message(s) in {self.path}",
             PublishError,
         )
 

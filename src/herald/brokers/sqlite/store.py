@@ -41,6 +41,9 @@ INSERT = f"INSERT INTO herald_deliveries (queue, since, {COLUMNS_SQL}) VALUES (?
 _UNRETAINED = ("herald.", "rpc.")
 """Types kept out of the history: replies and requests are answered once, not replayed."""
 _RETAIN = f"INSERT INTO herald_history (stored, {COLUMNS_SQL}) VALUES (?, {_MARKS})"
+_INSERT_DUE = (
+    f"INSERT INTO herald_deliveries (queue, due, since, {COLUMNS_SQL}) VALUES (?, ?, ?, {_MARKS})"
+)
 _NUMBER = "typeof({0}) IN ('integer', 'real')"
 _IS_DUE = f"(due <= ? OR NOT {_NUMBER.format('due')})"
 _EXPIRED = (
@@ -133,6 +136,16 @@ class Store:
         rows = [(qid, now, *message) for message in messages for qid in route(message[0])]
         if rows:
             self.conn.executemany(INSERT, rows)
+            self.woken.update(row[0] for row in rows)
+
+    def publish_later(self, messages: Sequence[tuple[float, Encoded]]) -> None:
+        """Insert ``(due, encoded)`` messages into every queue bound at this moment,
+        each not to be delivered before its due time (Unix seconds)."""
+        self.routes.refresh(self.conn, self.me)
+        route = self.routes.route
+        rows = [(qid, due, due, *message) for due, message in messages for qid in route(message[0])]
+        if rows:
+            self.conn.executemany(_INSERT_DUE, rows)
             self.woken.update(row[0] for row in rows)
 
     def claim(

@@ -14,15 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import AsyncGenerator, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Self
 
-from ...broker import Broker, Delivery, Features, Prefetch, ProgressCallback, Subscription
+from ...broker import (
+    SCHEDULER_SUBSCRIPTION,
+    Broker,
+    Delivery,
+    Features,
+    Prefetch,
+    ProgressCallback,
+    Subscription,
+)
 from ...capabilities import QueueStats
 from ...deadletter import DeadLetter
-from ...errors import BrokerError
+from ...errors import BrokerError, PublishError
 from ...message import Message
+from ...schedule import due_of, wrap
 from .connection import Clients, open_clients
 from .consumer import QueueConsumer
 from .deadletters import DeadLetterStore
@@ -32,12 +43,14 @@ from .exclusive import Lock
 from .inspection import Inspector
 from .keeper import Keeper
 from .publisher import Publisher
-from .settings import SQSSettings
+from .settings import MAX_VISIBILITY, SQSSettings
 from .topology import KIND, OURS, QueueInfo, Topology
 from .wire import MAX_SIZE
 
-__all__ = ["ATTRIBUTE_ROOM", "CLOSE_WAIT", "SQSBroker"]
+__all__ = ["ATTRIBUTE_ROOM", "CLOSE_WAIT", "MAX_DELAY", "SQSBroker"]
 
+MAX_DELAY = 900
+"""The longest ``DelaySeconds`` SQS takes: 15 minutes."""
 CLOSE_WAIT = 2.0
 """Seconds ``close()`` lets stopped consumers' receives still in flight end (and give
 back what they bring) before cutting them off: a receive cut off may have taken
@@ -71,11 +84,17 @@ class SQSBroker(Broker):
         counts_redelivery=True,
         release_counts_attempt=True,
         max_message_bytes=MAX_SIZE - ATTRIBUTE_ROOM,
+        max_retry_delay=MAX_VISIBILITY - 60,
     )
 
     def __init__(self, settings: SQSSettings | None = None) -> None:
         self.settings = settings or SQSSettings()
         self.url = self.settings.shown_url
+        # a scheduled message waits in the scheduler queue, which keeps it
+        # ``retention`` seconds from when it was sent, however often it is retried
+        self.features = replace(
+            type(self).features, max_schedule_delay=float(self.settings.retention)
+        )
         self._table = error_table(self.settings)
         self._connected: _Connected | None = None
 
@@ -175,6 +194,26 @@ class SQSBroker(Broker):
                 raise
             parts.topology.forget("")  # the topic is gone (an emulator restarted): again
             await parts.publisher.publish(messages)
+
+    async def _publish_later(self, messages: Sequence[Message]) -> None:
+        """Herald's scheduler queue, as on brokers without a delay of their own, but
+        on standard queues the envelope is sent straight to it with ``DelaySeconds``
+        (up to 15 minutes): the scheduler receives it once due, or once the longest
+        delay SQS has passed. FIFO queues take no per-message delay: there the
+        envelope goes through the topic like any publish."""
+        if self.settings.fifo:
+            await super()._publish_later(messages)
+            return
+        parts = self._parts()
+        url = (await self._info(SCHEDULER_SUBSCRIPTION)).url
+        now = time.time()
+        sends = []
+        for message in messages:
+            delay = min(MAX_DELAY, math.ceil((due_of(message) or now) - now))
+            envelope = wrap(message)
+            sends.append(parts.settler.send(url, envelope, fifo=False, dedup="", delay=delay))
+        with self._table.converting("scheduling", as_=PublishError):
+            await asyncio.gather(*sends)
 
     async def declare(self, subscription: Subscription) -> None:
         await self._info(subscription)

@@ -105,10 +105,21 @@ class Settler:
         await self._batcher("change_message_visibility_batch", held.url).submit(entry)
 
     async def send(
-        self, url: str, message: Message, *, fifo: bool, dedup: str, limit: int = MAX_SIZE
+        self,
+        url: str,
+        message: Message,
+        *,
+        fifo: bool,
+        dedup: str,
+        limit: int = MAX_SIZE,
+        delay: int = 0,
     ) -> None:
+        """Send ``message`` straight to the queue at ``url``, invisible for ``delay``
+        seconds (``DelaySeconds``, standard queues only)."""
         entry, size = entry_of(message, fifo, dedup=dedup, limit=limit)
         entry["MessageBody"] = entry.pop("_body")
+        if delay:
+            entry["DelaySeconds"] = delay
         await self._batcher("send_message_batch", url).submit(entry, size)
 
     async def dead_letter_queue(self, service: str) -> str:
