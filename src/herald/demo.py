@@ -232,6 +232,7 @@ async def demo_command(args: argparse.Namespace) -> int:
         "hr-web": args.web_port,
         "payroll": args.payroll_port,
         "giftcards": args.giftcards_port,
+        "dashboard": args.dashboard_port,
     }
     try:
         await run_platform(

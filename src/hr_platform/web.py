@@ -30,7 +30,7 @@ from .events import (
     UpdateEmployee,
 )
 from .pages import render, wants_json
-from .process import connect, observe, run_until_stopped, web_server
+from .process import connect, observe, reporting, run_until_stopped, web_server
 
 __all__ = ["EmployeesClient", "create_app", "run_web"]
 
@@ -248,5 +248,8 @@ async def run_web(broker: str, port: int, host: str, timeout: float = 10.0) -> N
         app = create_app(EmployeesClient(bus, timeout))
         observe(app, bus)
         await run_until_stopped(
-            "hr-web", [], server=web_server(app, host, port), url=f"http://{host}:{port}"
+            "hr-web",
+            reporting(bus),
+            server=web_server(app, host, port),
+            url=f"http://{host}:{port}",
         )

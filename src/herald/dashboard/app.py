@@ -1,0 +1,84 @@
+"""The dashboard's web app: pages, their live fragments (server-sent events) and actions.
+
+Pages render whole on ``GET``; each then keeps itself current through an SSE stream
+of HTML fragments that htmx swaps in. Actions are ``POST`` forms sent by htmx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from .guard import protect
+from .layout import layout
+from .views import Dashboard
+
+__all__ = ["REFRESH", "create_app"]
+
+HERE = Path(__file__).parent
+REFRESH = 1.0
+"""Seconds between two fragments of a live page."""
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "not reported"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _count(value: int | None) -> str:
+    return "not reported" if value is None else str(value)
+
+
+def create_app(dashboard: Dashboard, *, token: str | None = None) -> FastAPI:
+    """The FastAPI app serving ``dashboard``."""
+    app = FastAPI(title="Herald dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["age"] = _age
+    templates.env.filters["count"] = _count
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    protect(app, token=token)
+
+    async def flow_context() -> dict[str, Any]:
+        view = await dashboard.flow()
+        return {"view": view, "drawing": layout(view.flow), "url": dashboard.bus.url}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def flow_page(request: Request) -> HTMLResponse:
+        return templates.TemplateResponse(
+            request, "flow.html", {"page": "flow", **await flow_context()}
+        )
+
+    @app.get("/flow/stream", response_class=EventSourceResponse)
+    async def flow_stream(request: Request) -> AsyncIterator[ServerSentEvent]:
+        fragment = templates.get_template("_flow.html")
+        while not await request.is_disconnected():
+            html = fragment.render(await flow_context())
+            yield ServerSentEvent(raw_data=html, event="flow")
+            await asyncio.sleep(REFRESH)
+
+    @app.post("/services/{name}/{action}", response_class=HTMLResponse)
+    async def control(request: Request, name: str, action: str) -> HTMLResponse:
+        controls = dashboard.controls
+        if controls is None:
+            raise HTTPException(404, "no demo controls: this dashboard runs without herald demo")
+        if action not in ("start", "stop"):
+            raise HTTPException(404, f"unknown action {action!r}: use start or stop")
+        if name not in {state.name for state in controls.states()}:
+            raise HTTPException(404, f"unknown service {name!r}")
+        await (controls.start(name) if action == "start" else controls.stop(name))
+        return templates.TemplateResponse(request, "_controls.html", {"states": controls.states()})
+
+    return app

@@ -1,0 +1,83 @@
+"""What each page shows, assembled from the broker, the store and the controls."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from ..bus import Bus
+from ..capabilities import QueueInspection, QueueStats
+from .collector import Collector
+from .controls import ServiceControls, ServiceState
+from .flow import RATE_WINDOW, Flow, build_flow
+from .store import Store
+
+__all__ = ["Dashboard", "FlowView"]
+
+log = logging.getLogger("herald.dashboard")
+KNOWN_FOR = 3600.0
+"""Seconds a publisher or consumer stays on the graph after it last reported."""
+SILENT_AFTER = 10.0
+"""Seconds without a report after which a service counts as silent."""
+
+
+@dataclass
+class FlowView:
+    """The flow page at one moment."""
+
+    flow: Flow
+    inspection_error: str | None
+    heartbeats: dict[str, float]
+    controls: list[ServiceState] | None
+    now: float
+
+    def silent(self, service: str) -> bool:
+        """Whether ``service`` reported before but not in the last few seconds."""
+        last = self.heartbeats.get(service)
+        return last is not None and self.now - last > SILENT_AFTER
+
+
+class Dashboard:
+    """The dashboard's view of one bus: its broker, the telemetry history and, under
+    ``herald demo``, the supervisor's controls."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        collector: Collector,
+        controls: ServiceControls | None = None,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.collector = collector
+        self.controls = controls
+
+    async def queue_stats(self) -> tuple[list[QueueStats] | None, str | None]:
+        """Every queue's stats, or None and why when the broker cannot tell."""
+        if not isinstance(self.bus.broker, QueueInspection):
+            return None, f"{type(self.bus.broker).__name__} cannot inspect queues"
+        try:
+            return await self.bus.inspect_queues(), None
+        except Exception as exc:
+            log.warning("inspecting queues failed: %s", exc)
+            return None, f"inspecting queues failed: {str(exc) or type(exc).__name__}"
+
+    async def flow(self) -> FlowView:
+        now = time.time()
+        stats, error = await self.queue_stats()
+        store = self.store
+        recent = now - RATE_WINDOW
+        recent_published = await store.published_counts(recent, now)
+        recent_handled = await store.handled_counts(recent, now)
+        flow = build_flow(
+            stats,
+            published=await store.published_counts(now - KNOWN_FOR, now),
+            recent_published={(s, t): n / RATE_WINDOW for s, t, n in recent_published},
+            handled=await store.handled_counts(now - KNOWN_FOR, now),
+            recent_handled={(q, t): n / RATE_WINDOW for _, q, t, n in recent_handled},
+            hidden={self.collector.queue},
+        )
+        controls = self.controls.states() if self.controls is not None else None
+        return FlowView(flow, error, await store.heartbeats(), controls, now)
