@@ -38,11 +38,19 @@ from ..capabilities import QueueStats
 from ..telemetry.records import REPORT_TYPE
 from ..topic import matches
 
-__all__ = ["RATE_WINDOW", "Edge", "Flow", "QueueNode", "build_flow", "service_of"]
+__all__ = [
+    "HIDDEN_SERVICES",
+    "RATE_WINDOW",
+    "Edge",
+    "Flow",
+    "QueueNode",
+    "build_flow",
+    "service_of",
+]
 
 RATE_WINDOW = 10.0
 """Seconds over which edge rates are averaged."""
-_HIDDEN_SERVICES = ("dashboard-", "tail-", "reply-")
+HIDDEN_SERVICES = ("dashboard-", "tail-", "reply-")
 """Transient queues: dashboards', ``herald tail``'s and RPC reply channels."""
 
 
@@ -108,7 +116,7 @@ def _visible(queue: str, hidden: Collection[str]) -> bool:
     return (
         queue not in hidden
         and not queue.endswith(".dlq")
-        and not service_of(queue).startswith(_HIDDEN_SERVICES)
+        and not service_of(queue).startswith(HIDDEN_SERVICES)
     )
 
 
@@ -156,10 +164,23 @@ def build_flow(
             edges[(f"type:{type_}", f"queue:{node.queue}")] = recent_handled.get(
                 (node.queue, type_)
             )
+    ordered_publishers = sorted(publishers)
+    first_publisher = {
+        type_: min(
+            (i for i, p in enumerate(ordered_publishers) if (f"pub:{p}", f"type:{type_}") in edges),
+            default=len(ordered_publishers),
+        )
+        for type_ in types
+    }
+    ordered_types = sorted(types, key=lambda t: (first_publisher[t], t))
+    rank = {type_: index for index, type_ in enumerate(ordered_types)}
     return Flow(
-        publishers=sorted(publishers),
-        types=sorted(types),
-        queues=sorted(queues.values(), key=lambda q: q.queue),
+        publishers=ordered_publishers,
+        types=ordered_types,
+        queues=sorted(
+            queues.values(),
+            key=lambda q: (min((rank[t] for t in q.types), default=len(rank)), q.queue),
+        ),
         edges=[Edge(source, target, rate) for (source, target), rate in edges.items()],
         inspected=stats is not None,
     )

@@ -10,10 +10,10 @@ from ..bus import Bus
 from ..capabilities import QueueInspection, QueueStats
 from .collector import Collector
 from .controls import ServiceControls, ServiceState
-from .flow import RATE_WINDOW, Flow, build_flow
+from .flow import HIDDEN_SERVICES, RATE_WINDOW, Flow, build_flow, service_of
 from .store import Store
 
-__all__ = ["Dashboard", "FlowView"]
+__all__ = ["Dashboard", "FlowView", "dead_letter_services"]
 
 log = logging.getLogger("herald.dashboard")
 KNOWN_FOR = 3600.0
@@ -81,3 +81,12 @@ class Dashboard:
         )
         controls = self.controls.states() if self.controls is not None else None
         return FlowView(flow, error, await store.heartbeats(), controls, now)
+
+
+async def dead_letter_services(dashboard: Dashboard) -> list[str]:
+    """Services that may have dead letters: every service with a queue on the broker
+    (some brokers keep dead letters apart from queues) or a telemetry report."""
+    stats, _ = await dashboard.queue_stats()
+    names = {service_of(s.queue) for s in stats or ()}
+    names |= set(await dashboard.store.heartbeats())
+    return sorted(name for name in names if not name.startswith(HIDDEN_SERVICES))

@@ -1,0 +1,98 @@
+"""Dead letters grouped by failure: a fingerprint per dead letter, groups per service.
+
+The fingerprint is the seam where the brokers' own failure fingerprint plugs in; until
+then :func:`fingerprint` is the error type and the shape of the error message (numbers
+and hex ids replaced), so that ``KeyError: 'salary'`` and
+``KeyError: 'grade'`` differ but ``timeout after 3.2s`` and ``timeout after 5s`` group.
+
+>>> from herald.deadletter import DeadLetter, DeadLetterReason
+>>> from herald.message import Message
+>>> def letter(error: str) -> DeadLetter:
+...     reason = DeadLetterReason("payroll.a", "TimeoutError", error, 3)
+...     return DeadLetter(Message(type="a", body=b"{}"), reason)
+>>> fingerprint(letter("timeout after 3.2s")) == fingerprint(letter("timeout after 5s"))
+True
+>>> fingerprint(letter("timeout after 5s"))
+'TimeoutError: timeout after #s'
+>>> [(g.count, g.shape) for g in group("payroll", [letter("x 1"), letter("x 2")])]
+[(2, 'TimeoutError: x #')]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..deadletter import DeadLetter
+
+__all__ = ["Group", "fingerprint", "group", "pretty_body"]
+
+_SHAPES = (
+    (re.compile(r"\b[0-9a-f]{8,}\b", re.IGNORECASE), "…"),
+    (re.compile(r"\d+(\.\d+)?"), "#"),
+)
+
+
+def fingerprint(letter: DeadLetter) -> str:
+    """What dead letters failing the same way share: error type and message shape."""
+    text = letter.reason.error_message[:300]
+    for pattern, replacement in _SHAPES:
+        text = pattern.sub(replacement, text)
+    return f"{letter.reason.error_type or 'unknown'}: {text}"
+
+
+@dataclass
+class Group:
+    """Dead letters of one service with one fingerprint."""
+
+    service: str
+    shape: str
+    letters: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """A short stable id of the group, for URLs and forms."""
+        return hashlib.sha1(f"{self.service}\0{self.shape}".encode()).hexdigest()[:12]
+
+    @property
+    def count(self) -> int:
+        return len(self.letters)
+
+    @property
+    def ids(self) -> list[str]:
+        return [letter.message.id for letter in self.letters]
+
+    @property
+    def first_seen(self) -> datetime | None:
+        times = [t for t in (x.reason.first_failure for x in self.letters) if t is not None]
+        return min(times) if times else None
+
+    @property
+    def last_seen(self) -> datetime | None:
+        times = [t for t in (x.reason.last_failure for x in self.letters) if t is not None]
+        return max(times) if times else None
+
+
+def group(service: str, letters: list[DeadLetter]) -> list[Group]:
+    """``letters`` grouped by fingerprint, largest group first."""
+    groups: dict[str, Group] = {}
+    for letter in letters:
+        shape = fingerprint(letter)
+        groups.setdefault(shape, Group(service, shape)).letters.append(letter)
+    return sorted(groups.values(), key=lambda g: (-g.count, g.shape))
+
+
+def pretty_body(body: bytes) -> tuple[str, str]:
+    """(kind, text) of a body for display: ``json`` indented, ``text``, or ``bytes``
+    as hex when it is not UTF-8."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return "bytes", body[:4096].hex(" ")
+    try:
+        return "json", json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return "text", text
