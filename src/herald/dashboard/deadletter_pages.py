@@ -8,6 +8,7 @@ progress the page follows over server-sent events.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -18,8 +19,9 @@ from fastapi.templating import Jinja2Templates
 
 from ..broker import ProgressCallback
 from ..deadletter import DeadLetter
-from ..errors import CapabilityError
-from .deadletters import Group, group, pretty_body
+from ..errors import CapabilityError, HeraldError
+from ..rpc import NotFound
+from .deadletters import Group, group, parse_headers, pretty_body, replay_edited
 from .jobs import Job, Jobs
 from .views import Dashboard, dead_letter_services
 
@@ -83,6 +85,9 @@ def dead_letter_routes(dashboard: Dashboard, templates: Jinja2Templates) -> APIR
                         "letter": letter,
                         "kind": kind,
                         "body": body,
+                        "headers_json": json.dumps(
+                            dict(letter.message.headers), indent=2, ensure_ascii=False
+                        ),
                     },
                 )
         raise HTTPException(404, f"no dead letter {message_id!r} of {service!r}")
@@ -125,6 +130,30 @@ def dead_letter_routes(dashboard: Dashboard, templates: Jinja2Templates) -> APIR
             return [message_id]
         assert group_key is not None
         return (await find_group(service, group_key)).ids
+
+    @router.post("/dead-letters/{service}/{message_id}/edit", response_class=HTMLResponse)
+    async def edit_and_replay(
+        request: Request,
+        service: str,
+        message_id: str,
+        body: Annotated[str, Form()],
+        headers: Annotated[str, Form()] = "{}",
+    ) -> HTMLResponse:
+        try:
+            chosen = parse_headers(headers)
+        except ValueError as exc:
+            raise HTTPException(422, f"form field 'headers': {exc}") from None
+        try:
+            sent = await replay_edited(bus, service, message_id, body.encode(), chosen)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except CapabilityError as exc:
+            raise HTTPException(501, str(exc)) from None
+        except HeraldError as exc:  # the edited body does not decode, is too large, ...
+            raise HTTPException(422, f"form field 'body': {exc}") from None
+        return templates.TemplateResponse(
+            request, "_replayed.html", {"service": service, "message": sent}
+        )
 
     @router.get("/jobs/{job_id}/stream", response_class=EventSourceResponse)
     async def job_stream(request: Request, job_id: int) -> AsyncIterator[ServerSentEvent]:

@@ -26,9 +26,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ..bus import Bus
 from ..deadletter import DeadLetter
+from ..errors import CapabilityError
+from ..message import Message
 
-__all__ = ["Group", "fingerprint", "group", "pretty_body"]
+__all__ = ["Group", "fingerprint", "group", "parse_headers", "pretty_body", "replay_edited"]
 
 _SHAPES = (
     (re.compile(r"\b[0-9a-f]{8,}\b", re.IGNORECASE), "…"),
@@ -96,3 +99,33 @@ def pretty_body(body: bytes) -> tuple[str, str]:
         return "json", json.dumps(json.loads(text), indent=2, ensure_ascii=False)
     except (ValueError, RecursionError):
         return "text", text
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """Headers edited as a JSON object of strings; ``ValueError`` naming the problem.
+
+    >>> parse_headers('{"x-fixed": "yes"}')
+    {'x-fixed': 'yes'}
+    >>> parse_headers('["x"]')
+    Traceback (most recent call last):
+    ValueError: headers must be a JSON object of text values, e.g. {"x-fixed": "yes"}
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"headers are not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError('headers must be a JSON object of text values, e.g. {"x-fixed": "yes"}')
+    return data
+
+
+async def replay_edited(
+    bus: Bus, service: str, message_id: str, body: bytes, headers: dict[str, str]
+) -> Message:
+    """Replay dead letter ``message_id`` of ``service`` with a new body and headers, to
+    the queue it came from, as a first attempt (the seam where the brokers'
+    edit-and-replay plugs in)."""
+    raise CapabilityError(
+        f"{type(bus.broker).__name__} cannot replay an edited dead letter yet "
+        f"({service}/{message_id}, {len(body)} bytes, {len(headers)} headers)"
+    )
