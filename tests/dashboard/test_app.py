@@ -136,3 +136,16 @@ async def test_history_outlives_the_store(tmp_path: Path) -> None:
         assert await reopened.handled_counts(now - 60, now) == [("payroll", "payroll.a", "a", 2)]
     finally:
         reopened.close()
+
+
+def test_binding_beyond_loopback_needs_a_token(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from herald.cli import main  # noqa: PLC0415
+
+    monkeypatch.delenv("HERALD_DASHBOARD_TOKEN", raising=False)
+    code = main(
+        ["dashboard", "--broker", "memory://x", "--host", "0.0.0.0", "--db", str(tmp_path / "d.db")]
+    )
+    assert code == 2
+    assert "give --token or $HERALD_DASHBOARD_TOKEN" in capsys.readouterr().err

@@ -53,7 +53,10 @@ class _Server(uvicorn.Server):
         yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # uvicorn exits the process when it cannot bind
+            raise OSError(f"cannot listen on {self.config.host}:{self.config.port}") from None
         self.ready.set()
 
 
