@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at /metrics (needs herald[metrics])",
     )
     run.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="publish telemetry reports on the bus every 2 s (for herald dashboard)",
+    )
+    run.add_argument(
         "--health-port",
         metavar="[HOST:]PORT",
         help="serve /healthz and /readyz (may be the metrics port)",

@@ -184,20 +184,22 @@ class TelemetryMiddleware(Middleware):
             records_dropped=done.dropped,
         )
 
-    async def run(self, bus: Bus) -> None:
-        """Publish a report every ``interval`` seconds on ``bus`` (as ``bus.source``),
-        an empty one too (a heartbeat: the dashboard sees the process is alive), until
-        cancelled; a failed publish is logged and its report dropped."""
+    async def run(self, bus: Bus, service: str | None = None) -> None:
+        """Publish a report every ``interval`` seconds on ``bus`` as ``service``
+        (default: ``bus.source``), an empty one too (a heartbeat: the dashboard sees
+        the process is alive), until cancelled, and one last report then; a failed
+        publish is logged and its report dropped."""
+        name = service or bus.source
         try:
             while True:
                 await asyncio.sleep(self.interval)
-                await self._send(bus)
+                await self._send(bus, name)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._send(bus))
+                await asyncio.shield(self._send(bus, name))
 
-    async def _send(self, bus: Bus) -> None:
-        report = self.take_report(bus.source)
+    async def _send(self, bus: Bus, service: str) -> None:
+        report = self.take_report(service)
         message = bus.codecs.envelope(report, source=bus.source)
         try:
             await bus.broker.publish([message])
