@@ -128,10 +128,13 @@ def build_flow(
     handled: Iterable[tuple[str, str, str, int]],
     recent_handled: Mapping[tuple[str, str], float],
     hidden: Collection[str] = (),
+    dead_letter_counts: Mapping[str, int] | None = None,
 ) -> Flow:
     """The graph from queue stats (None: the broker cannot inspect queues), the
     (service, type, count) published and (service, queue, type, count) handled in the
-    period the graph covers, and recent rates keyed (service, type) and (queue, type)."""
+    period the graph covers, and recent rates keyed (service, type) and (queue, type).
+    A service's dead letters are its ``.dlq`` queue's depth, else its entry in
+    ``dead_letter_counts``, else not reported (None)."""
     queues: dict[str, QueueNode] = {}
     dead_letters: dict[str, int] = {}
     for item in stats or ():
@@ -159,7 +162,9 @@ def build_flow(
         if not node.types:
             node.types = {t for t in types if matches(node.name, t)} or {node.name}
             types |= node.types
-        node.dead_letters = dead_letters.get(node.service, 0 if stats is not None else None)
+        node.dead_letters = dead_letters.get(
+            node.service, (dead_letter_counts or {}).get(node.service)
+        )
         for type_ in node.types:
             edges[(f"type:{type_}", f"queue:{node.queue}")] = recent_handled.get(
                 (node.queue, type_)

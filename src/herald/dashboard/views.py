@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from ..bus import Bus
-from ..capabilities import QueueInspection, QueueStats
+from ..capabilities import DeadLetterAdmin, QueueInspection, QueueStats
 from .collector import Collector
 from .controls import ServiceControls, ServiceState
 from .flow import HIDDEN_SERVICES, RATE_WINDOW, Flow, build_flow, service_of
@@ -18,6 +18,10 @@ __all__ = ["Dashboard", "FlowView", "dead_letter_services"]
 log = logging.getLogger("herald.dashboard")
 KNOWN_FOR = 3600.0
 """Seconds a publisher or consumer stays on the graph after it last reported."""
+COUNT_EVERY = 5.0
+"""Seconds between two readings of the dead letters, for the flow graph."""
+COUNT_LIMIT = 10_000
+"""Dead letters counted per service at most."""
 SILENT_AFTER = 10.0
 """Seconds without a report after which a service counts as silent."""
 
@@ -53,6 +57,24 @@ class Dashboard:
         self.store = store
         self.collector = collector
         self.controls = controls
+        self._dead_letter_counts: dict[str, int] = {}
+        self._counted_at = 0.0
+
+    async def dead_letter_counts(self, services: set[str]) -> dict[str, int]:
+        """Dead letters per service, read through the broker's dead-letter admin (for
+        brokers that keep them apart from queues), at most every few seconds."""
+        if not isinstance(self.bus.broker, DeadLetterAdmin):
+            return {}
+        if time.monotonic() - self._counted_at > COUNT_EVERY:
+            self._counted_at = time.monotonic()
+            counts = {}
+            for service in sorted(services):
+                try:
+                    counts[service] = len(await self.bus.dead_letters(service, COUNT_LIMIT))
+                except Exception as exc:
+                    log.warning("reading dead letters of %s failed: %s", service, exc)
+            self._dead_letter_counts = counts
+        return self._dead_letter_counts
 
     async def queue_stats(self) -> tuple[list[QueueStats] | None, str | None]:
         """Every queue's stats, or None and why when the broker cannot tell."""
@@ -78,6 +100,9 @@ class Dashboard:
             handled=await store.handled_counts(now - KNOWN_FOR, now),
             recent_handled={(q, t): n / RATE_WINDOW for _, q, t, n in recent_handled},
             hidden={self.collector.queue},
+            dead_letter_counts=await self.dead_letter_counts(
+                {service_of(s.queue) for s in stats or ()}
+            ),
         )
         controls = self.controls.states() if self.controls is not None else None
         return FlowView(flow, error, await store.heartbeats(), controls, now)
