@@ -180,6 +180,8 @@ async def test_the_dashboard_story(demo: Demo, page: Page) -> None:
 
     # a poison message is dead-lettered by payroll and giftcards, grouped by failure
     poison = await demo.publish_poison()
+    await page.goto(demo.url("dashboard", "/"))
+    await expect(payroll.locator(".dead-letters")).to_have_text("1")
     await page.goto(demo.url("dashboard", "/dead-letters"))
     await reload_until(page, page.locator("#groups tr.group"), 2)
     payroll_group = page.locator('#groups tr.group[data-service="payroll"]')
