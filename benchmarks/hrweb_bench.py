@@ -109,10 +109,12 @@ async def _load(
     http: httpx.AsyncClient, url: str, creates: int, concurrency: int, result: Result
 ) -> None:
     counter = iter(range(creates))
+    origin = str(httpx.URL(url).copy_with(path="/")).rstrip("/")
 
     async def create(index: int) -> bool:
         response = await http.post(
             url,
+            headers={"Origin": origin},
             json={
                 "first_name": f"First{index}",
                 "last_name": f"Last{index}",

@@ -358,24 +358,28 @@ def make_dead_letters(url: str, count: int) -> list[str]:
     return asyncio.run(go())
 
 
-def queued_ids(url: str, count: int) -> list[str]:
+def queued(url: str, count: int) -> list[herald.Message]:
     """Take ``count`` messages off the poison queue (as a consumer would see them)."""
 
-    async def go() -> list[str]:
+    async def go() -> list[herald.Message]:
         async with herald.connect(url) as bus:
             subscription = demo_app.service.handlers[1].subscription
             stream = bus.broker.consume(subscription, herald.Prefetch(16))
-            ids: list[str] = []
+            messages: list[herald.Message] = []
             try:
-                while len(ids) < count:
+                while len(messages) < count:
                     delivery = await asyncio.wait_for(anext(stream), TIMEOUT)
-                    ids.append(delivery.message.id)
+                    messages.append(delivery.message)
                     await delivery.ack()
             finally:
                 await stream.aclose()
-            return ids
+            return messages
 
     return asyncio.run(go())
+
+
+def queued_ids(url: str, count: int) -> list[str]:
+    return [message.id for message in queued(url, count)]
 
 
 def test_dlq_list(url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -428,6 +432,32 @@ def test_dlq_replay_reports_unknown_ids(url: str, capsys: pytest.CaptureFixture[
     captured = capsys.readouterr()
     assert captured.out == "replayed 0 dead letter(s) of demoapp\n"
     assert "1 of the 1 given id(s) are not dead letters of 'demoapp'" in captured.err
+
+
+def test_dlq_replay_edited(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = make_dead_letters(url, 2)
+    body, headers = tmp_path / "body.json", tmp_path / "headers.json"
+    body.write_bytes(b'{"n": 41}')
+    headers.write_text('{"x-fixed": "yes"}')
+    edit = ["dlq", "replay", "demoapp", "--edit", str(body), "--broker", url]
+    assert main([*edit, "--id", ids[1], "--headers", str(headers)]) == 0
+    assert (
+        capsys.readouterr().out == f"replayed dead letter {ids[1]} of demoapp, edited (9 bytes)\n"
+    )
+    [message] = queued(url, 1)
+    assert (message.id, message.body, message.headers.get("x-fixed")) == (
+        ids[1],
+        b'{"n": 41}',
+        "yes",
+    )
+
+    assert main(edit) == 2
+    assert "give exactly one --id" in capsys.readouterr().err
+    body.write_bytes(b"{oops")
+    assert main([*edit, "--id", ids[0]]) == 1
+    assert "edited body is not valid JSON" in capsys.readouterr().err
+    assert main(["dlq", "list", "demoapp", "--json", "--broker", url]) == 0
+    assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == [ids[0]]
 
 
 def test_dlq_purge(url: str, capsys: pytest.CaptureFixture[str]) -> None:

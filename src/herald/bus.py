@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -34,12 +35,17 @@ from .brokers import broker_from_url
 from .capabilities import DeadLetterAdmin, QueueInspection, QueueStats
 from .codec import CodecRegistry, default_codecs
 from .deadletter import DeadLetter
-from .errors import CapabilityError, ConfigurationError
+from .errors import (
+    CapabilityError,
+    ConfigurationError,
+    DecodeError,
+    MessageTooLargeError,
+)
 from .event import Event
 from .message import Message
 from .middleware import Middleware, PublishNext, publish_chain, request_chain
 from .replies import ReplyChannel, accepts_reply_address, send_reply
-from .rpc import decode_reply, request_type
+from .rpc import NotFound, decode_reply, request_type
 from .service import Service
 from .signals import stop_on_signals
 from .url import redact_url, resolve_url
@@ -267,6 +273,50 @@ class Bus:
     ) -> int:
         """Send dead letters back to their queues; returns how many."""
         return await self._dead_letter_admin().replay_dead_letters(service, ids, progress)
+
+    async def replay_edited_dead_letter(
+        self,
+        service: str,
+        id: str,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        event_class: type[Event] | None = None,
+    ) -> Message:
+        """Replay dead letter ``id`` of ``service`` with ``body`` (and ``headers``, in
+        place of its own) to the queue it came from, as a first attempt; return what
+        was sent. The body is input: it must fit the broker, have a codec for the
+        message's content type, parse as JSON when that type is JSON, and decode into
+        ``event_class`` when one is given (:class:`herald.DecodeError`,
+        :class:`herald.ValidationError` or :class:`herald.MessageTooLargeError`
+        otherwise, and the dead letter stays). :class:`herald.NotFound` when there is
+        no such dead letter (or it was replayed or purged meanwhile).
+        """
+        admin = self._dead_letter_admin()
+        letter = next((dl for dl in await admin.dead_letters(service) if dl.message.id == id), None)
+        if letter is None:
+            raise NotFound(f"no dead letter {id[:200]!r} of service {service!r}")
+        message = letter.edited(body, headers)
+        self._check_edited(message, event_class)
+        if not await admin.replay_edited_dead_letter(service, id, message):
+            raise NotFound(
+                f"dead letter {id[:200]!r} of {service!r} was replayed or purged meanwhile"
+            )
+        return message
+
+    def _check_edited(self, message: Message, event_class: type[Event] | None) -> None:
+        limit = self.broker.features.max_message_bytes
+        if len(message.body) > limit:
+            raise MessageTooLargeError(message.id, len(message.body), limit, self.broker.schemes[0])
+        content_type = message.datacontenttype
+        codec = self.codecs.get(content_type)  # DecodeError naming the registered ones
+        if event_class is not None:
+            self.codecs.decode(message.body, content_type, event_class)
+        elif codec.content_type == "application/json" or content_type.endswith("+json"):
+            try:
+                json.loads(message.body)
+            except ValueError as exc:
+                raise DecodeError(f"edited body is not valid JSON: {exc}") from exc
 
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         """Delete dead letters; returns how many."""

@@ -8,7 +8,8 @@
 >>> isinstance(broker, RetainedHistory)
 False
 
-- :class:`DeadLetterAdmin`: list, replay and purge a service's dead letters.
+- :class:`DeadLetterAdmin`: list, replay (as they are, or one edited) and purge a
+  service's dead letters.
 - :class:`ReplyCapable`: a native request/reply transport (RabbitMQ's direct reply-to,
   NATS inboxes); other brokers reply through an ordinary transient queue.
 - :class:`QueueInspection`: depth, in flight, consumers and the age of the oldest
@@ -58,6 +59,13 @@ class DeadLetterAdmin(Protocol):
     ) -> int:
         """Put dead letters (all, or those with the given message ids) back on the
         queues they came from, as first attempts; return how many were replayed."""
+
+    async def replay_edited_dead_letter(self, service: str, id: str, message: Message) -> bool:
+        """Put ``message`` (dead letter ``id`` of ``service``, edited: see
+        :meth:`herald.DeadLetter.edited`) on the queue that dead letter came from, as a
+        first attempt, and remove the dead letter: the oldest one if several have that
+        id. Return False, changing nothing, when there is no such dead letter. The
+        caller has validated ``message``; the queue is checked as for a replay."""
 
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         """Delete dead letters (all, or those ids) of ``service``; return how many."""

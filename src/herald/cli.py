@@ -150,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("service", metavar="SERVICE")
     replay.add_argument("--id", action="append", metavar="ID", help="only these (repeatable)")
+    replay.add_argument(
+        "--edit",
+        metavar="FILE",
+        help="replay the one --id with this body instead ('-': stdin), validated first",
+    )
+    replay.add_argument(
+        "--headers",
+        metavar="FILE",
+        help="with --edit: a JSON object of headers replacing the message's own",
+    )
     purge = _command(dlq_sub, common, "purge", purge_command, "delete dead letters for good")
     purge.add_argument("service", metavar="SERVICE")
     purge.add_argument("--id", action="append", metavar="ID", help="only these (repeatable)")

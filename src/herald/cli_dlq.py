@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from .bus import connect
@@ -154,6 +156,8 @@ def _missing(ids: list[str] | None, count: int, service: str) -> int:
 
 async def replay_command(args: argparse.Namespace) -> int:
     ids = _ids(args)
+    if args.edit is not None or args.headers is not None:
+        return await _replay_edited(args, ids)
     progress = Progress(sys.stderr)
     async with connect(broker_url(args)) as bus:
         try:
@@ -162,6 +166,36 @@ async def replay_command(args: argparse.Namespace) -> int:
             progress.finish()
     print(f"replayed {count} dead letter(s) of {args.service}", flush=True)
     return _missing(ids, count, args.service)
+
+
+async def _replay_edited(args: argparse.Namespace, ids: list[str] | None) -> int:
+    if args.edit is None:
+        raise UsageError("--headers goes with --edit FILE")
+    if ids is None or len(ids) != 1:
+        raise UsageError("--edit replays one dead letter: give exactly one --id")
+    body = _body_file(args.edit)
+    headers = None if args.headers is None else _headers_file(args.headers)
+    async with connect(broker_url(args)) as bus:
+        sent = await bus.replay_edited_dead_letter(args.service, ids[0], body, headers)
+    print(
+        f"replayed dead letter {sent.id} of {args.service}, edited ({len(sent.body)} bytes)",
+        flush=True,
+    )
+    return 0
+
+
+def _body_file(path: str) -> bytes:
+    return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+
+
+def _headers_file(path: str) -> dict[str, str]:
+    try:
+        headers = json.loads(Path(path).read_bytes())
+    except ValueError as exc:
+        raise UsageError(f"--headers {path}: not JSON ({exc})") from exc
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise UsageError(f"--headers {path}: must be a JSON object of text values")
+    return headers
 
 
 def _confirmed(service: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -10,7 +11,14 @@ from .errors import HeaderError
 from .headers import ATTEMPT, FIRST_FAILURE, LAST_ERROR, time_from
 from .message import Message
 
-__all__ = ["FIRST_FAILURE", "LAST_ERROR", "PREFIX", "DeadLetter", "DeadLetterReason"]
+__all__ = [
+    "FIRST_FAILURE",
+    "LAST_ERROR",
+    "PREFIX",
+    "DeadLetter",
+    "DeadLetterReason",
+    "fingerprint",
+]
 
 PREFIX = "herald-dl-"
 """Headers a dead letter carries, next to the original message's own."""
@@ -96,3 +104,64 @@ class DeadLetter:
         """The original message as a fresh first attempt (retry bookkeeping removed)."""
         headers = {k: v for k, v in self.message.headers.items() if k not in _RETRY_HEADERS}
         return replace(self.message, headers=headers)
+
+    def edited(self, body: bytes, headers: Mapping[str, str] | None = None) -> Message:
+        """The original message with a new ``body`` (and, if given, ``headers`` in place
+        of all its own) as a fresh first attempt: same id, type, key and time; retry
+        bookkeeping and dead-letter headers are dropped. Headers must be text.
+
+        >>> letter = DeadLetter(Message(type="t", body=b"{}", headers={"herald-attempt": "3"}),
+        ...                     DeadLetterReason("s.t", "ValueError", "bad", 3))
+        >>> fixed = letter.edited(b'{"n": 1}', {"x-fixed": "yes", "herald-dl-queue": "s.t"})
+        >>> fixed.body, dict(fixed.headers), fixed.id == letter.message.id
+        (b'{"n": 1}', {'x-fixed': 'yes'}, True)
+        """
+        chosen = self.message.headers if headers is None else headers
+        for name, value in chosen.items():
+            if not isinstance(name, str) or not name or not isinstance(value, str):
+                raise HeaderError(f"header {name!r}: names and values must be (non-empty) text")
+        kept = {
+            k: v for k, v in chosen.items() if k not in _RETRY_HEADERS and not k.startswith(PREFIX)
+        }
+        return replace(self.message, body=bytes(body), headers=kept)
+
+
+_SHAPES = (
+    (re.compile(r"""(?<!\w)(?:'[^'\n]*'|"[^"\n]*")(?!\w)"""), "<str>"),
+    (
+        re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I),
+        "<uuid>",
+    ),
+    (
+        re.compile(r"\b\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?"),
+        "<time>",
+    ),
+    (re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), "<email>"),
+    (re.compile(r"\b(?=[\w-]*\d)(?=[\w-]*[a-z])[\w-]{8,}\b", re.I), "<id>"),
+    (re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I), "<n>"),
+)
+_FINGERPRINT_LENGTH = 500
+
+
+def fingerprint(dead_letter: DeadLetter) -> str:
+    """What dead letters failing the same way share: the exception type and the shape
+    of its message, with quoted values, uuids, times, e-mail addresses, ids and numbers
+    replaced by placeholders (whitespace collapsed, at most 500 characters).
+
+    >>> def letter(error_type: str, error: str) -> DeadLetter:
+    ...     reason = DeadLetterReason("payroll.employee.created", error_type, error, 3)
+    ...     return DeadLetter(Message(type="employee.created", body=b"{}"), reason)
+    >>> fingerprint(letter("KeyError", "'salary'"))
+    'KeyError: <str>'
+    >>> fingerprint(letter("ValueError", "employee 42 (3f2c9a1e-1b2d-4c5e-8f90-123456789abc)"
+    ...                                  " on 2026-01-02T03:04:05Z: salary -3.5"))
+    'ValueError: employee <n> (<uuid>) on <time>: salary <n>'
+    >>> fingerprint(letter("Reject", "tick 5 is not wanted"))
+    'Reject: tick <n> is not wanted'
+
+    """
+    shape = dead_letter.reason.error_message
+    for pattern, placeholder in _SHAPES:
+        shape = pattern.sub(placeholder, shape)
+    error_type = " ".join(dead_letter.reason.error_type.split()) or "?"
+    return f"{error_type}: {' '.join(shape.split())}"[:_FINGERPRINT_LENGTH]

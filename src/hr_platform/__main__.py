@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from herald.logs import TraceIdFilter
 from herald.url import resolve_url
+from herald.webguard import requires_token
 
 from . import DEFAULT_PORTS, SERVICES, telemetry
 from .database import default_db_url
@@ -38,6 +40,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default="./var", help="where default databases go")
     parser.add_argument("--timeout", type=float, default=10.0, help="hr-web: RPC timeout (s)")
     parser.add_argument(
+        "--token",
+        default=os.environ.get("HR_WEB_TOKEN") or None,
+        help="hr-web: token every request must carry (default $HR_WEB_TOKEN);"
+        " required when --host is not a loopback address",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="hr-web: another name it is reached by (a proxy's), besides --host and localhost",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", help="INFO (default; per-delivery lines at DEBUG), ..."
     )
     return parser
@@ -50,7 +65,10 @@ async def _run(args: argparse.Namespace) -> None:
     if args.service == "employees":
         await run_employees(broker, db, port, args.host)
     elif args.service == "hr-web":
-        await run_web(broker, port or DEFAULT_PORTS["hr-web"], args.host, args.timeout)
+        port = port or DEFAULT_PORTS["hr-web"]
+        await run_web(
+            broker, port, args.host, args.timeout, allowed_hosts=args.allow_host, token=args.token
+        )
     elif args.service == "payroll":
         await run_payroll(broker, db, port or DEFAULT_PORTS["payroll"], args.host)
     else:
@@ -61,7 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["platform"]:
         return supervise(argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.service == "hr-web" and requires_token(args.host) and not args.token:
+        parser.error(
+            f"hr-web on {args.host} is reachable from other machines: give it --token"
+            " (or $HR_WEB_TOKEN), for example one from"
+            " `python -c 'import secrets; print(secrets.token_urlsafe())'`"
+        )
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s%(trace_ids)s",

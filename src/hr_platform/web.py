@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 import herald
+from herald.webguard import WebGuard, local_hosts
 
 from .events import (
     CreateEmployee,
@@ -94,8 +96,24 @@ def _error(request: Request, status: int, title: str, detail: str) -> Response:
     return render(request, "error.html", {"title": title, "detail": detail}, status)
 
 
-def create_app(client: EmployeesClient) -> FastAPI:
+def create_app(
+    client: EmployeesClient,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    allowed_hosts: Sequence[str] = (),
+    token: str | None = None,
+) -> FastAPI:
+    """hr-web's app, answering only as ``host:port`` (and the other local names, plus
+    ``allowed_hosts``) and refusing what another site could make a browser send (see
+    :mod:`herald.webguard`); ``token``, if given, is required from every request."""
     app = FastAPI(title="hr-web", docs_url="/api/docs", redoc_url=None)
+    app.add_middleware(
+        WebGuard,
+        allowed_hosts=[*local_hosts(host, port), *allowed_hosts],
+        token=token,
+        json_paths=["/api/"],
+    )
 
     @app.exception_handler(herald.NotFound)
     async def not_found(request: Request, exc: herald.NotFound) -> Response:
@@ -243,9 +261,18 @@ def _api(client: EmployeesClient) -> APIRouter:
     return api
 
 
-async def run_web(broker: str, port: int, host: str, timeout: float = 10.0) -> None:
+async def run_web(
+    broker: str,
+    port: int,
+    host: str,
+    timeout: float = 10.0,
+    *,
+    allowed_hosts: Sequence[str] = (),
+    token: str | None = None,
+) -> None:
     async with connect(broker, "hr-web") as bus:
-        app = create_app(EmployeesClient(bus, timeout))
+        client = EmployeesClient(bus, timeout)
+        app = create_app(client, host=host, port=port, allowed_hosts=allowed_hosts, token=token)
         observe(app, bus)
         await run_until_stopped(
             "hr-web",

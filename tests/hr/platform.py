@@ -20,7 +20,15 @@ from herald.testing import eventually
 from ..brokers.sqs.server import shared_endpoint, sqs_url
 from ..servers import require_port
 
-__all__ = ["BROKERS", "Platform", "broker_url", "eventually", "free_port", "require_broker"]
+__all__ = [
+    "BROKERS",
+    "Platform",
+    "broker_url",
+    "eventually",
+    "free_port",
+    "require_broker",
+    "same_origin",
+]
 
 BROKERS = ("sqlite", "amqp", "sqs")
 READY_TIMEOUT = 40.0
@@ -30,6 +38,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def same_origin(request: httpx.Request) -> None:
+    """An httpx request hook: say the request comes from the server's own pages, as a
+    browser does (hr-web refuses a POST, PUT, PATCH or DELETE without an Origin)."""
+    request.headers.setdefault("Origin", f"{request.url.scheme}://{request.url.netloc.decode()}")
 
 
 def require_broker(scheme: str) -> None:
@@ -57,7 +71,11 @@ class Platform:
     workdir: Path
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
-    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=30))
+    http: httpx.AsyncClient = field(
+        default_factory=lambda: httpx.AsyncClient(
+            timeout=30, event_hooks={"request": [same_origin]}
+        )
+    )
 
     def __post_init__(self) -> None:
         for name in ("employees", "hr-web", "payroll", "giftcards"):

@@ -19,7 +19,7 @@ import herald
 from hr_platform.supervisor import command, run_platform
 
 from ..servers import require_port
-from .platform import eventually, free_port
+from .platform import eventually, free_port, same_origin
 
 
 def children(pid: int) -> dict[str, int]:
@@ -63,7 +63,7 @@ async def test_supervisor_runs_restarts_and_stops_the_platform(workdir: Path) ->
     log = workdir / "supervisor.log"
     supervisor = await asyncio.to_thread(_spawn, argv, log)
     try:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=10, event_hooks={"request": [same_origin]}) as http:
 
             async def up(name: str) -> bool:
                 try:
@@ -142,7 +142,7 @@ async def test_herald_demo_runs_the_platform_on_nats_and_redis(
     argv += [f"--dashboard-port={dashboard}"]
     demo = await asyncio.to_thread(_spawn, argv, workdir / "demo.log")
     try:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=10, event_hooks={"request": [same_origin]}) as http:
             created = None
 
             async def create() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import doctest
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import herald
 import herald.protobuf
 from herald.outbox import OutboxRelay
 from hr_platform import validation
+from hr_platform.__main__ import main as hr_main
 from hr_platform.database import Database
 from hr_platform.directory import Directory, metadata, outbox
 from hr_platform.employees import build_service
@@ -25,6 +27,7 @@ from hr_platform.web import EmployeesClient, create_app
 
 from .platform import eventually
 
+SITE = "http://127.0.0.1:8000"
 GOOD = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "salary": "52000"}
 
 
@@ -63,10 +66,15 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
     async with herald.connect(f"memory://hr-{uuid.uuid4().hex[:8]}") as bus:
         await bus.start(audit)
         async for _ in _serve_employees(database_url, bus):
-            app = create_app(EmployeesClient(bus, timeout=5))
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://hr") as http:
+            app = create_app(EmployeesClient(bus, timeout=5), port=8000)
+            async with site_client(app) as http:
                 yield Stack(http, events, bus)
+
+
+def site_client(app: Any) -> httpx.AsyncClient:
+    """A client of hr-web on 127.0.0.1:8000 whose requests come from its own pages."""
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url=SITE, headers={"Origin": SITE})
 
 
 async def settle(events: list[Any], n: int) -> None:
@@ -118,7 +126,10 @@ async def test_json_api_names_the_invalid_fields(stack: Stack) -> None:
     guid = ok.json()["guid"]
     patched = await stack.http.patch(f"/api/employees/{guid}", json={"salary": "12.345"})
     assert patched.status_code == 422 and list(patched.json()["errors"]) == ["salary"]
-    assert (await stack.http.post("/api/employees", content=b"[1]")).status_code == 422
+    not_an_object = await stack.http.post(
+        "/api/employees", content=b"[1]", headers={"Content-Type": "application/json"}
+    )
+    assert not_an_object.status_code == 422
 
 
 async def test_html_scaffold(stack: Stack) -> None:
@@ -149,8 +160,7 @@ async def test_html_scaffold(stack: Stack) -> None:
 async def test_employees_down_is_a_clear_503() -> None:
     async with herald.connect(f"memory://hr-{uuid.uuid4().hex[:8]}") as bus:
         app = create_app(EmployeesClient(bus, timeout=0.3))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hr") as http:
+        async with site_client(app) as http:
             page = await http.get("/employees")
             api = await http.post("/api/employees", json=GOOD)
     assert page.status_code == 503
@@ -168,11 +178,43 @@ async def test_a_failing_employees_service_is_a_502_without_details() -> None:
     async with herald.connect(f"memory://hr-{uuid.uuid4().hex[:8]}") as bus:
         await bus.start(broken)
         app = create_app(EmployeesClient(bus, timeout=5))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hr") as http:
+        async with site_client(app) as http:
             page = await http.post("/employees", data=GOOD)
     assert page.status_code == 502
     assert "secret internals" not in page.text and "Traceback" not in page.text
+
+
+async def test_what_another_site_could_send_is_refused(stack: Stack) -> None:
+    foreign = {"Origin": "http://evil.example"}
+    form = await stack.http.post("/employees", data=GOOD, headers=foreign)
+    assert form.status_code == 403 and "Origin 'http://evil.example'" in form.text
+    unsigned = stack.http.build_request("POST", "/employees", data=GOOD)
+    del unsigned.headers["Origin"]
+    bare = await stack.http.send(unsigned)
+    assert bare.status_code == 403 and "no Origin or Referer" in bare.text
+    plain = await stack.http.post(
+        "/api/employees", content=json.dumps(GOOD), headers={"Content-Type": "text/plain"}
+    )
+    assert plain.status_code == 415
+    assert plain.json()["detail"] == "Content-Type must be application/json, not 'text/plain'"
+    rebound = await stack.http.get("/employees", headers={"Host": "evil.example:8000"})
+    assert rebound.status_code == 400 and rebound.text == "Invalid host header"
+
+    referred = stack.http.build_request("POST", "/employees", data=GOOD)
+    del referred.headers["Origin"]
+    referred.headers["Referer"] = f"{SITE}/employees/new"
+    own = await stack.http.send(referred)
+    assert own.status_code == 303  # the site's own form, known by its Referer
+    listed = await stack.http.get("/api/employees")
+    assert [r["email"] for r in listed.json()["records"]] == [GOOD["email"]]
+
+
+def test_hr_web_beyond_loopback_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        hr_main(["hr-web", "--host", "0.0.0.0"])
+    assert "hr-web on 0.0.0.0 is reachable from other machines: give it --token" in (
+        capsys.readouterr().err
+    )
 
 
 def test_module_examples() -> None:

@@ -79,6 +79,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     _scenario(failures.retry_then_success),
     _scenario(failures.retry_then_dead_letter_with_reason_and_replay),
     _scenario(failures.dead_letters_can_be_purged),
+    _scenario(failures.edited_dead_letter_is_replayed_as_a_first_attempt),
     _scenario(failures.poison_messages_are_dead_lettered_at_once),
     _scenario(ordering.ordering_per_key_under_concurrency),
     _scenario(ordering.ordering_per_key_under_retries),

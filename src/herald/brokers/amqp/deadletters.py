@@ -26,6 +26,7 @@ from pamqp import commands as spec
 from ...broker import ProgressCallback, dead_letter_queue
 from ...deadletter import DeadLetter, DeadLetterReason
 from ...errors import BrokerError, DecodeError
+from ...message import Message
 from .connection import AMQPConnection
 from .publisher import Outgoing, Publisher
 from .settings import AMQPSettings
@@ -60,14 +61,21 @@ class DeadLetterQueue:
             return [self._letter(item) for item in reading.items]
 
     async def replay(
-        self, service: str, ids: Collection[str] | None, progress: ProgressCallback | None
+        self,
+        service: str,
+        ids: Collection[str] | None,
+        progress: ProgressCallback | None,
+        edited: Message | None = None,
     ) -> int:
+        """Replay the chosen letters; with ``edited``, the first of them as that message."""
         async with self._reading(service, None) as reading:
             chosen = [(item, self._letter(item)) for item in reading.items]
             chosen = [(i, dl) for i, dl in chosen if ids is None or dl.message.id in ids]
+            if edited is not None:
+                chosen = chosen[:1]
             await self._check_queues(service, {letter.reason.queue for _, letter in chosen})
             for done, (item, letter) in enumerate(chosen, 1):
-                message = letter.for_replay()
+                message = edited or letter.for_replay()
                 queue = self._settings.name(letter.reason.queue)
                 await self._publisher.publish(
                     [Outgoing("", queue, message.body, properties_for(message))]

@@ -54,8 +54,12 @@ class DeadLetterStore:
         service: str,
         ids: Collection[str] | None = None,
         progress: ProgressCallback | None = None,
+        edited: Message | None = None,
     ) -> int:
+        """Replay the chosen letters; with ``edited``, the first of them as that message."""
         chosen = self._chosen(await self._read(service), ids)
+        if edited is not None:
+            chosen = chosen[:1]
         names = self._topology.names
         existing = set(await self._topology.topics())
         total, done = len(chosen), 0
@@ -67,7 +71,7 @@ class DeadLetterStore:
                 topic = names.retry(queue, 0)
                 if not queue.startswith(f"{service}.") or topic not in existing:
                     raise BrokerError(f"queue {queue[:200]!r} no longer exists; cannot replay")
-                records.append((topic, letter.for_replay(), 1, 0))
+                records.append((topic, edited or letter.for_replay(), 1, 0))
             await self._publisher.send(records)
             await self._remove(service, [offset for offset, _ in batch])
             done += len(batch)

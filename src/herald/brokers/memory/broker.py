@@ -169,14 +169,28 @@ class MemoryBroker(Broker):
         ids: Collection[str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> int:
+        return self._replay(service, ids, progress, None)
+
+    async def replay_edited_dead_letter(self, service: str, id: str, message: Message) -> bool:
+        return self._replay(service, {id}, None, message) == 1
+
+    def _replay(
+        self,
+        service: str,
+        ids: Collection[str] | None,
+        progress: ProgressCallback | None,
+        edited: Message | None,
+    ) -> int:
         stored = self._stored(service)
         chosen = [m for m in stored if ids is None or m.id in ids]
+        if edited is not None:
+            chosen = chosen[:1]
         for done, message in enumerate(chosen, 1):
             letter = DeadLetter.from_stored(message)
             queue = self._hub.queues.get(letter.reason.queue)
             if queue is None:
                 raise BrokerError(f"queue {letter.reason.queue!r} no longer exists; cannot replay")
-            queue.put(Entry(letter.for_replay()))
+            queue.put(Entry(edited or letter.for_replay()))
             stored.remove(message)
             if progress:
                 progress(done, len(chosen))

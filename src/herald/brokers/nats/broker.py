@@ -224,6 +224,9 @@ class NATSBroker(Broker):
     ) -> int:
         return await self._open().store.replay(service, ids, progress)
 
+    async def replay_edited_dead_letter(self, service: str, id: str, message: Message) -> bool:
+        return await self._open().store.replay(service, {id}, None, message) == 1
+
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         return await self._open().store.purge(service, ids)
 

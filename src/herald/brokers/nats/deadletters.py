@@ -93,14 +93,21 @@ class DeadLetterStore:
         return found
 
     async def replay(
-        self, service: str, ids: Collection[str] | None, progress: ProgressCallback | None
+        self,
+        service: str,
+        ids: Collection[str] | None,
+        progress: ProgressCallback | None,
+        edited: Message | None = None,
     ) -> int:
+        """Replay the chosen letters; with ``edited``, the first of them as that message."""
         chosen = [s for s in await self.read(service) if ids is None or s.letter.message.id in ids]
+        if edited is not None:
+            chosen = chosen[:1]
         for queue in {item.letter.reason.queue for item in chosen}:
             await self._check_queue(service, queue)
         limit = self._max_payload()
         for done, item in enumerate(chosen, 1):
-            message = item.letter.for_replay()
+            message = edited or item.letter.for_replay()
             # Keyed by the dead letter, not the message: a message dead-lettered and
             # replayed twice is stored twice, a replay retried after a timeout once.
             headers = to_headers(message, msg_id=f"replay:{self._names.streams.dlq}:{item.seq}")

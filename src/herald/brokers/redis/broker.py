@@ -225,6 +225,9 @@ class RedisBroker(Broker):
     ) -> int:
         return await self._parts().dead.replay(service, ids, progress)
 
+    async def replay_edited_dead_letter(self, service: str, id: str, message: Message) -> bool:
+        return await self._parts().dead.replay(service, {id}, None, message) == 1
+
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         return await self._parts().dead.purge(service, ids)
 

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from ...broker import ProgressCallback
 from ...deadletter import DeadLetter
 from ...errors import BrokerError, ErrorTable
+from ...message import Message
 from . import scripts
 from .settings import RedisSettings
 from .topology import Keys
@@ -72,7 +73,9 @@ class DeadLetterStore:
         service: str,
         ids: Collection[str] | None = None,
         progress: ProgressCallback | None = None,
+        edited: Message | None = None,
     ) -> int:
+        """Replay the chosen letters; with ``edited``, the first of them as that message."""
         with self._table.converting(f"reading the dead letters of {service}"):
             queues: list[Any] = await self._client.hkeys(self._keys.bindings)
             bound = {q.decode() for q in queues}
@@ -85,6 +88,8 @@ class DeadLetterStore:
                         f"queue {letter.reason.queue[:200]!r} no longer exists; cannot replay"
                     )
                 chosen.append((entry_id, letter))
+                if edited is not None:
+                    break
         done = 0
         for start in range(0, len(chosen), BATCH):
             keys = [self._keys.dead_letters(service)]
@@ -93,7 +98,7 @@ class DeadLetterStore:
                 target = self._keys.queue(letter.reason.queue)
                 if target not in keys:
                     keys.append(target)
-                fields = encode_fields(letter.for_replay())
+                fields = encode_fields(edited or letter.for_replay())
                 args += [entry_id, keys.index(target) + 1, len(fields), *fields]
             with self._table.converting(f"replaying the dead letters of {service}"):
                 done += await self._replay(keys=keys, args=args)

@@ -2,9 +2,9 @@
 
 A dead letter is kept ``dlq_retention`` seconds after it was stored (``0``: for
 ever): older ones are no longer listed, replayed or purged, and the maintenance
-thread deletes them. Replay puts a letter back on the queue its reason names, as a
-first attempt, but only if that queue exists and belongs to the same service: a
-dead letter's headers never send it anywhere else.
+thread deletes them. Replay puts a letter (or its edited version) back on the queue
+its reason names, as a first attempt, but only if that queue exists and belongs to
+the same service: a dead letter's headers never send it anywhere else.
 """
 
 from __future__ import annotations
@@ -66,6 +66,16 @@ class DeadLetters:
                 progress(done, len(seqs))
         return done
 
+    async def replay_edited_dead_letter(self, service: str, id: str, message: Message) -> bool:
+        seqs = (await self._seqs(service, [id]))[:1]
+        if not seqs:
+            return False
+        replayed: int = await self._run(
+            functools.partial(_replay, service=service, seqs=seqs, edited=message),
+            f"replaying dead letter {id[:200]!r} of {service}",
+        )
+        return replayed == 1
+
     async def purge_dead_letters(self, service: str, ids: Collection[str] | None = None) -> int:
         seqs = await self._seqs(service, ids)
         purged: int = await self._run(
@@ -112,8 +122,9 @@ def _seqs(store: Store, service: str, ids: list[str] | None, cutoff: float) -> l
     return sorted(seqs)
 
 
-def _replay(store: Store, service: str, seqs: list[int]) -> int:
-    """Put these dead letters back on their queues as first attempts."""
+def _replay(store: Store, service: str, seqs: list[int], edited: Message | None = None) -> int:
+    """Put these dead letters back on their queues as first attempts (one dead letter
+    as ``edited``, if given)."""
     now = time.time()
     found = store.conn.execute(
         f"SELECT seq, {COLUMNS_SQL} FROM herald_dead_letters WHERE seq {_IN} ORDER BY seq",
@@ -132,7 +143,9 @@ def _replay(store: Store, service: str, seqs: list[int]) -> int:
                     f"queue {name[:200]!r} of service {service!r} no longer exists; cannot replay"
                 )
             queues[name] = hit[0]
-        store.conn.execute(INSERT, (queues[name], now, *encode_message(letter.for_replay())))
+        store.conn.execute(
+            INSERT, (queues[name], now, *encode_message(edited or letter.for_replay()))
+        )
     _purge(store, [row[0] for row in found])
     store.made_ready(queues.values())
     return len(found)

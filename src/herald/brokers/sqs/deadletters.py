@@ -26,6 +26,7 @@ from typing import Any
 from ...broker import ProgressCallback
 from ...deadletter import DeadLetter
 from ...errors import BrokerError, ErrorTable
+from ...message import Message
 from .batch import BATCH
 from .delivery import Held, Settler
 from .settings import SQSSettings
@@ -64,9 +65,13 @@ class DeadLetterStore:
         service: str,
         ids: Collection[str] | None = None,
         progress: ProgressCallback | None = None,
+        edited: Message | None = None,
     ) -> int:
+        """Replay the chosen letters; with ``edited``, the first of them as that message."""
         letters = await self._take(service)
         chosen = [item for item in letters if ids is None or item[1].message.id in ids]
+        if edited is not None:
+            chosen = chosen[:1]
         await self._give_back([item for item in letters if item not in chosen])
         try:
             targets = {}
@@ -89,7 +94,7 @@ class DeadLetterStore:
                     *(
                         self._settler.send(
                             targets[letter.reason.queue],
-                            letter.for_replay(),
+                            edited or letter.for_replay(),
                             fifo=fifo,
                             dedup=uuid.uuid4().hex,
                         )

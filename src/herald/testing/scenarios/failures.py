@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from ...context import Context
-from ...errors import Reject
+from ...deadletter import fingerprint
+from ...errors import Reject, ValidationError
 from ...message import Message
 from ...service import Service
 from ..environment import Environment
@@ -15,6 +16,7 @@ from .common import FAST_RETRY, tick_service, wait_dead_letters
 
 __all__ = [
     "dead_letters_can_be_purged",
+    "edited_dead_letter_is_replayed_as_a_first_attempt",
     "poison_messages_are_dead_lettered_at_once",
     "retry_then_dead_letter_with_reason_and_replay",
     "retry_then_success",
@@ -102,6 +104,56 @@ async def dead_letters_can_be_purged(env: Environment) -> None:
         remaining = await bus.dead_letters(service.name)
         assert one not in {dl.message.id for dl in remaining} and len(remaining) == 2
         assert await bus.purge_dead_letters(service.name) == 2
+        assert await bus.dead_letters(service.name) == []
+        await worker.stop()
+
+
+async def edited_dead_letter_is_replayed_as_a_first_attempt(env: Environment) -> None:
+    handled: Recorder[tuple[int, int, str | None, str | None, str]] = Recorder()
+    healed = asyncio.Event()
+    service = Service(env.service_name("edits"))
+
+    @service.on(Tick)
+    async def no_negatives(event: Tick, ctx: Context) -> None:
+        if event.n < 0 and not healed.is_set():
+            raise Reject(f"tick {event.n} is negative")
+        message = ctx.message
+        handled.add((event.n, ctx.attempt, message.headers.get("x-fixed"), message.key, message.id))
+
+    async with env.connect() as bus:
+        worker = await bus.start(service)
+        first = await bus.publish(Tick(n=-1), key="k1", headers={"x-origin": "test"})
+        await bus.publish_many([Tick(n=-2), Tick(n=-3)])
+        letters = await wait_dead_letters(bus, service.name, 3)
+        assert {fingerprint(dl) for dl in letters} == {"Reject: tick <n> is negative"}
+        try:
+            await bus.replay_edited_dead_letter(
+                service.name, first.id, b'{"n": "one"}', None, event_class=Tick
+            )
+        except ValidationError as exc:
+            assert "n: " in str(exc), exc
+        else:
+            raise AssertionError("an edited body that is not a Tick was replayed")
+
+        sent = await bus.replay_edited_dead_letter(  # NotFound if the refused edit took it
+            service.name, first.id, b'{"n": 1}', {"x-fixed": "yes"}, event_class=Tick
+        )
+        assert sent.id == first.id and dict(sent.headers) == {"x-fixed": "yes"}
+        await handled.wait_for(1)
+        assert handled.items == [(1, 1, "yes", "k1", first.id)], "edited, first attempt, same key"
+        rest = [dl.message.id for dl in await bus.dead_letters(service.name)]
+        assert len(rest) == 2 and first.id not in rest
+
+        healed.set()
+        progress: list[tuple[int, int]] = []
+        replayed = await bus.replay_dead_letters(
+            service.name, rest, lambda done, total: progress.append((done, total))
+        )
+        assert replayed == 2 and progress and progress[-1] == (2, 2), progress
+        assert [d for d, _ in progress] == sorted(d for d, _ in progress), progress
+        await handled.wait_for(3)
+        assert sorted(n for n, *_ in handled.items) == [-3, -2, 1]
+        await eventually(lambda: worker.handled >= 6, what="replayed deliveries settled")
         assert await bus.dead_letters(service.name) == []
         await worker.stop()
 
