@@ -16,6 +16,7 @@ import pytest
 import herald
 from herald.dashboard.app import create_app
 from herald.dashboard.collector import Collector
+from herald.dashboard.guard import protect
 from herald.dashboard.store import Store
 from herald.dashboard.views import Dashboard
 from herald.telemetry import TelemetryMiddleware
@@ -55,7 +56,9 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         collecting = asyncio.create_task(collector.run())
         reporting = asyncio.create_task(telemetry.run(hr))
         worker = await hr.start(service)
-        app = create_app(Dashboard(bus, store, collector))
+        app = protect(
+            create_app(Dashboard(bus, store, collector)), host="127.0.0.1", port=None, token=None
+        )
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             await hr.publish(Hired(name="Ada"))

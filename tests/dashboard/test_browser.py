@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -70,6 +71,7 @@ class Demo:
                 "email": f"{name.lower()}.{uuid.uuid4().hex[:6]}@example.com",
                 "salary": "50000",
             },
+            headers={"Origin": self.url("hr-web")},  # as a browser sends it
         )
         assert response.status_code == 201, response.text
         guid: str = response.json()["guid"]
@@ -188,17 +190,38 @@ async def test_the_dashboard_story(demo: Demo, page: Page) -> None:
     await expect(payroll_group.locator(".count")).to_have_text("1")
     await expect(payroll_group.locator(".shape")).to_contain_text("ValidationError")
     await page.screenshot(path=DOCS / "dead-letters.png", full_page=True)
-    await page.click(f'#groups tr.members a[data-id="{poison}"] >> nth=0')
+    key = await payroll_group.get_attribute("data-group")
+    await page.click(f'#groups tr.members[data-group="{key}"] a[data-id="{poison}"]')
     await expect(page.locator("#reason .attempts")).to_have_text("1")
+    await expect(page.locator("#reason .queue")).to_have_text("payroll.employee")
     await expect(page.locator("#body")).to_contain_text('"guid": "poison"')
     await page.screenshot(path=DOCS / "dead-letter.png", full_page=True)
 
-    # its trail: published by the poisoner, dead-lettered by both consumers
+    # edited into a valid employee and replayed, payroll handles it
+    fixed = {
+        "guid": "poison",
+        "first_name": "Mended",
+        "last_name": "Message",
+        "email": "mended@example.com",
+        "salary": "1000",
+    }
+    await page.fill("#edit-body", json.dumps(fixed))
+    await page.click("#edit-replay")
+    await expect(page.locator("#replayed")).to_contain_text(f"Replayed {poison}")
+
+    async def on_payroll() -> bool:
+        got = await demo.http.get(demo.url("payroll", "/api/payroll/poison"))
+        return got.status_code == 200
+
+    await eventually(on_payroll, timeout=30, what="the mended employee on payroll")
+
+    # its trail: published by the poisoner; payroll acked it (after the edit),
+    # giftcards dead-lettered it
     await page.goto(demo.url("dashboard", f"/trail?q={poison}"))
     message = page.locator(f'section.message[data-id="{poison}"]')
-    await reload_until(page, message.locator(".deliveries tr.dead-lettered"), 2)
+    await reload_until(page, message.locator(".deliveries tr.acked"), 1)
     await expect(message.locator(".published-by")).to_contain_text("poisoner")
-    await expect(message.locator('tr[data-queue^="payroll."] .outcome')).to_contain_text(
+    await expect(message.locator('tr[data-queue^="giftcards."] .outcome')).to_contain_text(
         "dead-lettered"
     )
     await page.screenshot(path=DOCS / "trail.png", full_page=True)

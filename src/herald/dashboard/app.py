@@ -20,7 +20,6 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from .deadletter_pages import dead_letter_routes
-from .guard import protect
 from .layout import layout
 from .timeline import WINDOWS, build_timeline
 from .trail import build_trail
@@ -53,15 +52,15 @@ def _count(value: int | None) -> str:
     return "not reported" if value is None else str(value)
 
 
-def create_app(dashboard: Dashboard, *, token: str | None = None) -> FastAPI:
-    """The FastAPI app serving ``dashboard``."""
+def create_app(dashboard: Dashboard) -> FastAPI:
+    """The FastAPI app serving ``dashboard`` (put it behind
+    :func:`herald.dashboard.guard.protect` to serve it)."""
     app = FastAPI(title="Herald dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["age"] = _age
     templates.env.filters["count"] = _count
     templates.env.filters["clock"] = _clock
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    protect(app, token=token)
 
     async def flow_context() -> dict[str, Any]:
         view = await dashboard.flow()

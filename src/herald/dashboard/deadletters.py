@@ -1,50 +1,27 @@
-"""Dead letters grouped by failure: a fingerprint per dead letter, groups per service.
-
-The fingerprint is the seam where the brokers' own failure fingerprint plugs in; until
-then :func:`fingerprint` is the error type and the shape of the error message (numbers
-and hex ids replaced), so that ``KeyError: 'salary'`` and
-``KeyError: 'grade'`` differ but ``timeout after 3.2s`` and ``timeout after 5s`` group.
+"""Dead letters grouped by failure (:func:`herald.deadletter.fingerprint`: the error
+type and the shape of its message), and the edit-and-replay of one.
 
 >>> from herald.deadletter import DeadLetter, DeadLetterReason
 >>> from herald.message import Message
 >>> def letter(error: str) -> DeadLetter:
 ...     reason = DeadLetterReason("payroll.a", "TimeoutError", error, 3)
 ...     return DeadLetter(Message(type="a", body=b"{}"), reason)
->>> fingerprint(letter("timeout after 3.2s")) == fingerprint(letter("timeout after 5s"))
-True
->>> fingerprint(letter("timeout after 5s"))
-'TimeoutError: timeout after #s'
 >>> [(g.count, g.shape) for g in group("payroll", [letter("x 1"), letter("x 2")])]
-[(2, 'TimeoutError: x #')]
+[(2, 'TimeoutError: x <n>')]
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..bus import Bus
-from ..deadletter import DeadLetter
-from ..errors import CapabilityError
+from ..deadletter import DeadLetter, fingerprint
 from ..message import Message
 
-__all__ = ["Group", "fingerprint", "group", "parse_headers", "pretty_body", "replay_edited"]
-
-_SHAPES = (
-    (re.compile(r"\b[0-9a-f]{8,}\b", re.IGNORECASE), "…"),
-    (re.compile(r"\d+(\.\d+)?"), "#"),
-)
-
-
-def fingerprint(letter: DeadLetter) -> str:
-    """What dead letters failing the same way share: error type and message shape."""
-    text = letter.reason.error_message[:300]
-    for pattern, replacement in _SHAPES:
-        text = pattern.sub(replacement, text)
-    return f"{letter.reason.error_type or 'unknown'}: {text}"
+__all__ = ["Group", "group", "parse_headers", "pretty_body", "replay_edited"]
 
 
 @dataclass
@@ -123,9 +100,6 @@ async def replay_edited(
     bus: Bus, service: str, message_id: str, body: bytes, headers: dict[str, str]
 ) -> Message:
     """Replay dead letter ``message_id`` of ``service`` with a new body and headers, to
-    the queue it came from, as a first attempt (the seam where the brokers'
-    edit-and-replay plugs in)."""
-    raise CapabilityError(
-        f"{type(bus.broker).__name__} cannot replay an edited dead letter yet "
-        f"({service}/{message_id}, {len(body)} bytes, {len(headers)} headers)"
-    )
+    the queue it came from, as a first attempt; the body is checked as input (see
+    :meth:`herald.Bus.replay_edited_dead_letter`)."""
+    return await bus.replay_edited_dead_letter(service, message_id, body, headers)

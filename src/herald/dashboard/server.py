@@ -1,14 +1,9 @@
-"""Serving the dashboard: a bus, the telemetry collector and the web server, together.
-
->>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0")
-(True, True, False)
-"""
+"""Serving the dashboard: a bus, the telemetry collector and the web server, together."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import socket
 from collections.abc import Callable, Generator
@@ -22,23 +17,14 @@ from ..signals import stop_on_signals
 from .app import create_app
 from .collector import Collector
 from .controls import ServiceControls
+from .guard import protect, requires_token
 from .store import Store
 from .views import Dashboard
 
-__all__ = ["DEFAULT_DB", "TOKEN_ENV", "is_loopback", "serve_dashboard"]
+__all__ = ["DEFAULT_DB", "TOKEN_ENV", "serve_dashboard"]
 
 DEFAULT_DB = "./var/dashboard.db"
 TOKEN_ENV = "HERALD_DASHBOARD_TOKEN"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding to ``host`` keeps the dashboard on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Server(uvicorn.Server):
@@ -75,7 +61,7 @@ async def serve_dashboard(
     default: until SIGINT/SIGTERM). ``on_ready`` gets the URL once it listens. Binding
     beyond loopback needs ``token`` (or ``$HERALD_DASHBOARD_TOKEN``)."""
     token = token or os.environ.get(TOKEN_ENV) or None
-    if not is_loopback(host) and not token:
+    if requires_token(host) and not token:
         raise ConfigurationError(
             f"the dashboard on {host} would be reachable from other machines: "
             f"give --token or ${TOKEN_ENV}, or bind to 127.0.0.1"
@@ -85,7 +71,12 @@ async def serve_dashboard(
         async with connect(broker_url, source="herald-dashboard") as bus:
             collector = Collector(bus, store)
             await collector.declare()
-            app = create_app(Dashboard(bus, store, collector, controls), token=token)
+            app = protect(
+                create_app(Dashboard(bus, store, collector, controls)),
+                host=host,
+                port=port,
+                token=token,
+            )
             config = uvicorn.Config(
                 app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
             )
