@@ -34,7 +34,7 @@ $(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 	   $(NPM_DIR)/node_modules/uplot/dist/uPlot.min.css $(DASHBOARD_VENDOR)/
 	touch $(NPM_STAMP)
 
-run: $(STAMP)
+run: $(STAMP) $(NPM_STAMP)
 	$(VENV)/bin/herald demo
 
 test: $(STAMP) $(NPM_STAMP) lint

@@ -152,3 +152,27 @@ def test_binding_beyond_loopback_needs_a_token(
     )
     assert code == 2
     assert "give --token or $HERALD_DASHBOARD_TOKEN" in capsys.readouterr().err
+
+
+async def test_token_and_host_are_checked(setup: Setup) -> None:
+    guarded = protect(
+        create_app(Dashboard(setup.bus, setup.store, setup.collector)),
+        host="0.0.0.0",
+        port=8080,
+        token="s3cret",
+    )
+    transport = httpx.ASGITransport(guarded)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as client:
+        assert (await client.get("/")).status_code == 401
+        bearer = {"Authorization": "Bearer s3cret"}
+        assert (await client.get("/", headers=bearer)).status_code == 200
+        foreign = {**bearer, "Host": "evil.example:8080"}
+        assert (await client.get("/", headers=foreign)).status_code == 400
+
+
+def test_missing_browser_libraries_are_named(tmp_path: Path) -> None:
+    from herald.dashboard.server import check_assets  # noqa: PLC0415
+
+    (tmp_path / "htmx.min.js").write_text("")
+    with pytest.raises(herald.ConfigurationError, match=r"sse\.min\.js.*run make install"):
+        check_assets(tmp_path)

@@ -21,10 +21,22 @@ from .guard import protect, requires_token
 from .store import Store
 from .views import Dashboard
 
-__all__ = ["DEFAULT_DB", "TOKEN_ENV", "serve_dashboard"]
+__all__ = ["ASSETS", "DEFAULT_DB", "TOKEN_ENV", "check_assets", "serve_dashboard"]
 
 DEFAULT_DB = "./var/dashboard.db"
 TOKEN_ENV = "HERALD_DASHBOARD_TOKEN"
+ASSETS = ("htmx.min.js", "sse.min.js", "uPlot.iife.min.js", "uPlot.min.css")
+"""The browser libraries ``make install`` copies from ``.npm/`` into ``static/vendor``."""
+
+
+def check_assets(folder: Path = Path(__file__).parent / "static" / "vendor") -> None:
+    """Raise :class:`herald.ConfigurationError` naming what is missing from ``folder``."""
+    missing = [name for name in ASSETS if not (folder / name).is_file()]
+    if missing:
+        raise ConfigurationError(
+            f"the dashboard's browser libraries are missing from {folder} "
+            f"({', '.join(missing)}): run make install (it needs Node.js and npm)"
+        )
 
 
 class _Server(uvicorn.Server):
@@ -60,6 +72,7 @@ async def serve_dashboard(
     """Serve the dashboard of the broker at ``broker_url`` until ``stop`` is set (by
     default: until SIGINT/SIGTERM). ``on_ready`` gets the URL once it listens. Binding
     beyond loopback needs ``token`` (or ``$HERALD_DASHBOARD_TOKEN``)."""
+    check_assets()
     token = token or os.environ.get(TOKEN_ENV) or None
     if requires_token(host) and not token:
         raise ConfigurationError(
