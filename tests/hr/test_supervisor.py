@@ -161,6 +161,15 @@ async def test_herald_demo_runs_the_platform_on_nats_and_redis(
                     return False
                 return created.status_code == 201
 
+            async def payroll_consuming() -> bool:
+                try:
+                    got = await http.get(f"http://127.0.0.1:{ports['payroll']}/readyz")
+                except httpx.HTTPError:
+                    return False
+                return got.status_code == 200
+
+            # an employee created before payroll's queue exists is not payroll's to receive
+            await eventually(payroll_consuming, timeout=60, what="payroll ready", interval=0.5)
             await eventually(create, timeout=60, what="an employee created", interval=0.5)
 
             async def on_payroll() -> bool:
@@ -182,5 +191,6 @@ async def test_herald_demo_runs_the_platform_on_nats_and_redis(
             for pid in children(demo.pid).values():
                 os.kill(pid, signal.SIGKILL)
             demo.kill()
+        print((workdir / "demo.log").read_text(errors="replace")[-4000:])
         async with herald.connect(url) as bus:
             await bus.broker.destroy()
