@@ -23,6 +23,10 @@ Where each part comes from:
 ... )
 >>> [(q.queue, q.state, q.depth) for q in flow.queues]
 [('payroll.employee.created', 'stopped', 3)]
+>>> uninspected = build_flow(None, published=[], recent_published={},
+...                          handled=[("payroll", "payroll.a", "a", 4)], recent_handled={})
+>>> [(q.queue, q.state, q.depth, q.handled) for q in uninspected.queues]
+[('payroll.a', 'not reported', None, 4)]
 >>> for edge in sorted(flow.edges, key=lambda e: e.source):
 ...     print(edge.source, "->", edge.target, edge.rate)
 pub:hr -> type:employee.created 2.0
