@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ __all__ = ["Dashboard", "FlowView", "dead_letter_services"]
 log = logging.getLogger("herald.dashboard")
 KNOWN_FOR = 3600.0
 """Seconds a publisher or consumer stays on the graph after it last reported."""
+INSPECT_EVERY = 0.9
+"""Seconds a reading of the queues serves every open page (they refresh every second)."""
 COUNT_EVERY = 5.0
 """Seconds between two readings of the dead letters, for the flow graph."""
 COUNT_LIMIT = 10_000
@@ -57,6 +60,9 @@ class Dashboard:
         self.store = store
         self.collector = collector
         self.controls = controls
+        self._inspecting = asyncio.Lock()
+        self._inspected_at = float("-inf")
+        self._inspection: tuple[list[QueueStats] | None, str | None] = (None, None)
         self._dead_letter_counts: dict[str, int] = {}
         self._counted_at = 0.0
 
@@ -77,7 +83,15 @@ class Dashboard:
         return self._dead_letter_counts
 
     async def queue_stats(self) -> tuple[list[QueueStats] | None, str | None]:
-        """Every queue's stats, or None and why when the broker cannot tell."""
+        """Every queue's stats, or None and why when the broker cannot tell. Pages open
+        at the same time share one reading per :data:`INSPECT_EVERY` seconds."""
+        async with self._inspecting:
+            if time.monotonic() - self._inspected_at >= INSPECT_EVERY:
+                self._inspection = await self._inspect()
+                self._inspected_at = time.monotonic()
+            return self._inspection
+
+    async def _inspect(self) -> tuple[list[QueueStats] | None, str | None]:
         if not isinstance(self.bus.broker, QueueInspection):
             return None, f"{type(self.bus.broker).__name__} cannot inspect queues"
         try:
