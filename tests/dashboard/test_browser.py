@@ -224,6 +224,9 @@ async def test_the_dashboard_story(demo: Demo, page: Page) -> None:
     await expect(message.locator('tr[data-queue^="giftcards."] .outcome')).to_contain_text(
         "dead-lettered"
     )
+    payroll_rows = message.locator('tr[data-queue^="payroll."]')
+    await expect(payroll_rows.locator(".outcome")).to_contain_text(["dead-lettered", "acked"])
+    await expect(payroll_rows.locator(".attempt")).to_have_text(["1", "1"])  # a first attempt
     await page.screenshot(path=DOCS / "trail.png", full_page=True)
 
     # replaying giftcards' group puts it back on giftcards' queue, where it fails again

@@ -13,8 +13,10 @@ went, from the per-message records in the telemetry reports.
 ...      "error": None, "duration_ms": 2.0},
 ... ]
 >>> [m] = build_trail(rows)
->>> m.published_by, [(d.queue, d.attempts, d.outcome) for d in m.deliveries], m.trace_ids
-('hr', [('payroll.a', 2, 'acked')], ['t1'])
+>>> m.published_by, m.delivered_to, m.trace_ids
+('hr', ['payroll'], ['t1'])
+>>> [(d.queue, d.attempt, d.outcome) for d in m.deliveries]
+[('payroll.a', 1, 'retried'), ('payroll.a', 2, 'acked')]
 """
 
 from __future__ import annotations
@@ -28,16 +30,15 @@ __all__ = ["Delivery", "MessageTrail", "build_trail"]
 
 @dataclass
 class Delivery:
-    """A message's deliveries to one queue: attempts, how the last ended, errors."""
+    """One delivery of a message to a queue, and how it ended."""
 
     service: str
     queue: str
-    attempts: int = 0
-    outcome: str = ""
-    errors: list[str] = field(default_factory=list)
-    first: float = 0.0
-    last: float = 0.0
-    duration_ms: float = 0.0
+    attempt: int
+    outcome: str
+    time: float
+    duration_ms: float
+    error: str | None = None
 
 
 @dataclass
@@ -53,6 +54,11 @@ class MessageTrail:
     trace_ids: list[str] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     first: float = 0.0
+
+    @property
+    def delivered_to(self) -> list[str]:
+        """The services it was delivered to, in the order of their first delivery."""
+        return list(dict.fromkeys(d.service for d in self.deliveries))
 
 
 def build_trail(rows: Iterable[Mapping[str, Any]]) -> list[MessageTrail]:
@@ -71,14 +77,15 @@ def build_trail(rows: Iterable[Mapping[str, Any]]) -> list[MessageTrail]:
             trail.published_at = row["ts"]
             trail.causation_id = row.get("causation_id")
             continue
-        delivery = next((d for d in trail.deliveries if d.queue == row["queue"]), None)
-        if delivery is None:
-            delivery = Delivery(row["service"], row["queue"], first=row["ts"])
-            trail.deliveries.append(delivery)
-        delivery.attempts = max(delivery.attempts, int(row["attempt"] or 0))
-        delivery.outcome = row["outcome"] or ""
-        delivery.last = row["ts"]
-        delivery.duration_ms += float(row["duration_ms"] or 0.0)
-        if row["error"]:
-            delivery.errors.append(row["error"])
+        trail.deliveries.append(
+            Delivery(
+                service=row["service"],
+                queue=row["queue"],
+                attempt=int(row["attempt"] or 0),
+                outcome=row["outcome"] or "",
+                time=float(row["ts"]),
+                duration_ms=float(row["duration_ms"] or 0.0),
+                error=row["error"],
+            )
+        )
     return sorted(messages.values(), key=lambda m: m.first)
