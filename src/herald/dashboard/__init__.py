@@ -5,7 +5,11 @@ Pages (FastAPI, Jinja2, htmx over server-sent events; no CDN):
 - **Flow**: publishing services, event types and consuming queues as a live graph,
   with rates on the edges and, per queue, depth, in flight, consumers and the age
   of the oldest message (from :class:`herald.capabilities.QueueInspection`).
-- **Demo controls** when ``herald demo`` hosts it: stop and start each service.
+- **Timeline**: throughput, latency p50/p99, retries and dead letters per service.
+- **Dead letters**: grouped by failure; inspect, edit and replay, replay a group, purge.
+- **Message trail**: where a message went, by id, correlation id or trace id.
+- **Demo controls** when ``herald demo`` hosts it: stop and start each service
+  (:class:`ServiceControls`).
 
 Data: queue stats from the broker, everything else from the telemetry reports the
 services publish (:mod:`herald.telemetry`), kept in an embedded SQLite file

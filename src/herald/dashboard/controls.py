@@ -3,6 +3,21 @@
 ``herald demo`` runs the HR platform under a supervisor, which hands the dashboard an
 object with this protocol; a dashboard started on its own (``herald dashboard``) has
 none, and shows no controls.
+
+>>> class Toggles:
+...     def __init__(self) -> None:
+...         self.running = {"payroll": True}
+...     def states(self) -> list[ServiceState]:
+...         return [ServiceState(name, on) for name, on in self.running.items()]
+...     async def start(self, name: str) -> None:
+...         self.running[name] = True
+...     async def stop(self, name: str) -> None:
+...         self.running[name] = False
+>>> import asyncio
+>>> toggles = Toggles()
+>>> asyncio.run(toggles.stop("payroll"))
+>>> isinstance(toggles, ServiceControls), toggles.states()
+(True, [ServiceState(name='payroll', running=False, pid=None, restarts=0)])
 """
 
 from __future__ import annotations
