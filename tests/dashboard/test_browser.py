@@ -235,6 +235,13 @@ async def test_the_dashboard_story(demo: Demo, page: Page) -> None:
     await giftcards_group.locator(".replay-group").click()
     await expect(page.locator("#job .job-text")).to_have_text(re.compile("1 done"))
 
+    # purged (once confirmed), the group leaves the list, which reloads by itself
+    await reload_until(page, page.locator('#groups tr.group[data-service="giftcards"]'), 1)
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await giftcards_group.locator(".purge-group").click()
+    await expect(page.locator("#job .job-text")).to_have_text(re.compile("purge of 1 .*1 done"))
+    await expect(page.locator("#no-dead-letters")).to_be_visible()
+
     # the timeline shows the services' throughput and the dead letters
     await page.goto(demo.url("dashboard", "/timeline?window=5m"))
     await expect(page.locator("#timeline")).to_have_attribute(

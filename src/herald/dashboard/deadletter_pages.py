@@ -98,13 +98,15 @@ def dead_letter_routes(dashboard: Dashboard, templates: Jinja2Templates) -> APIR
         service: str,
         group_key: Annotated[str | None, Form(alias="group")] = None,
         message_id: Annotated[str | None, Form(alias="id")] = None,
+        listing: Annotated[bool, Form()] = False,
     ) -> HTMLResponse:
         ids = await _chosen(service, group_key, message_id)
 
         async def work(progress: ProgressCallback) -> int:
             return await bus.replay_dead_letters(service, ids, progress)
 
-        return job_response(request, jobs.start(f"replay of {len(ids)} from {service}", work))
+        label = f"replay of {len(ids)} from {service}"
+        return job_response(request, jobs.start(label, work, refresh_groups=listing))
 
     @router.post("/dead-letters/{service}/purge", response_class=HTMLResponse)
     async def purge(
@@ -112,6 +114,7 @@ def dead_letter_routes(dashboard: Dashboard, templates: Jinja2Templates) -> APIR
         service: str,
         group_key: Annotated[str | None, Form(alias="group")] = None,
         message_id: Annotated[str | None, Form(alias="id")] = None,
+        listing: Annotated[bool, Form()] = False,
     ) -> HTMLResponse:
         ids = await _chosen(service, group_key, message_id)
 
@@ -121,7 +124,8 @@ def dead_letter_routes(dashboard: Dashboard, templates: Jinja2Templates) -> APIR
             progress(len(ids), len(ids))
             return count
 
-        return job_response(request, jobs.start(f"purge of {len(ids)} from {service}", work))
+        label = f"purge of {len(ids)} from {service}"
+        return job_response(request, jobs.start(label, work, refresh_groups=listing))
 
     async def _chosen(service: str, group_key: str | None, message_id: str | None) -> list[str]:
         if (group_key is None) == (message_id is None):

@@ -41,6 +41,8 @@ class Job:
     total: int = 0
     finished: bool = False
     outcome: str = ""
+    refresh_groups: bool = False
+    """Whether the page listing the groups should reload them when the job ends."""
     task: asyncio.Task[None] = field(init=False, repr=False)
 
     @property
@@ -60,9 +62,15 @@ class Jobs:
         self._ids = itertools.count(1)
         self.jobs: dict[int, Job] = {}
 
-    def start(self, label: str, work: Callable[[ProgressCallback], Awaitable[int]]) -> Job:
+    def start(
+        self,
+        label: str,
+        work: Callable[[ProgressCallback], Awaitable[int]],
+        *,
+        refresh_groups: bool = False,
+    ) -> Job:
         """Run ``work(progress)`` (returning how many it handled) in the background."""
-        job = Job(next(self._ids), label)
+        job = Job(next(self._ids), label, refresh_groups=refresh_groups)
 
         async def run() -> None:
             try:
