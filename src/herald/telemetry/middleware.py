@@ -200,7 +200,7 @@ class TelemetryMiddleware(Middleware):
 
     async def _send(self, bus: Bus, service: str) -> None:
         report = self.take_report(service)
-        message = bus.codecs.envelope(report, source=bus.source)
+        message = bus.codecs.envelope(report, source=service)
         try:
             await bus.broker.publish([message])
         except Exception as exc:
