@@ -35,6 +35,9 @@ from ..servers import unavailable
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
 READY = 60.0
+WAIT = 30_000
+"""Milliseconds an expectation waits: reports come every 2 s, dead letters are counted
+every 5 s, and the machine may be busy."""
 
 
 @dataclass
@@ -124,9 +127,11 @@ async def page() -> AsyncIterator[Page]:
         )
         try:
             page = await browser.new_page(viewport={"width": 1500, "height": 900})
-            page.set_default_timeout(30_000)
+            page.set_default_timeout(WAIT)
+            expect.set_options(timeout=WAIT)
             yield page
         finally:
+            expect.set_options(timeout=5_000)  # Playwright's default, for other tests
             await browser.close()
 
 
