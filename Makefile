@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 NPM_DIR := .npm
 NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 VIEWER := src/herald/asyncapi/viewer
+DASHBOARD_VENDOR := src/herald/dashboard/static/vendor
 
 .PHONY: run test lint format bench soak clean install debian
 
@@ -18,16 +19,22 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # AsyncAPI: the official parser (tests validate documents with it) and the React
-# component's standalone bundle, which `herald docs serve` serves (no CDN). Versions are
-# pinned in .npm/package-lock.json; needs Node 20 and npm.
+# component's standalone bundle, which `herald docs serve` serves; the dashboard's htmx
+# (with its SSE extension) and uPlot, which `herald dashboard` serves (no CDN). Versions
+# are pinned in .npm/package-lock.json; needs Node 20 and npm.
 $(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 	cd $(NPM_DIR) && SCARF_ANALYTICS=false npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	mkdir -p $(VIEWER)
 	cp $(NPM_DIR)/node_modules/@asyncapi/react-component/browser/standalone/index.js \
 	   $(NPM_DIR)/node_modules/@asyncapi/react-component/styles/default.min.css $(VIEWER)/
+	mkdir -p $(DASHBOARD_VENDOR)
+	cp $(NPM_DIR)/node_modules/htmx.org/dist/htmx.min.js \
+	   $(NPM_DIR)/node_modules/htmx-ext-sse/dist/sse.min.js \
+	   $(NPM_DIR)/node_modules/uplot/dist/uPlot.iife.min.js \
+	   $(NPM_DIR)/node_modules/uplot/dist/uPlot.min.css $(DASHBOARD_VENDOR)/
 	touch $(NPM_STAMP)
 
-run: $(STAMP)
+run: $(STAMP) $(NPM_STAMP)
 	$(VENV)/bin/herald demo
 
 # Most tests wait on brokers and child processes, so three workers share two cores
@@ -70,4 +77,4 @@ soak: $(STAMP)
 	$(PY) -m pytest -m soak --run-soak -rP
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache $(NPM_DIR)/node_modules $(VIEWER)
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache $(NPM_DIR)/node_modules $(VIEWER) $(DASHBOARD_VENDOR)

@@ -1,4 +1,4 @@
-"""What metrics and tracing cost: events/s through a service, all off against
+"""What metrics, tracing and telemetry cost: events/s through a service, all off against
 metrics, tracing, and both, interleaved in the same run, on any broker.
 
 ``python -m benchmarks.observability_bench [--events N] [--rounds R] [--broker URL]
@@ -13,7 +13,11 @@ the order rotating every round:
 - ``tracing``: the middleware on an SDK provider whose batch processor hands every
   span to an exporter that drops it;
 - ``tracing-nosettle``: the same with ``settle=False`` (no settle spans);
-- ``both``: tracing, then metrics (as the HR platform runs them).
+- ``both``: tracing, then metrics;
+- ``telemetry``: :class:`herald.telemetry.TelemetryMiddleware` (counts, latency buckets
+  and one trail record per message, reported on the bus every 2 s, for
+  ``herald dashboard``);
+- ``platform``: tracing, metrics and telemetry (as the HR platform runs them).
 
 It prints each way's median throughput, its ratio to ``off`` and the median CPU time
 per event (the process's threads; the SDK's export thread included). ``--broker``
@@ -38,11 +42,15 @@ from prometheus_client import CollectorRegistry
 
 import herald
 from herald.metrics import MetricsMiddleware
+from herald.telemetry import TelemetryMiddleware
 from herald.tracing import TracingMiddleware
 
 __all__ = ["DEFAULT_MODES", "MODES", "Round", "main", "one_round"]
 
-MODES = ("off", "metrics", "tracing-api", "tracing", "tracing-nosettle", "both")
+MODES = (
+    "off", "metrics", "tracing-api", "tracing", "tracing-nosettle", "both", "telemetry",
+    "platform",
+)  # fmt: skip
 DEFAULT_MODES = ("off", "metrics", "tracing", "both")
 BATCH = 500
 
@@ -78,13 +86,15 @@ def _middleware(mode: str) -> tuple[list[herald.Middleware], TracerProvider | No
     provider = None
     if mode == "tracing-api":
         chain.append(TracingMiddleware(tracer_provider=NoOpTracerProvider()))
-    elif mode in ("tracing", "tracing-nosettle", "both"):
+    elif mode in ("tracing", "tracing-nosettle", "both", "platform"):
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(Dropping(), max_queue_size=65536))
         settle = mode != "tracing-nosettle"
         chain.append(TracingMiddleware(settle=settle, tracer_provider=provider))
-    if mode in ("metrics", "both"):
+    if mode in ("metrics", "both", "platform"):
         chain.append(MetricsMiddleware(CollectorRegistry()))
+    if mode in ("telemetry", "platform"):
+        chain.append(TelemetryMiddleware())
     return chain, provider
 
 
@@ -103,6 +113,11 @@ async def one_round(url: str, events: int, mode: str) -> Round:
             done.set()
 
     async with herald.connect(with_namespace(url), middleware=middleware) as bus:
+        reporting = [
+            asyncio.create_task(m.run(bus))
+            for m in middleware
+            if isinstance(m, TelemetryMiddleware)
+        ]
         worker = await bus.start(service)
         started, cpu = time.perf_counter(), time.process_time()
         for first in range(0, events, BATCH):
@@ -110,6 +125,9 @@ async def one_round(url: str, events: int, mode: str) -> Round:
         await done.wait()
         elapsed = time.perf_counter() - started
         await worker.stop()
+        for task in reporting:
+            task.cancel()
+        await asyncio.gather(*reporting, return_exceptions=True)
         if provider is not None:
             provider.shutdown()  # exports what is queued: its CPU time counts too
         cpu_per_event = (time.process_time() - cpu) / events * 1e6

@@ -20,6 +20,7 @@ from .cli_commands import publish_command, run_command, tail_command
 from .cli_dlq import list_command, purge_command, replay_command
 from .cli_docs import add_docs_commands
 from .cli_schema import add_schema_commands
+from .dashboard.command import add_dashboard_command
 from .demo import demo_command
 from .errors import ConfigurationError, HeraldError
 from .signals import EXIT_FAILURE, EXIT_FORCED, EXIT_USAGE
@@ -113,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at /metrics (needs herald[metrics])",
     )
     run.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="publish telemetry reports on the bus every 2 s (for herald dashboard)",
+    )
+    run.add_argument(
         "--health-port",
         metavar="[HOST:]PORT",
         help="serve /healthz and /readyz (may be the metrics port)",
@@ -162,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_docs_commands(sub, common)
     add_schema_commands(sub, common)
+    add_dashboard_command(sub, common)
 
     demo = _command(
         sub, common, "demo", demo_command, "run the HR platform (or --mini: a one-process story)"
@@ -170,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--without", action="append", default=[], metavar="SERVICE", help="leave out (repeatable)"
     )
     demo.add_argument("--data-dir", default="./var", metavar="DIR", help="databases go here")
-    for name, port in (("web", 8000), ("payroll", 8001), ("giftcards", 8002)):
+    for name, port in (("web", 8000), ("payroll", 8001), ("giftcards", 8002), ("dashboard", 8080)):
         demo.add_argument(f"--{name}-port", type=int, default=port, metavar="N")
     demo.add_argument("--mini", action="store_true", help="one-process story, no HR platform")
     demo.add_argument("--count", type=_positive_int, metavar="N", help="--mini: stop after N hires")

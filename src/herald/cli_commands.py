@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import json
@@ -20,6 +21,7 @@ from .cli_endpoints import endpoint_address, metrics_middleware, serving_endpoin
 from .display import json_body, one_line, safe_json
 from .message import Message
 from .service import Service
+from .telemetry import TelemetryMiddleware
 from .topic import is_pattern, validate_pattern
 
 __all__ = [
@@ -83,12 +85,27 @@ async def run_command(args: argparse.Namespace) -> int:
     metrics = endpoint_address(args.metrics_port) if args.metrics_port else None
     health = endpoint_address(args.health_port) if args.health_port else None
     middleware = metrics_middleware(metrics is not None)
+    telemetry = TelemetryMiddleware() if args.telemetry else None
+    if telemetry is not None:
+        middleware = [*middleware, telemetry]
     async with connect(broker_url(args), middleware=middleware) as bus:
         log.info("serving %s on %s", ", ".join(names), bus.url)
-        async with serving_endpoints(bus, names, metrics=metrics, health=health):
-            await bus.serve(
-                *services, concurrency=args.concurrency, shutdown_timeout=args.shutdown_timeout
-            )
+        reporting = (
+            asyncio.create_task(telemetry.run(bus, "+".join(names)))
+            if telemetry is not None
+            else None
+        )
+        try:
+            async with serving_endpoints(bus, names, metrics=metrics, health=health):
+                await bus.serve(
+                    *services,
+                    concurrency=args.concurrency,
+                    shutdown_timeout=args.shutdown_timeout,
+                )
+        finally:
+            if reporting is not None:
+                reporting.cancel()
+                await asyncio.gather(reporting, return_exceptions=True)
     return 0
 
 

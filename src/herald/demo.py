@@ -233,6 +233,7 @@ async def demo_command(args: argparse.Namespace) -> int:
         "hr-web": args.web_port,
         "payroll": args.payroll_port,
         "giftcards": args.giftcards_port,
+        "dashboard": args.dashboard_port,
     }
     given = args.broker or os.environ.get("HERALD_BROKER")
     chosen = {"broker_url": given} if given else {}  # else the platform's own default

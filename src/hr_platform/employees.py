@@ -35,7 +35,14 @@ from .events import (
     SearchEmployees,
     UpdateEmployee,
 )
-from .process import SHUTDOWN_TIMEOUT, connect, observe, run_until_stopped, web_server
+from .process import (
+    SHUTDOWN_TIMEOUT,
+    connect,
+    observe,
+    reporting,
+    run_until_stopped,
+    web_server,
+)
 
 __all__ = ["build_service", "local_api", "run_employees"]
 
@@ -142,7 +149,12 @@ async def run_employees(
                 server = web_server(app, host, port)
             await run_until_stopped(
                 "employees",
-                [relay.run, QueueMonitor(bus).run, OutboxMonitor(db.engine, outbox).run],
+                [
+                    relay.run,
+                    QueueMonitor(bus).run,
+                    OutboxMonitor(db.engine, outbox).run,
+                    *reporting(bus),
+                ],
                 server=server,
                 worker=worker,
                 url=f"http://{host}:{port}/employees" if port else "",

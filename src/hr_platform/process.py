@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import Any
@@ -28,6 +29,7 @@ from herald.health import Health
 from herald.metrics import MetricsMiddleware, QueueMonitor, exposed_registry
 from herald.protobuf import with_protobuf
 from herald.signals import stop_on_signals
+from herald.telemetry import TelemetryMiddleware
 
 from .database import Database
 from .proto import EmployeeMessage
@@ -39,6 +41,7 @@ __all__ = [
     "connect",
     "observe",
     "platform_codecs",
+    "reporting",
     "run_consumer_service",
     "run_until_stopped",
     "web_server",
@@ -61,13 +64,23 @@ def platform_codecs() -> herald.CodecRegistry:
 
 
 def connect(broker: str, name: str) -> herald.Bus:
-    """The bus of service ``name``, tracing its messaging and recording Prometheus metrics."""
+    """The bus of service ``name``, tracing its messaging, recording Prometheus metrics
+    and reporting telemetry on the bus (for ``herald dashboard``; run :func:`reporting`)."""
     return herald.connect(
         broker,
         source=name,
         codecs=platform_codecs(),
-        middleware=[*middleware(broker), MetricsMiddleware()],
+        middleware=[*middleware(broker), MetricsMiddleware(), TelemetryMiddleware()],
     )
+
+
+def reporting(bus: herald.Bus) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+    """The background tasks that publish the bus's telemetry reports."""
+    return [
+        functools.partial(item.run, bus)
+        for item in bus.middleware
+        if isinstance(item, TelemetryMiddleware)
+    ]
 
 
 def observe(app: FastAPI, bus: herald.Bus, services: Iterable[str] = ()) -> None:
@@ -197,7 +210,7 @@ async def run_consumer_service(
             monitor = QueueMonitor(bus)
             await run_until_stopped(
                 name,
-                [monitor.run],
+                [monitor.run, *reporting(bus)],
                 server=web_server(app, host, port),
                 worker=worker,
                 url=f"http://{host}:{port}/{name}",

@@ -1,12 +1,15 @@
 """The supervisor: the whole HR platform as four OS processes on one broker.
 
-``run_platform`` starts ``employees``, ``hr-web``, ``payroll`` and ``giftcards`` (minus
-those in ``without``), prints where to find them, restarts a service that crashes
-(after 1 s, doubling up to 30 s while it keeps crashing within a minute of its
+``run_platform`` starts the Herald dashboard (``herald.dashboard``, first, so that its
+URL is the first line printed), then ``employees``, ``hr-web``, ``payroll`` and
+``giftcards`` (minus those in ``without``), prints where to find them, restarts a
+service that crashes (after 1 s, doubling up to 30 s while it keeps crashing within a minute of its
 start), and on SIGINT/SIGTERM stops them all: SIGTERM first, so each finishes its
 running handlers, then SIGKILL for any still alive after ``stop_timeout`` seconds.
 The broker URL reaches the services through ``HERALD_BROKER``, never on a command
-line, so its password does not show in process listings.
+line, so its password does not show in process listings. The dashboard gets
+:class:`Controls`: from the browser each service can be stopped, and started again (or
+for the first time, one left out with ``without``).
 """
 
 from __future__ import annotations
@@ -23,16 +26,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from herald.dashboard import ServiceControls, ServiceState
 from herald.signals import stop_on_signals
 from herald.url import redact_url
 
 from . import DEFAULT_BROKER, DEFAULT_PORTS, SERVICES
 
-__all__ = ["ManagedService", "command", "main", "run_platform"]
+__all__ = ["DASHBOARD_PORT", "Controls", "ManagedService", "command", "main", "run_platform"]
 
 log = logging.getLogger("hr_platform.supervisor")
 MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0
+DASHBOARD_PORT = 8080
+"""The dashboard's port unless ``ports["dashboard"]`` says otherwise (0: none)."""
 
 
 def command(name: str, *, port: int | None, data_dir: str | Path) -> list[str]:
@@ -86,6 +92,10 @@ class ManagedService:
             if not self.stopping:
                 await self.start()
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
     async def stop(self, timeout: float) -> None:
         self.stopping = True
         process = self.process
@@ -100,6 +110,88 @@ class ManagedService:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+
+class Controls(ServiceControls):
+    """Start and stop the supervised services (for the dashboard's demo controls)."""
+
+    def __init__(self, services: Sequence[ManagedService], stop_timeout: float) -> None:
+        self.services = {service.name: service for service in services}
+        self.stop_timeout = stop_timeout
+        self.watchers: dict[str, asyncio.Task[None]] = {}
+
+    def states(self) -> list[ServiceState]:
+        return [
+            ServiceState(
+                name=s.name,
+                running=s.running and not s.stopping,
+                pid=s.process.pid if s.process is not None and s.running else None,
+                restarts=s.restarts,
+            )
+            for s in self.services.values()
+        ]
+
+    async def start(self, name: str) -> None:
+        service = self.services[name]
+        if service.running and not service.stopping:
+            return
+        if service.running:  # still stopping: let it finish first
+            await service.stop(self.stop_timeout)
+        service.stopping = False
+        await service.start()
+        print(f"supervisor: started {name}", flush=True)
+        self.watchers[name] = asyncio.create_task(service.keep_running())
+
+    async def stop(self, name: str) -> None:
+        service = self.services[name]
+        await service.stop(self.stop_timeout)
+        print(f"supervisor: stopped {name}", flush=True)
+        watcher = self.watchers.pop(name, None)
+        if watcher is not None:
+            watcher.cancel()
+
+    async def stop_all(self) -> None:
+        for service in self.services.values():
+            service.stopping = True
+        await asyncio.gather(*(s.stop(self.stop_timeout) for s in self.services.values()))
+        watchers, self.watchers = list(self.watchers.values()), {}
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
+
+async def _dashboard(
+    broker_url: str, port: int, data_dir: str | Path, controls: Controls, stop: asyncio.Event
+) -> asyncio.Task[None] | None:
+    """Serve the dashboard in this process; returns once it listens (None when it
+    cannot run: its URL is then not printed, the platform runs without it)."""
+    from herald.dashboard.server import serve_dashboard  # noqa: PLC0415 (optional)
+
+    ready = asyncio.Event()
+
+    def announce(url: str) -> None:
+        print(f"Herald dashboard {url}", flush=True)
+        ready.set()
+
+    task = asyncio.create_task(
+        serve_dashboard(
+            broker_url,
+            port=port,
+            db_path=Path(data_dir) / "dashboard.db",
+            controls=controls,
+            on_ready=announce,
+            stop=stop,
+        )
+    )
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if not ready.is_set():
+        waiter.cancel()
+        error = task.exception()
+        log.warning("the dashboard did not start: %s", error)
+        print(f"supervisor: no dashboard ({error})", flush=True)
+        return None
+    return task
 
 
 async def run_platform(
@@ -120,30 +212,36 @@ async def run_platform(
     services = [
         ManagedService(name, command(name, port=chosen_ports.get(name), data_dir=data_dir), env)
         for name in SERVICES
-        if name not in without
     ]
-    print(f"HR platform on {redact_url(broker_url)} (data in {data_dir})", flush=True)
-    for service in services:
-        await service.start()
-        port = chosen_ports.get(service.name)
-        if port is not None:
-            path = "/employees" if service.name == "hr-web" else f"/{service.name}"
-            print(f"  {service.name:<10} http://127.0.0.1:{port}{path}", flush=True)
-    if without:
-        print(f"  not started: {', '.join(sorted(without))}", flush=True)
-    print("Ctrl-C stops everything.", flush=True)
-    watchers = [asyncio.create_task(s.keep_running()) for s in services]
+    controls = Controls(services, stop_timeout)
+    dashboard_stop = asyncio.Event()
+    dashboard_port = chosen_ports.get("dashboard", DASHBOARD_PORT)
+    dashboard = None
     try:
+        if dashboard_port:
+            dashboard = await _dashboard(
+                broker_url, dashboard_port, data_dir, controls, dashboard_stop
+            )
+        print(f"HR platform on {redact_url(broker_url)} (data in {data_dir})", flush=True)
+        for service in services:
+            if service.name in without:
+                continue
+            await controls.start(service.name)
+            port = chosen_ports.get(service.name)
+            if port is not None:
+                path = "/employees" if service.name == "hr-web" else f"/{service.name}"
+                print(f"  {service.name:<10} http://127.0.0.1:{port}{path}", flush=True)
+        if without:
+            print(f"  not started: {', '.join(sorted(without))}", flush=True)
+        print("Ctrl-C stops everything.", flush=True)
         with stop_on_signals() as stop:
             await stop.wait()
     finally:
         print("supervisor: stopping all services", flush=True)
-        for service in services:
-            service.stopping = True
-        await asyncio.gather(*(s.stop(stop_timeout) for s in services))
-        for task in watchers:
-            task.cancel()
-        await asyncio.gather(*watchers, return_exceptions=True)
+        await controls.stop_all()
+        dashboard_stop.set()
+        if dashboard is not None:
+            await asyncio.gather(dashboard, return_exceptions=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,9 +255,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="./var")
     for name, port in DEFAULT_PORTS.items():
         parser.add_argument(f"--{name}-port", type=int, default=port, metavar="N")
+    parser.add_argument(
+        "--dashboard-port", type=int, default=DASHBOARD_PORT, metavar="N", help="0: none"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s supervisor %(levelname)s: %(message)s")
     ports = {name: getattr(args, f"{name.replace('-', '_')}_port") for name in DEFAULT_PORTS}
+    ports["dashboard"] = args.dashboard_port
     broker = args.broker or os.environ.get("HERALD_BROKER") or DEFAULT_BROKER
     asyncio.run(
         run_platform(broker, without=set(args.without), ports=ports, data_dir=args.data_dir)

@@ -32,7 +32,7 @@ from .events import (
     UpdateEmployee,
 )
 from .pages import render, wants_json
-from .process import connect, observe, run_until_stopped, web_server
+from .process import connect, observe, reporting, run_until_stopped, web_server
 
 __all__ = ["EmployeesClient", "create_app", "run_web"]
 
@@ -275,5 +275,8 @@ async def run_web(
         app = create_app(client, host=host, port=port, allowed_hosts=allowed_hosts, token=token)
         observe(app, bus)
         await run_until_stopped(
-            "hr-web", [], server=web_server(app, host, port), url=f"http://{host}:{port}"
+            "hr-web",
+            reporting(bus),
+            server=web_server(app, host, port),
+            url=f"http://{host}:{port}",
         )

@@ -59,6 +59,7 @@ async def test_supervisor_runs_restarts_and_stops_the_platform(workdir: Path) ->
     argv = [sys.executable, "-m", "hr_platform", "platform", "--data-dir", str(workdir)]
     argv += ["--broker", f"sqlite:///{workdir}/herald.db", "--without", "giftcards"]
     argv += [f"--{name}-port={port}" for name, port in ports.items()]
+    argv += ["--dashboard-port=0"]  # none: tests/dashboard run it
     log = workdir / "supervisor.log"
     supervisor = await asyncio.to_thread(_spawn, argv, log)
     try:
@@ -137,6 +138,8 @@ async def test_herald_demo_runs_the_platform_on_nats_and_redis(
     argv = [sys.executable, "-m", "herald", "demo", "--broker", url, "--without", "giftcards"]
     argv += ["--data-dir", str(workdir), f"--web-port={ports['hr-web']}"]
     argv += [f"--{name}-port={ports[name]}" for name in ("payroll", "giftcards")]
+    dashboard = free_port()
+    argv += [f"--dashboard-port={dashboard}"]
     demo = await asyncio.to_thread(_spawn, argv, workdir / "demo.log")
     try:
         async with httpx.AsyncClient(timeout=10, event_hooks={"request": [same_origin]}) as http:
@@ -158,6 +161,15 @@ async def test_herald_demo_runs_the_platform_on_nats_and_redis(
                     return False
                 return created.status_code == 201
 
+            async def payroll_consuming() -> bool:
+                try:
+                    got = await http.get(f"http://127.0.0.1:{ports['payroll']}/readyz")
+                except httpx.HTTPError:
+                    return False
+                return got.status_code == 200
+
+            # an employee created before payroll's queue exists is not payroll's to receive
+            await eventually(payroll_consuming, timeout=60, what="payroll ready", interval=0.5)
             await eventually(create, timeout=60, what="an employee created", interval=0.5)
 
             async def on_payroll() -> bool:
@@ -168,6 +180,8 @@ async def test_herald_demo_runs_the_platform_on_nats_and_redis(
                 return len(got.json()) == 1
 
             await eventually(on_payroll, timeout=60, what="the payroll record", interval=0.5)
+            page = await http.get(f"http://127.0.0.1:{dashboard}/")
+            assert 'data-queue="payroll.employee"' in page.text  # the dashboard, on this broker
         assert set(children(demo.pid)) == {"employees", "hr-web", "payroll"}
         assert "not started: giftcards" in (workdir / "demo.log").read_text()
         demo.send_signal(signal.SIGTERM)
@@ -177,5 +191,6 @@ async def test_herald_demo_runs_the_platform_on_nats_and_redis(
             for pid in children(demo.pid).values():
                 os.kill(pid, signal.SIGKILL)
             demo.kill()
+        print((workdir / "demo.log").read_text(errors="replace")[-4000:])
         async with herald.connect(url) as bus:
             await bus.broker.destroy()

@@ -1,0 +1,5 @@
+"""Fixtures shared with the HR platform's tests."""
+
+from ..hr.conftest import workdir
+
+__all__ = ["workdir"]
