@@ -40,7 +40,7 @@ from aiokafka.structs import ConsumerRecord
 
 from ...broker import Prefetch, Subscription
 from ...errors import ErrorTable
-from ...topic import is_pattern
+from ...topic import matches
 from ...window import Window
 from .connection import consumer_options
 from .delivery import KafkaDelivery, Settlements
@@ -56,6 +56,7 @@ __all__ = ["DRAIN", "Oldest", "QueueConsumer"]
 DRAIN = 10.0
 """Seconds a stopped consumer waits for what it handed out to be settled."""
 log = logging.getLogger("herald.kafka")
+_SKIPPED = object()
 
 
 class Oldest(AbstractPartitionAssignor):  # type: ignore[misc]
@@ -137,8 +138,8 @@ class QueueConsumer:
         names, topology = self.topology.names, self.topology
         await topology.ensure(names.retry_topics(subscription.queue))
         await topology.ensure([names.anchor], partitions=1)
-        exact = [names.events(p) for p in subscription.patterns if not is_pattern(p)]
-        await topology.ensure([topic for topic in exact if len(topic) <= MAX_TOPIC])
+        known = {names.pattern_topic(p) for p in subscription.patterns}
+        await topology.ensure([t for t in known if t is not None and len(t) <= MAX_TOPIC])
         if subscription.durable:
             await topology.dead_letter_topic(subscription.service)
         with self.table.converting(f"declaring {subscription.queue}"):
@@ -236,6 +237,7 @@ class _Session:
             names.subscription_regex(subscription.patterns, subscription.queue)
         )
         self.topics: frozenset[str] = frozenset()
+        self._types: dict[str, bool] = {}
         self._listener = _Listener(self)
         self._watcher: asyncio.Task[None] | None = None
         self.settlements = Settlements(
@@ -305,7 +307,9 @@ class _Session:
                     if self.epoch != epoch:
                         break
                     delivery = self._delivery(partition, record)
-                    if delivery is None:
+                    if delivery is _SKIPPED:
+                        continue
+                    if not isinstance(delivery, KafkaDelivery):
                         break
                     await window.room()
                     if self.epoch != epoch:
@@ -316,7 +320,10 @@ class _Session:
 
     def _delivery(
         self, partition: TopicPartition, record: ConsumerRecord[bytes, bytes]
-    ) -> KafkaDelivery | None:
+    ) -> KafkaDelivery | object | None:
+        """The record as a delivery; None when it is a retry not due yet (the partition
+        waits for it); :data:`_SKIPPED` when it is of a type the queue does not take
+        (its family's topic holds every type of the family)."""
         retried = partition.topic in self.retry_topics
         names = self.owner.topology.names
         headers = [(name, bytes(value)) for name, value in record.headers or ()]
@@ -330,6 +337,10 @@ class _Session:
         if decoded.due > (now := time.time() * 1000):
             self._hold(partition, record.offset, (decoded.due - now) / 1000)
             return None
+        if decoded.error is None and not retried and not self._wanted(decoded.message.type):
+            self.tracker.skipped(partition, record.offset)
+            self._dirty.set()
+            return _SKIPPED
         ticket = self.tracker.fetched(partition, record.offset)
         return KafkaDelivery(
             decoded.message,
@@ -339,6 +350,15 @@ class _Session:
             self.settlements,
             error=decoded.error,
         )
+
+    def _wanted(self, event_type: str) -> bool:
+        wanted = self._types.get(event_type)
+        if wanted is None:
+            if len(self._types) > 10_000:
+                self._types.clear()
+            patterns = self.subscription.patterns
+            wanted = self._types[event_type] = any(matches(p, event_type) for p in patterns)
+        return wanted
 
     def _hold(self, partition: TopicPartition, offset: int, delay: float) -> None:
         """Wait for a retry to come due without fetching past it."""

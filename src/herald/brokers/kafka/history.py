@@ -2,11 +2,12 @@
 be given what it missed.
 
 ``backfill`` copies, for every events topic the queue's patterns match, the records
-from the oldest retained (or the first at or after ``since``, by record timestamp)
-up to the queue's committed offset into tier 0 of the queue's retry topics, as
-they are (headers, key, body; Herald's retry bookkeeping headers dropped). Only that
-queue's group reads them, in order per partition; what lies past its committed
-offset it receives anyway, so nothing comes twice.
+of the types they match from the oldest retained (or the first at or after
+``since``, by record timestamp) up to the queue's committed offset into tier 0 of
+the queue's retry topics, as they are (headers, key, body; Herald's retry
+bookkeeping headers dropped). Only that queue's group reads them, in order per
+partition; what lies past its committed offset it receives anyway, so nothing
+comes twice.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ import re
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from ...broker import Subscription
 from ...errors import ErrorTable
 from ...headers import ATTEMPT
+from ...topic import matches
 from .connection import consumer_options
 from .settings import KafkaSettings
 from .topology import Topology
-from .wire import DUE
+from .wire import DUE, decode
 
 __all__ = ["History"]
 
@@ -98,6 +101,8 @@ class History:
                             if record.timestamp < since_ms:
                                 continue  # a server that does not look offsets up by time
                             headers = [(k, v) for k, v in record.headers or () if k not in _DROPPED]
+                            if not self._wanted(subscription, tp.topic, record, headers):
+                                continue
                             futures.append(
                                 await self._producer.send(
                                     target, record.value, key=record.key, headers=headers
@@ -109,3 +114,19 @@ class History:
             finally:
                 await reader.stop()
         return copied
+
+    def _wanted(
+        self,
+        subscription: Subscription,
+        topic: str,
+        record: ConsumerRecord[bytes, bytes],
+        headers: list[tuple[str, bytes]],
+    ) -> bool:
+        """Whether the queue takes the record (its family's topic holds other types
+        too); a record that cannot be rebuilt is copied, to be dead-lettered."""
+        default = self._topology.names.event_type(topic)
+        decoded = decode(record.key, headers, record.value or b"", default)
+        event_type = decoded.message.type
+        return decoded.error is not None or any(
+            matches(p, event_type) for p in subscription.patterns
+        )
