@@ -173,6 +173,7 @@ def test_one_keys_events_of_a_family_share_a_topic_and_replies_keep_their_own() 
     assert names.events("employees.create") == "ns.herald.events.employees"
     reply = "herald.reply." + "0" * 32
     assert names.events(reply) == f"ns.herald.events.{reply}"
+    assert names.events("rpc.employees.get") == "ns.herald.events.rpc.employees.get"
     assert names.pattern_topic("employee.*") == "ns.herald.events.employee"
     assert names.pattern_topic(reply) == names.events(reply)
     assert names.pattern_topic("*.created") is None and names.pattern_topic("#") is None

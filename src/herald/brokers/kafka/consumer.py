@@ -48,7 +48,7 @@ from .offsets import OffsetTracker, Ticket
 from .presence import Presence
 from .publisher import Publisher
 from .settings import KafkaSettings
-from .topology import MAX_TOPIC, Topology, read_to_end
+from .topology import MAX_TOPIC, Topology, read_through
 from .wire import decode
 
 __all__ = ["DRAIN", "Oldest", "QueueConsumer"]
@@ -166,9 +166,12 @@ class QueueConsumer:
                 ends: dict[TopicPartition, int] = {}
                 if partitions[1:]:
                     ends = await probe.end_offsets(partitions[1:])
-                    for tp, end in ends.items():
-                        probe.seek(tp, end)
-                    async for record in read_to_end(probe, partitions[1:]):
+                    last = {tp: end - 1 for tp, end in ends.items() if end > 0}
+                    for tp, offset in last.items():
+                        probe.seek(tp, offset)
+                    # Through the batch at the reported end, not until the topics are
+                    # quiet: they never are while publishers keep going.
+                    async for record in read_through(probe, last):
                         tp = TopicPartition(record.topic, record.partition)
                         ends[tp] = max(ends[tp], record.offset + 1)
                 await probe.commit({**ends, anchor: 0})

@@ -2,8 +2,8 @@
 the type: ``employee.created`` and ``employee.deleted`` share ``events.employee``, so
 one key's events stay in order across the family's types), retry tiers per queue,
 dead letters per service, one consumer group per queue; and the regular expression
-a group subscribes with. Herald's own types (``herald.reply.<token>``) keep a topic
-each.
+a group subscribes with. Herald's own types (replies ``herald.reply.<token>``,
+requests ``rpc.<type>``) keep a topic each.
 
 >>> names = Names("t1")
 >>> names.events("employee.created"), names.group("payroll.employee.created")
@@ -61,8 +61,9 @@ _TOPIC_EXISTS = 36
 QUIET = 150
 """Milliseconds without a record after which a partition is taken as read to its end."""
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
-_OWN = "herald."
-"""Herald's own event types (replies): a topic each, never in a family's topic."""
+_OWN = ("herald.", "rpc.")
+"""Herald's own event types (replies, requests): a topic each, as each has a queue
+of its own, never in a family's topic."""
 
 
 def tier_for(delay: float) -> int:
