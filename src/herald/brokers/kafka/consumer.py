@@ -51,8 +51,12 @@ from .settings import KafkaSettings
 from .topology import MAX_TOPIC, Topology, read_through
 from .wire import decode
 
-__all__ = ["DRAIN", "Oldest", "QueueConsumer"]
+__all__ = ["COMMIT_INTERVAL", "DRAIN", "Oldest", "QueueConsumer"]
 
+COMMIT_INTERVAL = 0.1
+"""Seconds a settlement waits for its commit round at most when no ack waits for
+them (each round is a request to the group coordinator: back to back, one per
+settlement or two, they cost more than the deliveries)."""
 DRAIN = 10.0
 """Seconds a stopped consumer waits for what it handed out to be settled."""
 log = logging.getLogger("herald.kafka")
@@ -241,6 +245,7 @@ class _Session:
         )
         self.topics: frozenset[str] = frozenset()
         self._types: dict[str, bool] = {}
+        self._defaults: dict[str, str] = {}
         self._listener = _Listener(self)
         self._watcher: asyncio.Task[None] | None = None
         self.settlements = Settlements(
@@ -253,6 +258,9 @@ class _Session:
         )
         self._again: deque[KafkaDelivery] = deque()
         self._dirty = asyncio.Event()
+        self._full = asyncio.Event()
+        self._uncommitted = 0
+        self._round_size = max(1, prefetch.messages // 2)
         self._settled = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._round: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -327,16 +335,16 @@ class _Session:
         """The record as a delivery; None when it is a retry not due yet (the partition
         waits for it); :data:`_SKIPPED` when it is of a type the queue does not take
         (its family's topic holds every type of the family)."""
-        retried = partition.topic in self.retry_topics
-        names = self.owner.topology.names
-        headers = [(name, bytes(value)) for name, value in record.headers or ()]
-        decoded = decode(
-            record.key,
-            headers,
-            record.value or b"",
-            names.event_type(partition.topic),
-            retried=retried,
-        )
+        topic = partition.topic
+        retried = topic in self.retry_topics
+        default = self._defaults.get(topic)
+        if default is None:
+            default = self._defaults[topic] = self.owner.topology.names.event_type(topic) or ""
+        headers = [
+            (name, value if type(value) is bytes else bytes(value))
+            for name, value in record.headers or ()
+        ]
+        decoded = decode(record.key, headers, record.value or b"", default or None, retried=retried)
         if decoded.due > (now := time.time() * 1000):
             self._hold(partition, record.offset, (decoded.due - now) / 1000)
             return None
@@ -379,6 +387,9 @@ class _Session:
         self.owner.presence.changed()
         self._dirty.set()
         self._settled.set()
+        self._uncommitted += 1
+        if self._uncommitted >= self._round_size:
+            self._full.set()
 
     def _give_back(self, delivery: KafkaDelivery) -> None:
         self.window.give(delivery.size)
@@ -394,10 +405,26 @@ class _Session:
         )
         self._again.append(again)
 
+    def _acks_wait(self) -> bool:
+        """Whether an ack waits for the commit round that follows it. Not on a
+        transient queue (RPC replies): its group goes with its caller, so a commit
+        outliving a crash protects nothing, and its consumer acks one reply after
+        the other."""
+        return self.owner.settings.ack_commits and self.subscription.durable
+
     async def _commit_loop(self) -> None:
+        """Commit rounds: back to back while acks wait for them; else once half the
+        prefetch was settled since the last round, or :data:`COMMIT_INTERVAL` after
+        the first settlement, so that a crash redelivers no more than a prefetch."""
+        paced = not self._acks_wait()
         while True:
             await self._dirty.wait()
+            if paced and not self._full.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), COMMIT_INTERVAL)
             self._dirty.clear()
+            self._full.clear()
+            self._uncommitted = 0
             done, self._round = self._round, asyncio.get_running_loop().create_future()
             try:
                 await self.commit()
@@ -407,7 +434,7 @@ class _Session:
     async def _committed(self) -> None:
         """Wait for the commit round that follows a settlement (it covers the
         settled offset unless a lower one of its partition is still unfinished)."""
-        if not self.owner.settings.ack_commits:
+        if not self._acks_wait():
             return
         if self._committer is not None and not self._committer.done():
             await asyncio.shield(self._round)

@@ -52,9 +52,11 @@ class KafkaSettings:
     dlq_retention:      seconds dead letters are kept (0: for ever).
     max_message_bytes:  the largest body accepted.
     idempotent:         the idempotent producer (needs ``InitProducerId`` on the server).
-    ack_commits:        an ack returns once the commit that follows it is done (True), or
-                        at once, the offset committed with the next round (False: faster;
-                        a crash redelivers up to one round of acked deliveries).
+    ack_commits:        an ack returns once the commit that follows it is done (True:
+                        a handler slot waits a commit round trip per delivery), or at
+                        once, the offset committed with a round that follows within
+                        0.1 s or half a prefetch of settlements (False, the default: a
+                        crash redelivers at most about a prefetch of acked deliveries).
     """
 
     hosts: tuple[tuple[str, int], ...] = (("127.0.0.1", 9092),)
@@ -67,7 +69,7 @@ class KafkaSettings:
     max_message_bytes: int = DEFAULT_MAX_BYTES
     idempotent: bool = False
     client_id: str = "herald"
-    ack_commits: bool = True
+    ack_commits: bool = False
     shown_url: str = ""
 
     def __post_init__(self) -> None:
@@ -116,7 +118,7 @@ class KafkaSettings:
             ),
             idempotent=parsed.bool_option("idempotent", False),
             client_id=client_id,
-            ack_commits=parsed.bool_option("ack_commits", True),
+            ack_commits=parsed.bool_option("ack_commits", False),
             shown_url=shown,
         )
 
