@@ -115,6 +115,11 @@ def test_a_url_sets_the_topic_shape_and_defaults_the_port() -> None:
     s = KafkaSettings.from_url("kafka://a,b:9093?partitions=12&replication=3&dlq_retention=0")
     assert s.bootstrap == "a:9092,b:9093"
     assert (s.partitions, s.replication, s.dlq_retention) == (12, 3, 0)
+    assert (s.fetch_wait, s.ack_commits) == (100, False)
+    tuned = KafkaSettings.from_url("kafka://a?fetch_wait=20&ack_commits=true")
+    assert (tuned.fetch_wait, tuned.ack_commits) == (20, True)
+    with pytest.raises(BrokerURLError, match="fetch_wait"):
+        KafkaSettings.from_url("kafka://a?fetch_wait=0")
 
 
 @pytest.mark.parametrize(

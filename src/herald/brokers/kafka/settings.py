@@ -35,6 +35,7 @@ _OPTIONS = {
     "idempotent",
     "client_id",
     "ack_commits",
+    "fetch_wait",
 }
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,24}")
 
@@ -52,6 +53,9 @@ class KafkaSettings:
     dlq_retention:      seconds dead letters are kept (0: for ever).
     max_message_bytes:  the largest body accepted.
     idempotent:         the idempotent producer (needs ``InitProducerId`` on the server).
+    fetch_wait:         milliseconds a fetch waits for records when there are none (a
+                        server that does not answer a waiting fetch when records
+                        arrive, as Tansu, adds up to this much to each hop).
     ack_commits:        an ack returns once the commit that follows it is done (True:
                         a handler slot waits a commit round trip per delivery), or at
                         once, the offset committed with a round that follows within
@@ -70,6 +74,7 @@ class KafkaSettings:
     idempotent: bool = False
     client_id: str = "herald"
     ack_commits: bool = False
+    fetch_wait: int = 100
     shown_url: str = ""
 
     def __post_init__(self) -> None:
@@ -119,6 +124,7 @@ class KafkaSettings:
             idempotent=parsed.bool_option("idempotent", False),
             client_id=client_id,
             ack_commits=parsed.bool_option("ack_commits", False),
+            fetch_wait=_bounded(parsed, "fetch_wait", 100, 1, 10_000),
             shown_url=shown,
         )
 
