@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from herald.testing import eventually
 
+from ..brokers.kafka.server import kafka_url, shared_tansu
 from ..brokers.sqs.server import shared_endpoint, sqs_url
 from ..servers import require_port
 
@@ -31,7 +32,7 @@ __all__ = [
     "same_origin",
 ]
 
-BROKERS = ("sqlite", "amqp", "sqs")
+BROKERS = ("sqlite", "amqp", "sqs", "kafka")
 READY_TIMEOUT = 40.0
 
 
@@ -53,6 +54,8 @@ def require_broker(scheme: str) -> None:
         require_port(5672, "RabbitMQ")
     if scheme == "sqs":
         shared_endpoint()  # moto, started on a loopback port (skips where not installed)
+    if scheme == "kafka":
+        shared_tansu()  # Tansu, started on a loopback port (skips where not installed)
 
 
 def broker_url(scheme: str, workdir: Path) -> str:
@@ -61,6 +64,8 @@ def broker_url(scheme: str, workdir: Path) -> str:
         return f"sqlite:///{workdir}/herald.db"
     if scheme == "sqs":
         return sqs_url(f"hr{token}")  # FIFO: payroll gets each employee's changes in order
+    if scheme == "kafka":
+        return kafka_url(f"hr{token}")
     return f"amqp://guest:guest@127.0.0.1:5672/?namespace=hr{token}"
 
 

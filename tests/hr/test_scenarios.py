@@ -1,6 +1,6 @@
 """The platform's story, end to end: real processes on real brokers.
 
-Each scenario runs on the embedded SQLite broker and on RabbitMQ.
+Each scenario runs on the embedded SQLite broker, RabbitMQ, SQS (moto) and Kafka (Tansu).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import pytest
 import herald
 from hr_platform.supervisor import command, run_platform
 
+from ..brokers.kafka.server import kafka_url
 from ..servers import require_port
 from .platform import eventually, free_port, same_origin
 
@@ -122,18 +123,21 @@ def test_unknown_services_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("scheme", "port"), [("nats", 4222), ("redis", 6379)], ids=["nats", "redis"]
+    "scheme", ["nats", "redis", pytest.param("kafka", marks=pytest.mark.kafka)]
 )
-async def test_herald_demo_runs_the_platform_on_nats_and_redis(
-    workdir: Path, scheme: str, port: int
+async def test_herald_demo_runs_the_platform_on_nats_redis_and_kafka(
+    workdir: Path, scheme: str
 ) -> None:
     """``herald demo --broker URL --without giftcards``: the README's promise."""
-    require_port(port, scheme)
     namespace = f"demo{uuid.uuid4().hex[:8]}"
-    url = {
-        "nats": f"nats://127.0.0.1:4222/?namespace={namespace}",
-        "redis": f"redis://127.0.0.1:6379/0?namespace={namespace}",
-    }[scheme]
+    if scheme == "kafka":
+        url = kafka_url(namespace)  # Tansu, started on a loopback port
+    else:
+        require_port({"nats": 4222, "redis": 6379}[scheme], scheme)
+        url = {
+            "nats": f"nats://127.0.0.1:4222/?namespace={namespace}",
+            "redis": f"redis://127.0.0.1:6379/0?namespace={namespace}",
+        }[scheme]
     ports = {"hr-web": free_port(), "payroll": free_port(), "giftcards": free_port()}
     argv = [sys.executable, "-m", "herald", "demo", "--broker", url, "--without", "giftcards"]
     argv += ["--data-dir", str(workdir), f"--web-port={ports['hr-web']}"]

@@ -50,6 +50,7 @@ class Server:
     """One server process on 127.0.0.1:``port``."""
 
     session_timeout = 6000
+    fetch_wait = 100
     stop_signal = signal.SIGTERM
 
     def __init__(self, port: int | None = None) -> None:
@@ -100,13 +101,19 @@ class Server:
             time.sleep(0.05)
 
     def url(self, namespace: str, **options: object) -> str:
-        settings: dict[str, object] = {"session_timeout": self.session_timeout, **options}
+        settings: dict[str, object] = {
+            "session_timeout": self.session_timeout,
+            "fetch_wait": self.fetch_wait,
+            **options,
+        }
         query = "".join(f"&{k}={v}" for k, v in settings.items())
         return f"kafka://{self.bootstrap}?namespace={namespace}{query}"
 
 
 class Tansu(Server):
     session_timeout = TANSU_SESSION_TIMEOUT
+    fetch_wait = 20
+    """Tansu answers a waiting fetch only when its wait is over: keep it short."""
 
     def __str__(self) -> str:
         return f"tansu on {self.port}"

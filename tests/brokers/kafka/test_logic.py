@@ -115,18 +115,27 @@ def test_a_url_sets_the_topic_shape_and_defaults_the_port() -> None:
     s = KafkaSettings.from_url("kafka://a,b:9093?partitions=12&replication=3&dlq_retention=0")
     assert s.bootstrap == "a:9092,b:9093"
     assert (s.partitions, s.replication, s.dlq_retention) == (12, 3, 0)
+    assert (s.fetch_wait, s.ack_commits) == (100, False)
+    tuned = KafkaSettings.from_url("kafka://a?fetch_wait=20&ack_commits=true")
+    assert (tuned.fetch_wait, tuned.ack_commits) == (20, True)
+    with pytest.raises(BrokerURLError, match="fetch_wait"):
+        KafkaSettings.from_url("kafka://a?fetch_wait=0")
 
 
 @pytest.mark.parametrize(
     "pattern", ["employee.*", "employee.#", "#", "#.created", "a.#.b", "*.*", "a.#.#.b"]
 )
-def test_subscription_regex_agrees_with_herald_matching(pattern: str) -> None:
+def test_subscription_regex_takes_every_topic_a_matching_type_is_in(pattern: str) -> None:
     names = Names("ns")
     regex = re.compile(names.subscription_regex((pattern,), "svc.q"))
     types = ["employee", "employee.created", "employee.created.v2", "a.b", "a.x.b", "a.x.y.b",
              "x.created", "created", "a", "b.a"]  # fmt: skip
     for event_type in types:
-        assert bool(regex.fullmatch(names.events(event_type))) == matches(pattern, event_type)
+        if matches(pattern, event_type):
+            assert regex.fullmatch(names.events(event_type)), event_type
+    if not pattern.startswith(("*", "#")):  # a literal first word: that family's topic only
+        assert not regex.fullmatch(names.events("zzz.created"))
+    assert not regex.fullmatch(names.events("herald.reply." + "0" * 32))
     assert regex.fullmatch(names.retry("svc.q", 0))
     assert not regex.fullmatch(names.retry("svc.other", 0))
     assert not regex.fullmatch(names.dead_letters("svc"))
@@ -160,3 +169,16 @@ def test_the_exclusive_assignor_gives_everything_to_the_longest_standing_member(
     assert assignment["a-early"].assignment == [("t", [0, 1, 2])]
     assert assignment["b-late"].assignment == [] and assignment["c-later"].assignment == []
     assert struct.unpack(">d", members["a-early"].user_data)[0] == 10.0  # type: ignore[attr-defined]
+
+
+def test_one_keys_events_of_a_family_share_a_topic_and_replies_keep_their_own() -> None:
+    names = Names("ns")
+    lifecycle = {names.events(t) for t in ("employee.created", "employee.updated", "employee")}
+    assert lifecycle == {"ns.herald.events.employee"}
+    assert names.events("employees.create") == "ns.herald.events.employees"
+    reply = "herald.reply." + "0" * 32
+    assert names.events(reply) == f"ns.herald.events.{reply}"
+    assert names.events("rpc.employees.get") == "ns.herald.events.rpc.employees.get"
+    assert names.pattern_topic("employee.*") == "ns.herald.events.employee"
+    assert names.pattern_topic(reply) == names.events(reply)
+    assert names.pattern_topic("*.created") is None and names.pattern_topic("#") is None

@@ -1,10 +1,11 @@
 """``kafka://host:9092[,host2:9092]?namespace=NS&partitions=3&replication=1`` — Apache
 Kafka, or any server speaking its protocol, through aiokafka.
 
-A topic per event type (``herald.events.<type>``, partitioned by key); a queue
-``<service>.<name>`` is the consumer group ``herald.group.<queue>`` subscribed by
-regular expression to the topics its patterns match, so fan-out is one group per
-service and the order per key holds because a key always maps to one partition.
+A topic per family of event types (``herald.events.<first word>``, partitioned by
+key); a queue ``<service>.<name>`` is the consumer group ``herald.group.<queue>``
+subscribed to the topics its patterns name, passing over the types they do not
+match, so fan-out is one group per service and the order per key holds across a
+family's types because a key always maps to one partition of its family's topic.
 Offsets are committed below the lowest unfinished delivery of each partition;
 retries wait in per-delay retry topics of the queue; dead letters go, with their
 reason, to ``herald.dlq.<service>``. See docs/kafka.md.

@@ -57,7 +57,7 @@ def consumer_options(settings: KafkaSettings, group: str | None) -> dict[str, An
         "heartbeat_interval_ms": max(100, settings.session_timeout // 3),
         "metadata_max_age_ms": settings.metadata_age,
         "max_partition_fetch_bytes": settings.max_message_bytes + 64 * 1024,
-        "fetch_max_wait_ms": 100,
+        "fetch_max_wait_ms": settings.fetch_wait,
         "max_poll_interval_ms": 3_600_000,
         "rebalance_timeout_ms": max(settings.session_timeout * 3, 10_000),
     }

@@ -41,7 +41,7 @@ from aiokafka.structs import ConsumerRecord
 
 from ...broker import Prefetch, Subscription
 from ...errors import ErrorTable
-from ...topic import is_pattern
+from ...topic import matches
 from ...window import Window
 from .connection import consumer_options
 from .delivery import KafkaDelivery, Settlements
@@ -50,14 +50,19 @@ from .offsets import OffsetTracker, Ticket
 from .presence import Presence
 from .publisher import Publisher
 from .settings import KafkaSettings
-from .topology import MAX_TOPIC, Topology, read_to_end
+from .topology import MAX_TOPIC, Topology, read_through
 from .wire import decode
 
-__all__ = ["DRAIN", "Oldest", "QueueConsumer"]
+__all__ = ["COMMIT_INTERVAL", "DRAIN", "Oldest", "QueueConsumer"]
 
+COMMIT_INTERVAL = 0.1
+"""Seconds a settlement waits for its commit round at most when no ack waits for
+them (each round is a request to the group coordinator: back to back, one per
+settlement or two, they cost more than the deliveries)."""
 DRAIN = 10.0
 """Seconds a stopped consumer waits for what it handed out to be settled."""
 log = logging.getLogger("herald.kafka")
+_SKIPPED = object()
 
 
 class Oldest(AbstractPartitionAssignor):  # type: ignore[misc]
@@ -142,8 +147,8 @@ class QueueConsumer:
         names, topology = self.topology.names, self.topology
         await topology.ensure(names.retry_topics(subscription.queue))
         await topology.ensure([names.anchor], partitions=1)
-        exact = [names.events(p) for p in subscription.patterns if not is_pattern(p)]
-        await topology.ensure([topic for topic in exact if len(topic) <= MAX_TOPIC])
+        known = {names.pattern_topic(p) for p in subscription.patterns}
+        await topology.ensure([t for t in known if t is not None and len(t) <= MAX_TOPIC])
         if subscription.durable:
             await topology.dead_letter_topic(subscription.service)
         with self.table.converting(f"declaring {subscription.queue}"):
@@ -170,9 +175,12 @@ class QueueConsumer:
                 ends: dict[TopicPartition, int] = {}
                 if partitions[1:]:
                     ends = await probe.end_offsets(partitions[1:])
-                    for tp, end in ends.items():
-                        probe.seek(tp, end)
-                    async for record in read_to_end(probe, partitions[1:]):
+                    last = {tp: end - 1 for tp, end in ends.items() if end > 0}
+                    for tp, offset in last.items():
+                        probe.seek(tp, offset)
+                    # Through the batch at the reported end, not until the topics are
+                    # quiet: they never are while publishers keep going.
+                    async for record in read_through(probe, last):
                         tp = TopicPartition(record.topic, record.partition)
                         ends[tp] = max(ends[tp], record.offset + 1)
                 starts = dict(ends)
@@ -246,6 +254,8 @@ class _Session:
             names.subscription_regex(subscription.patterns, subscription.queue)
         )
         self.topics: frozenset[str] = frozenset()
+        self._types: dict[str, bool] = {}
+        self._defaults: dict[str, str] = {}
         self._listener = _Listener(self)
         self._watcher: asyncio.Task[None] | None = None
         self.settlements = Settlements(
@@ -258,6 +268,9 @@ class _Session:
         )
         self._again: deque[KafkaDelivery] = deque()
         self._dirty = asyncio.Event()
+        self._full = asyncio.Event()
+        self._uncommitted = 0
+        self._round_size = max(1, prefetch.messages // 2)
         self._settled = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._round: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -315,7 +328,9 @@ class _Session:
                     if self.epoch != epoch:
                         break
                     delivery = self._delivery(partition, record)
-                    if delivery is None:
+                    if delivery is _SKIPPED:
+                        continue
+                    if not isinstance(delivery, KafkaDelivery):
                         break
                     await window.room()
                     if self.epoch != epoch:
@@ -326,20 +341,27 @@ class _Session:
 
     def _delivery(
         self, partition: TopicPartition, record: ConsumerRecord[bytes, bytes]
-    ) -> KafkaDelivery | None:
-        retried = partition.topic in self.retry_topics
-        names = self.owner.topology.names
-        headers = [(name, bytes(value)) for name, value in record.headers or ()]
-        decoded = decode(
-            record.key,
-            headers,
-            record.value or b"",
-            names.event_type(partition.topic),
-            retried=retried,
-        )
+    ) -> KafkaDelivery | object | None:
+        """The record as a delivery; None when it is a retry not due yet (the partition
+        waits for it); :data:`_SKIPPED` when it is of a type the queue does not take
+        (its family's topic holds every type of the family)."""
+        topic = partition.topic
+        retried = topic in self.retry_topics
+        default = self._defaults.get(topic)
+        if default is None:
+            default = self._defaults[topic] = self.owner.topology.names.event_type(topic) or ""
+        headers = [
+            (name, value if type(value) is bytes else bytes(value))
+            for name, value in record.headers or ()
+        ]
+        decoded = decode(record.key, headers, record.value or b"", default or None, retried=retried)
         if decoded.due > (now := time.time() * 1000):
             self._hold(partition, record.offset, (decoded.due - now) / 1000)
             return None
+        if decoded.error is None and not retried and not self._wanted(decoded.message.type):
+            self.tracker.skipped(partition, record.offset)
+            self._dirty.set()
+            return _SKIPPED
         ticket = self.tracker.fetched(partition, record.offset)
         return KafkaDelivery(
             decoded.message,
@@ -349,6 +371,15 @@ class _Session:
             self.settlements,
             error=decoded.error,
         )
+
+    def _wanted(self, event_type: str) -> bool:
+        wanted = self._types.get(event_type)
+        if wanted is None:
+            if len(self._types) > 10_000:
+                self._types.clear()
+            patterns = self.subscription.patterns
+            wanted = self._types[event_type] = any(matches(p, event_type) for p in patterns)
+        return wanted
 
     def _hold(self, partition: TopicPartition, offset: int, delay: float) -> None:
         """Wait for a retry to come due without fetching past it."""
@@ -366,6 +397,9 @@ class _Session:
         self.owner.presence.changed()
         self._dirty.set()
         self._settled.set()
+        self._uncommitted += 1
+        if self._uncommitted >= self._round_size:
+            self._full.set()
 
     def _give_back(self, delivery: KafkaDelivery) -> None:
         self.window.give(delivery.size)
@@ -381,10 +415,26 @@ class _Session:
         )
         self._again.append(again)
 
+    def _acks_wait(self) -> bool:
+        """Whether an ack waits for the commit round that follows it. Not on a
+        transient queue (RPC replies): its group goes with its caller, so a commit
+        outliving a crash protects nothing, and its consumer acks one reply after
+        the other."""
+        return self.owner.settings.ack_commits and self.subscription.durable
+
     async def _commit_loop(self) -> None:
+        """Commit rounds: back to back while acks wait for them; else once half the
+        prefetch was settled since the last round, or :data:`COMMIT_INTERVAL` after
+        the first settlement, so that a crash redelivers no more than a prefetch."""
+        paced = not self._acks_wait()
         while True:
             await self._dirty.wait()
+            if paced and not self._full.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), COMMIT_INTERVAL)
             self._dirty.clear()
+            self._full.clear()
+            self._uncommitted = 0
             done, self._round = self._round, asyncio.get_running_loop().create_future()
             try:
                 await self.commit()
@@ -394,7 +444,7 @@ class _Session:
     async def _committed(self) -> None:
         """Wait for the commit round that follows a settlement (it covers the
         settled offset unless a lower one of its partition is still unfinished)."""
-        if not self.owner.settings.ack_commits:
+        if not self._acks_wait():
             return
         if self._committer is not None and not self._committer.done():
             await asyncio.shield(self._round)

@@ -17,6 +17,8 @@ is settled, nothing above it is skipped if the consumer dies.
 (True, {('t', 0): 13})
 >>> t.mark_committed(t.committable()); t.committable()
 {}
+>>> t.skipped(("t", 0), 13); t.committable(), t.unfinished()
+({('t', 0): 14}, 0)
 """
 
 from __future__ import annotations
@@ -65,6 +67,14 @@ class OffsetTracker:
         partition.pending.append(offset)
         partition.next = offset + 1
         return Ticket(key, offset, partition)
+
+    def skipped(self, key: Hashable, offset: int) -> None:
+        """Count a record passed over (never handed out) as fetched and finished."""
+        partition = self._partitions.setdefault(key, Partition())
+        if partition.pending:
+            partition.pending.append(offset)
+            partition.done.add(offset)
+        partition.next = offset + 1
 
     def finish(self, ticket: Ticket) -> bool:
         """Mark a record settled; False when its partition was taken away since."""

@@ -46,28 +46,30 @@ class Publisher:
 
     async def send(self, records: Sequence[tuple[str, Message, int, int]]) -> None:
         """Send ``(topic, message, attempt, due)`` records; return once all are stored."""
-        futures = []
-        for topic, message, attempt, due in records:
-            key, headers = encode(message, attempt=attempt, due=due)
+        futures: list[asyncio.Future[object]] = []
+        send = self._producer.send
+        where = f"publishing to {', '.join(sorted({r[0] for r in records}))[:300]}"
+        try:
+            with self._table.converting(where, PublishError):
+                for topic, message, attempt, due in records:
+                    key, headers = encode(message, attempt=attempt, due=due)
+                    futures.append(await send(topic, message.body, key=key, headers=headers))
+        except PublishError as exc:
+            self._too_large(exc, records[len(futures)][1])
+            raise
+        failed: tuple[BaseException, Message] | None = None
+        for (_, message, _, _), future in zip(records, futures, strict=True):
             try:
-                with self._table.converting(f"publishing to {topic}", PublishError):
-                    futures.append(
-                        await self._producer.send(topic, message.body, key=key, headers=headers)
-                    )
+                await future
+            except Exception as exc:  # every record's outcome is awaited; the first fails
+                failed = failed or (exc, message)
+        if failed is not None:
+            try:
+                with self._table.converting(where, PublishError):
+                    raise failed[0]
             except PublishError as exc:
-                self._too_large(exc, message)
+                self._too_large(exc, failed[1])
                 raise
-        if not futures:
-            return
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        for (_, message, _, _), result in zip(records, results, strict=True):
-            if isinstance(result, BaseException):
-                try:
-                    with self._table.converting("publishing", PublishError):
-                        raise result
-                except PublishError as exc:
-                    self._too_large(exc, message)
-                    raise
 
     def _too_large(self, exc: PublishError, message: Message) -> None:
         if isinstance(exc.__cause__, MessageSizeTooLargeError):

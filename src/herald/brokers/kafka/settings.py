@@ -35,6 +35,7 @@ _OPTIONS = {
     "idempotent",
     "client_id",
     "ack_commits",
+    "fetch_wait",
 }
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,24}")
 
@@ -52,9 +53,14 @@ class KafkaSettings:
     dlq_retention:      seconds dead letters are kept (0: for ever).
     max_message_bytes:  the largest body accepted.
     idempotent:         the idempotent producer (needs ``InitProducerId`` on the server).
-    ack_commits:        an ack returns once the commit that follows it is done (True), or
-                        at once, the offset committed with the next round (False: faster;
-                        a crash redelivers up to one round of acked deliveries).
+    fetch_wait:         milliseconds a fetch waits for records when there are none (a
+                        server that does not answer a waiting fetch when records
+                        arrive, as Tansu, adds up to this much to each hop).
+    ack_commits:        an ack returns once the commit that follows it is done (True:
+                        a handler slot waits a commit round trip per delivery), or at
+                        once, the offset committed with a round that follows within
+                        0.1 s or half a prefetch of settlements (False, the default: a
+                        crash redelivers at most about a prefetch of acked deliveries).
     """
 
     hosts: tuple[tuple[str, int], ...] = (("127.0.0.1", 9092),)
@@ -67,7 +73,8 @@ class KafkaSettings:
     max_message_bytes: int = DEFAULT_MAX_BYTES
     idempotent: bool = False
     client_id: str = "herald"
-    ack_commits: bool = True
+    ack_commits: bool = False
+    fetch_wait: int = 100
     shown_url: str = ""
 
     def __post_init__(self) -> None:
@@ -116,7 +123,8 @@ class KafkaSettings:
             ),
             idempotent=parsed.bool_option("idempotent", False),
             client_id=client_id,
-            ack_commits=parsed.bool_option("ack_commits", True),
+            ack_commits=parsed.bool_option("ack_commits", False),
+            fetch_wait=_bounded(parsed, "fetch_wait", 100, 1, 10_000),
             shown_url=shown,
         )
 

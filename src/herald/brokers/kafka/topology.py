@@ -1,18 +1,23 @@
-"""Server-side names: topics per event type, retry tiers per queue, dead letters per
-service, one consumer group per queue; and the regular expression a group
-subscribes with.
+"""Server-side names: an events topic per family of event types (the first word of
+the type: ``employee.created`` and ``employee.deleted`` share ``events.employee``, so
+one key's events stay in order across the family's types), retry tiers per queue,
+dead letters per service, one consumer group per queue; and the regular expression
+a group subscribes with. Herald's own types (replies ``herald.reply.<token>``,
+requests ``rpc.<type>``) keep a topic each.
 
 >>> names = Names("t1")
 >>> names.events("employee.created"), names.group("payroll.employee.created")
-('t1.herald.events.employee.created', 't1.herald.group.payroll.employee.created')
+('t1.herald.events.employee', 't1.herald.group.payroll.employee.created')
+>>> names.events("herald.reply.00ff")
+'t1.herald.events.herald.reply.00ff'
 >>> names.retry("payroll.employee.created", 1000), names.dead_letters("payroll")
 ('t1.herald.retry.payroll.employee.created.1000ms', 't1.herald.dlq.payroll')
 >>> rx = re.compile(names.subscription_regex(("employee.*", "audit.#"), "payroll.all"))
 >>> [bool(rx.fullmatch(t)) for t in (
-...     "t1.herald.events.employee.created", "t1.herald.events.employee.a.b",
-...     "t1.herald.events.audit", "t1.herald.events.audit.x.y",
+...     "t1.herald.events.employee", "t1.herald.events.employees",
+...     "t1.herald.events.audit", "t1.herald.events.herald.reply.00ff",
 ...     "t1.herald.retry.payroll.all.0ms", "t1.herald.retry.payroll.other.0ms")]
-[True, False, True, True, True, False]
+[True, False, True, False, True, False]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.structs import ConsumerRecord
 
 from ...errors import BrokerError, ErrorTable
+from ...topic import is_pattern
 from .settings import KafkaSettings
 
 __all__ = [
@@ -55,6 +61,9 @@ _TOPIC_EXISTS = 36
 QUIET = 150
 """Milliseconds without a record after which a partition is taken as read to its end."""
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_OWN = ("herald.", "rpc.")
+"""Herald's own event types (replies, requests): a topic each, as each has a queue
+of its own, never in a family's topic."""
 
 
 def tier_for(delay: float) -> int:
@@ -82,10 +91,21 @@ class Names:
         """The compacted topic of declared queues and live consumers (:mod:`.presence`)."""
 
     def events(self, event_type: str) -> str:
-        return f"{self.prefix}events.{event_type}"
+        """The topic of an event type: its family's (first word), or its own for
+        Herald's types."""
+        family = event_type if event_type.startswith(_OWN) else event_type.split(".", 1)[0]
+        return f"{self.prefix}events.{family}"
+
+    def pattern_topic(self, pattern: str) -> str | None:
+        """The one topic a pattern's types are in, when its first word says so."""
+        first = pattern.split(".", 1)[0]
+        if pattern.startswith(_OWN):
+            return None if is_pattern(pattern) else self.events(pattern)
+        return None if first in ("*", "#") else self.events(first)
 
     def event_type(self, topic: str) -> str | None:
-        """The event type an events topic carries (None for other topics)."""
+        """The family (or Herald type) an events topic carries, the type of a record
+        that names none (None for other topics)."""
         root = f"{self.prefix}events."
         if topic.startswith(root) and _EVENT_TYPE.fullmatch(topic[len(root) :]):
             return topic[len(root) :]
@@ -113,6 +133,10 @@ class Names:
         return "^(?:" + "|".join(alternatives) + ")$"
 
     def _pattern(self, pattern: str) -> str:
+        if not pattern.startswith(_OWN):
+            topic = self.pattern_topic(pattern)
+            root = re.escape(f"{self.prefix}events.")
+            return re.escape(topic) if topic is not None else f"{root}{_WORD}"
         parts: list[str] = [re.escape(f"{self.prefix}events")]
         previous = ""
         for word in pattern.split("."):
