@@ -91,7 +91,8 @@ class Settler:
         self._acks.append((holder, entry_id, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_acks())
-        await asyncio.shield(future)
+        # not shielded: a cancelled wait leaves the id in the batch, which is sent anyway
+        await future
 
     async def hand_over(self, holder: Holder) -> None:
         """Let go of the exclusive queue's lock once ``holder`` stopped consuming and
