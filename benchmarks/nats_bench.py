@@ -127,6 +127,8 @@ def _faststream() -> Any:
 
 
 class FastStreamNATS(FastStreamContender):
+    max_events = 10_000  # a few hundred events/s on a busy host: keep within the timeout
+
     @property
     def _stream(self) -> str:
         return f"BENCH{self.run_id}FS"

@@ -130,6 +130,7 @@ def _faststream() -> Any:
 
 class FastStreamRedis(FastStreamContender):
     in_flight = 100  # as many as redis-py's pool holds (it fails beyond, not waits)
+    max_events = 5000  # a few hundred events/s here: 20,000 would outlast the timeout
 
     @property
     def _key(self) -> str:
