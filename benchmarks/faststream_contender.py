@@ -69,8 +69,8 @@ class FastStreamContender(Contender):
         broker = self.broker()
         try:
             await broker.connect()
-            if not await broker.ping(timeout=5.0):
-                raise ConnectionError("the server did not answer a ping within 5s")
+            if not await broker.ping(timeout=2.0):
+                raise ConnectionError("the server did not answer a ping within 2s")
         finally:
             await broker.stop()
 
