@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, help="steady publish rate, events/s (1000)")
     parser.add_argument("--window", type=int, help="events in flight per throughput batch")
     parser.add_argument("--timeout", type=float, help="seconds a run may overrun (60)")
-    parser.add_argument("--repeat", type=int, help="runs per measurement, median kept (1)")
+    parser.add_argument("--repeat", type=int, help="rounds (contenders interleaved), median kept")
     parser.add_argument("--only", default="", help="comma-separated contender names to run")
     parser.add_argument("--output", type=Path, default=Path("var/bench/results.json"))
     return parser

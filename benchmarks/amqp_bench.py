@@ -26,11 +26,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aio_pika
-from pydantic import BaseModel
 
+from .faststream_contender import BenchModel
 from .harness import (
     LATENCY,
-    PAD,
     THROUGHPUT,
     Contender,
     Publisher,
@@ -134,12 +133,6 @@ def _faststream() -> Any:
     """faststream.rabbit, imported on first use: without it only FastStream is unavailable."""
     importlib.import_module("faststream.rabbit.schemas")
     return importlib.import_module("faststream.rabbit")
-
-
-class BenchModel(BaseModel):
-    seq: int
-    sent_ns: int
-    pad: str = PAD
 
 
 class _FastStreamPublisher:

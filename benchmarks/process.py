@@ -60,6 +60,8 @@ def _combine(plan: Plan, published: Result, consumed: Result) -> Result:
         "p99_ms": consumed["p99_ms"],
         "max_ms": consumed["max_ms"],
         "duplicates": consumed["duplicates"],
+        "publisher_cpu_us_per_event": 1e6 * published["cpu_s"] / max(count, 1),
+        "consumer_cpu_us_per_event": 1e6 * consumed["cpu_s"] / max(count, 1),
         "publish_confirm_p50_ms": published.get("confirm_p50_ms"),
         "publish_confirm_p99_ms": published.get("confirm_p99_ms"),
         "error": consumed.get("error"),
@@ -70,7 +72,7 @@ def _combine(plan: Plan, published: Result, consumed: Result) -> Result:
 async def drive_publisher(contender: Contender, plan: Plan) -> Result:
     """Publish the plan's events; returns when the first and last were sent."""
     async with contender.publisher() as publisher:
-        first_ns = time.time_ns()
+        first_ns, cpu = time.time_ns(), time.process_time()
         if plan.workload == THROUGHPUT:
             for start in range(0, plan.events, plan.window):
                 stamp = time.time_ns()
@@ -109,18 +111,27 @@ async def drive_publisher(contender: Contender, plan: Plan) -> Result:
             return {
                 "first_ns": first_ns,
                 "end_ns": time.time_ns(),
+                "cpu_s": time.process_time() - cpu,
                 "confirm_p50_ms": percentile(confirms, 0.50) / 1e6,
                 "confirm_p99_ms": percentile(confirms, 0.99) / 1e6,
             }
-        return {"first_ns": first_ns, "end_ns": time.time_ns()}
+        return {"first_ns": first_ns, "end_ns": time.time_ns(), "cpu_s": time.process_time() - cpu}
 
 
 async def run_consumer(contender: Contender, recorder: Recorder, plan: Plan, ready: Any) -> Result:
     """Consume until every event was handled, then give the contender
-    ``SHUTDOWN_TIMEOUT`` seconds to unsubscribe and close."""
-    consuming = asyncio.create_task(contender.consume(recorder, ready))
+    ``SHUTDOWN_TIMEOUT`` seconds to unsubscribe and close. Its CPU time counts from
+    ``ready()`` to the last event handled."""
+    cpu = [0.0, 0.0]
+
+    def started() -> None:
+        cpu[0] = time.process_time()
+        ready()
+
+    consuming = asyncio.create_task(contender.consume(recorder, started))
     finished = asyncio.create_task(recorder.done.wait())
     await asyncio.wait({consuming, finished}, timeout=plan.timeout, return_when="FIRST_COMPLETED")
+    cpu[1] = time.process_time()
     if recorder.done.is_set() and not consuming.done():
         await asyncio.wait({consuming}, timeout=SHUTDOWN_TIMEOUT)
         if not consuming.done():
@@ -136,7 +147,7 @@ async def run_consumer(contender: Contender, recorder: Recorder, plan: Plan, rea
             note = f"consumer shutdown took over {SHUTDOWN_TIMEOUT:.0f}s"
         else:
             error = f"timed out after {plan.timeout:.0f}s: {recorder.count}/{plan.events} handled"
-    return {**recorder.summary(), "error": error, "note": note}
+    return {**recorder.summary(), "cpu_s": cpu[1] - cpu[0], "error": error, "note": note}
 
 
 def _awaiting(task: asyncio.Task[Any]) -> str:

@@ -1,4 +1,4 @@
-"""Redis Streams suite: Herald ``redis://`` against raw redis-py.
+"""Redis Streams suite: Herald ``redis://`` against raw redis-py and FastStream.
 
 * ``redis-py`` (baseline): one stream key ``bench<run>:raw:stream`` and a consumer
   group; a throughput window is one non-transactional pipeline of ``XADD`` commands
@@ -6,14 +6,27 @@
   ``BlockingConnectionPool`` (concurrent calls wait for one of 100 connections rather
   than fail); the consumer loops ``XREADGROUP COUNT 64 BLOCK 100`` and, after
   handling a batch, ``XACK``s its ids in one call (no ``XDEL``: entries stay).
-* ``herald``: see :mod:`benchmarks.herald_contender`.
+* ``faststream``: ``RedisBroker`` with a stream subscriber in a consumer group, as its
+  docs recommend for acknowledged work: ``StreamSub(group=..., consumer=...,
+  max_records=64)``; FastStream ``XACK``s each message after its handler returned.
+  Publishing is ``broker.publish(..., stream=...)`` (one ``XADD``), gathered per window,
+  at most 100 at once (its connection pool fails beyond).
+* ``herald``: see :mod:`benchmarks.herald_contender`. It does more durable work than
+  the raw client: every publish is a Lua script that routes to each bound queue's
+  stream (checking the bindings' version), each entry carries the CloudEvents
+  attributes as fields besides the body, reads go through a script that keeps the
+  consumer within its prefetch window (messages and bytes), an ack is ``XACK`` plus
+  ``XDEL`` (the stream keeps only unsettled entries), a heartbeat renews what the
+  consumer holds, and each body is decoded into a pydantic model.
 
-Targets (Herald), by analogy with RabbitMQ: throughput >= redis-py; p99 <= redis-py + 1 ms.
+Targets (Herald): throughput >= 0.8x redis-py (the durable work above) and >= 2x
+FastStream; p99 <= redis-py + 1 ms.
 The server runs without persistence here, so "durable" means "in the server".
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,12 +35,13 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
+from .faststream_contender import BenchModel, FastStreamContender
 from .harness import LATENCY, THROUGHPUT, Contender, Publisher, Recorder, make_body, parse_body
 from .herald_contender import HeraldContender
 from .report import faster_than, p99_within
 from .suite import Suite
 
-__all__ = ["SUITE", "HeraldRedis", "RedisPyContender"]
+__all__ = ["SUITE", "FastStreamRedis", "HeraldRedis", "RedisPyContender"]
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 BATCH = 64
@@ -109,12 +123,42 @@ class RedisPyContender(Contender):
             await client.delete(self._key)
 
 
+def _faststream() -> Any:
+    """faststream.redis, imported on first use: without it only FastStream is unavailable."""
+    return importlib.import_module("faststream.redis")
+
+
+class FastStreamRedis(FastStreamContender):
+    in_flight = 100  # as many as redis-py's pool holds (it fails beyond, not waits)
+    max_events = 5000  # a few hundred events/s here: 20,000 would outlast the timeout
+
+    @property
+    def _key(self) -> str:
+        return f"bench{self.run_id}:faststream:stream"
+
+    def broker(self) -> Any:
+        return _faststream().RedisBroker(REDIS_URL, logger=None)
+
+    def target(self) -> dict[str, Any]:
+        return {"stream": self._key}
+
+    def subscribe(self, broker: Any, handle: Callable[[BenchModel], Any]) -> None:
+        stream = _faststream().StreamSub(
+            self._key, group=GROUP, consumer="consumer-1", max_records=BATCH
+        )
+        broker.subscriber(stream=stream)(handle)
+
+    async def cleanup(self) -> None:
+        async with RedisPyContender(self.run_id)._client() as client:
+            await client.delete(self._key)
+
+
 SUITE = Suite(
     "redis",
-    (RedisPyContender, HeraldRedis),
+    (RedisPyContender, FastStreamRedis, HeraldRedis),
     baseline="redis-py",
     targets={
-        ("herald", THROUGHPUT): [faster_than("redis-py")],
+        ("herald", THROUGHPUT): [faster_than("redis-py", 0.8), faster_than("faststream", 2.0)],
         ("herald", LATENCY): [p99_within("redis-py", 1.0)],
     },
 )

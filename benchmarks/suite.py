@@ -2,7 +2,9 @@
 
 A contender that cannot run (server down, adapter missing) becomes an
 ``unavailable: <error>`` row; one that fails mid-measurement a ``failed: <error>``
-row. Neither stops the other contenders or suites.
+row. Neither stops the other contenders or suites. With ``--repeat N`` the suite runs
+N rounds, each measuring every contender in turn, and keeps each one's median run:
+contenders compared share the host's conditions, which matters on a shared machine.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class Options:
     timeout: float = 60.0
     """Seconds a run may take beyond its schedule before it counts as failed."""
     repeat: int = 1
-    """Runs per measurement; the median one is reported (all in ``details.runs``)."""
+    """Rounds of runs, contenders interleaved; the median run of each is reported (all
+    in ``details.runs``)."""
     only: tuple[str, ...] = ()
     """Contender names to run (all when empty)."""
 
@@ -73,28 +76,20 @@ def _plans(cls: type[Contender], options: Options) -> list[Plan]:
     ]
 
 
-def _run_contender(suite: Suite, cls: type[Contender], run_id: str, options: Options) -> list[Row]:
-    rows: list[Row] = []
-    plans = _plans(cls, options)
-    contender = cls(run_id)
-    cleanup_timeout = CHECK_TIMEOUT
+def _check(cls: type[Contender], run_id: str) -> str | None:
+    """Why the contender cannot run here, or None."""
     try:
-        try:
-            asyncio.run(asyncio.wait_for(contender.check(), CHECK_TIMEOUT))
-        except Exception as exc:
-            why = _short(exc) if str(exc) else f"{type(exc).__name__} after {CHECK_TIMEOUT:.0f}s"
-            _log(f"  {cls.name}: unavailable: {why}")
-            return [_row(suite, cls, plan, status=f"unavailable: {why}") for plan in plans]
-        cleanup_timeout = CLEANUP_TIMEOUT
-        for plan in plans:
-            _log(f"  {cls.name}: {plan.workload}, {plan.events:,} events ...")
-            rows.append(_measure(suite, cls, run_id, plan, options.repeat))
-    finally:
-        try:
-            asyncio.run(asyncio.wait_for(contender.cleanup(), cleanup_timeout))
-        except Exception as exc:
-            _log(f"  {cls.name}: cleanup failed: {_short(exc)}")
-    return rows
+        asyncio.run(asyncio.wait_for(cls(run_id).check(), CHECK_TIMEOUT))
+    except Exception as exc:
+        return _short(exc) if str(exc) else f"{type(exc).__name__} after {CHECK_TIMEOUT:.0f}s"
+    return None
+
+
+def _cleanup(cls: type[Contender], run_id: str) -> None:
+    try:
+        asyncio.run(asyncio.wait_for(cls(run_id).cleanup(), CLEANUP_TIMEOUT))
+    except Exception as exc:
+        _log(f"  {cls.name}: cleanup failed: {_short(exc)}")
 
 
 def _median_run(plan: Plan, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,17 +105,43 @@ def _median_run(plan: Plan, results: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
-def _measure(suite: Suite, cls: type[Contender], run_id: str, plan: Plan, repeat: int) -> Row:
-    try:
-        results = []
-        for _ in range(max(1, repeat)):
-            results.append(measure(cls, run_id, replace(plan, not_before_ns=time.time_ns())))
-            if results[-1]["error"]:
-                break
-        result = _median_run(plan, results)
-    except Exception as exc:
-        _log(f"  {cls.name}: failed: {_short(exc)}")
-        return _row(suite, cls, plan, status=f"failed: {_short(exc)}")
+def _measure_rounds(
+    suite: Suite, classes: list[type[Contender]], run_id: str, options: Options
+) -> list[Row]:
+    """``options.repeat`` rounds; in each, every workload, every contender in turn (so
+    the contenders compared share the host's conditions); the median run of each kept.
+    A contender that fails a workload is not measured on it again."""
+    plans = {cls: _plans(cls, options) for cls in classes}
+    results: dict[tuple[type[Contender], int], list[dict[str, Any]]] = {}
+    failed: dict[tuple[type[Contender], int], Row] = {}
+    for round_no in range(max(1, options.repeat)):
+        for index in range(2):
+            for cls in classes:
+                plan = plans[cls][index]
+                if (cls, index) in failed:
+                    continue
+                shown = f" (round {round_no + 1}/{options.repeat})" if options.repeat > 1 else ""
+                _log(f"  {cls.name}: {plan.workload}, {plan.events:,} events{shown} ...")
+                try:
+                    result = measure(cls, run_id, replace(plan, not_before_ns=time.time_ns()))
+                except Exception as exc:
+                    _log(f"  {cls.name}: failed: {_short(exc)}")
+                    failed[cls, index] = _row(suite, cls, plan, status=f"failed: {_short(exc)}")
+                    continue
+                results.setdefault((cls, index), []).append(result)
+                if result["error"]:
+                    failed[cls, index] = _result_row(suite, cls, plan, result)
+    rows = []
+    for cls in classes:
+        for index, plan in enumerate(plans[cls]):
+            row = failed.get((cls, index))
+            if row is None:
+                row = _result_row(suite, cls, plan, _median_run(plan, results[cls, index]))
+            rows.append(row)
+    return rows
+
+
+def _result_row(suite: Suite, cls: type[Contender], plan: Plan, result: dict[str, Any]) -> Row:
     row = _row(suite, cls, plan)
     row.details = {k: v for k, v in result.items() if k not in ("error", "note")}
     if result["error"]:
@@ -156,10 +177,25 @@ def run_suite(suite: Suite, options: Options) -> list[Row]:
     run_id = f"{time.strftime('%H%M%S')}{os.getpid()}"
     _log(f"[{suite.name}] run {run_id}")
     rows: list[Row] = []
+    classes: list[type[Contender]] = []
     for cls in suite.contenders:
         if options.only and cls.name not in options.only:
             continue
-        rows.extend(_run_contender(suite, cls, run_id, options))
+        why = _check(cls, run_id)
+        if why is None:
+            classes.append(cls)
+            continue
+        _log(f"  {cls.name}: unavailable: {why}")
+        rows += [
+            _row(suite, cls, plan, status=f"unavailable: {why}") for plan in _plans(cls, options)
+        ]
+    try:
+        rows += _measure_rounds(suite, classes, run_id, options)
+    finally:
+        for cls in classes:
+            _cleanup(cls, run_id)
+    order = {cls.name: i for i, cls in enumerate(suite.contenders)}
+    rows.sort(key=lambda r: order[r.contender])
     judge(rows, suite.targets)
-    order = {THROUGHPUT: 0, LATENCY: 1}
-    return sorted(rows, key=lambda r: order[r.workload])
+    workloads = {THROUGHPUT: 0, LATENCY: 1}
+    return sorted(rows, key=lambda r: workloads[r.workload])

@@ -93,6 +93,8 @@ def test_quick_memory_run_reports_every_contender(tmp_path: Path) -> None:
         assert row["events_per_s"] > 0
         assert 0 <= row["p50_ms"] <= row["p99_ms"]
         assert len(row["details"]["runs"]) == 2
+        assert row["details"]["consumer_cpu_us_per_event"] > 0
+        assert row["details"]["publisher_cpu_us_per_event"] > 0
     assert document["settings"]["quick"] is True
     assert document["settings"]["repeat"] == 2
 
@@ -124,7 +126,7 @@ def test_unreachable_server_is_reported_not_fatal(tmp_path: Path) -> None:
         env={"BENCH_REDIS_URL": "redis://127.0.0.1:1/0"},
     )
     rows = document["results"]
-    assert {r["contender"] for r in rows} == {"redis-py", "herald"}
+    assert {r["contender"] for r in rows} == {"redis-py", "faststream", "herald"}
     for row in rows:
         assert row["status"].startswith("unavailable: "), row
         assert row["events_per_s"] is None

@@ -11,6 +11,7 @@ import pytest
 
 import herald
 from herald.brokers.memory import MemoryBroker
+from herald.brokers.memory.delivery import MemoryDelivery
 from herald.testing import Recorder, eventually
 
 
@@ -200,3 +201,39 @@ async def test_pattern_handlers_decode_by_type_and_poison_is_dead_lettered() -> 
     assert seen.items == [Tick(n=3)]
     assert [dl.reason.error_type for dl in letters] == ["ValidationError"]
     assert letters[0].reason.attempts == 1
+
+
+async def test_a_waiting_ack_holds_no_runner_but_holds_its_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ack that waits for the broker (as on Redis) is parked: the one runner goes on
+    to the next keyless delivery; the next delivery of a key waits for the ack."""
+    reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    acked = MemoryDelivery._ack
+
+    async def ack_after_reply(self: MemoryDelivery) -> None:
+        await reply
+        await acked(self)
+
+    monkeypatch.setattr(MemoryDelivery, "_ack", ack_after_reply)
+    service = herald.Service("parked", concurrency=1)
+    seen: Recorder[int] = Recorder()
+
+    @service.on(Tick)
+    async def handle(event: Tick) -> None:
+        seen.add(event.n)
+
+    async with herald.connect(memory_url()) as bus:
+        worker = await bus.start(service)
+        await bus.publish_many([Tick(n=1), Tick(n=2), Tick(n=3)])
+        await seen.wait_for(3)
+        await bus.publish(Tick(n=10), key="k")
+        await bus.publish(Tick(n=11), key="k")
+        await seen.wait_for(4)
+        await asyncio.sleep(0.05)
+        assert seen.items == [1, 2, 3, 10]  # 11 waits for 10's ack
+        assert worker.handled == 0
+        reply.set_result(None)
+        await seen.wait_for(5)
+        await eventually(lambda: worker.handled == 5)
+        await worker.stop()

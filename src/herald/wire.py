@@ -73,8 +73,12 @@ CE_PREFIX = "cloudEvents_"
 CE_PREFIXES = ("cloudEvents_", "cloudEvents:", "ce-", "ce_")
 _ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype")
 _HEADER_TO_ATTRIBUTE = {
-    f"{prefix}{name}".lower(): name for prefix in CE_PREFIXES for name in _ATTRIBUTES
+    spelled: name
+    for prefix in CE_PREFIXES
+    for name in _ATTRIBUTES
+    for spelled in (f"{prefix}{name}", f"{prefix}{name}".lower())
 }
+"""Attribute header names, lowercased and as Herald writes them (found without lower())."""
 MAX_ATTRIBUTE = 4096
 """Longest attribute value accepted (ids, sources, subjects, types)."""
 MAX_DEPTH = 64
@@ -138,8 +142,12 @@ def decode_message(
     for raw_name, value in headers.items():
         name = raw_name if type(raw_name) is str else _text(raw_name, "header name")
         text = value if type(value) is str else _text(value, f"header {name!r}")
-        lowered = name.lower()
-        attribute = _HEADER_TO_ATTRIBUTE.get(lowered)
+        attribute = _HEADER_TO_ATTRIBUTE.get(name)
+        if attribute is None:
+            lowered = name.lower()
+            attribute = _HEADER_TO_ATTRIBUTE.get(lowered)
+        else:
+            lowered = ""
         if attribute is not None:
             if len(text) > MAX_ATTRIBUTE:
                 raise DecodeError(f"CloudEvents {attribute} is {len(text)} characters long")

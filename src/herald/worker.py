@@ -7,6 +7,14 @@ handler chain (:mod:`herald.middleware`), which returns its outcome; the worker 
 settles it: ack, retry after a delay, dead-letter, or release. Whatever goes wrong
 in between, every delivery is settled or handed back: none holds a prefetch slot.
 
+A runner does not wait for an ack of a keyless delivery to be confirmed: an ack that
+must wait for the broker goes on in the background (the adapter batches what settles
+together: one round trip for a whole read on Redis) and the runner takes the next job;
+at most a prefetch window of acks is in flight so, beyond that, runners wait for theirs.
+At-least-once is unchanged: an ack that never arrives leaves the delivery to be
+redelivered. Keyed deliveries wait for their settlement, so the next event of the key
+starts only once it is done, and :meth:`Worker.stop` waits for the acks in flight.
+
 A keyed delivery that fails holds its key: it is retried in this process after the
 policy's delay (its concurrency slot free meanwhile), and the later events of the
 key wait until it succeeds or is dead-lettered, while other keys go on. A worker
@@ -45,6 +53,7 @@ from .middleware import (
     publish_chain,
     shutting_down,
 )
+from .parking import Parking
 from .recurrence import Ticker
 from .service import Service
 
@@ -143,6 +152,8 @@ class Worker:
         self._idle: deque[asyncio.Future[None]] = deque()
         self._lanes: dict[tuple[str, str], deque[_Job]] = {}
         self._held: dict[_Job, tuple[asyncio.TimerHandle, Outcome]] = {}
+        self._acking = Parking()
+        self._max_acking = self.prefetch.messages
         self._running = 0
         self._drained = asyncio.Event()
         self._stopping = False
@@ -200,6 +211,7 @@ class Worker:
                 runner.cancel()
             await asyncio.gather(*self._runners, return_exceptions=True)
             await self._give_back_waiting()
+            await self._acking.wait(max(timeout - (time.monotonic() - started), 1.0))
         finally:
             self._stopped = True
         log.info(
@@ -348,11 +360,23 @@ class Worker:
         except Exception as exc:  # a middleware outside the retry policy failed
             outcome = failure(ctx, exc)
         elapsed = time.perf_counter() - started
+        if (
+            job.lane is None
+            and outcome.settlement == "ack"
+            and len(self._acking) < self._max_acking
+        ):
+            self._ack_in_background(ctx, outcome, elapsed)
+            return
         if outcome.settlement == "retry" and job.lane is not None and not self._stopping:
             self._hold(job, ctx, outcome, elapsed)
             return
         await self._settle(ctx, outcome, elapsed)
         await self._after(job)
+
+    def _ack_in_background(self, ctx: Context, outcome: Outcome, elapsed: float) -> None:
+        """Ack now, as far as that goes without waiting; the rest is parked on what it
+        waits for (:mod:`herald.parking`), and the runner goes on."""
+        self._acking.start(self._settle(ctx, outcome, elapsed))
 
     def _hold(self, job: _Job, ctx: Context, outcome: Outcome, elapsed: float) -> None:
         """Retry a keyed delivery in this process after the delay, its key held."""

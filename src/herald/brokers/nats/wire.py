@@ -64,6 +64,10 @@ ENCODED = "Herald-B64"
 RAW_PREFIX = "herald-raw-"
 """An undecodable message keeps the headers it arrived with under this prefix."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKENS: set[str] = set()
+"""Header names seen to be tokens (names repeat from message to message), up to
+``_MAX_TOKENS`` of them."""
+_MAX_TOKENS = 1024
 _BLOCK = len(b"NATS/1.0\r\n") + len(b"\r\n")
 _LINE = len(b": \r\n")
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
@@ -158,13 +162,17 @@ def from_headers(
     :class:`herald.HeaderError`, nothing else.
     """
     raw = raw or {}
-    encoded = set(filter(None, str(raw.get(ENCODED, "")).split(",")))
+    listed = raw.get(ENCODED)
+    encoded = set(filter(None, str(listed).split(","))) if listed else set()
     headers: dict[str, str] = {}
     for key, value in raw.items():
         if key == ENCODED or key.startswith("Nats-"):
             continue
-        if not _TOKEN.fullmatch(key):
-            raise HeaderError(f"header name {key[:100]!r} is not a NATS header token")
+        if key not in _TOKENS:
+            if not _TOKEN.fullmatch(key):
+                raise HeaderError(f"header name {key[:100]!r} is not a NATS header token")
+            if len(_TOKENS) < _MAX_TOKENS:
+                _TOKENS.add(key)
         text = value
         if key in encoded:
             try:

@@ -83,15 +83,20 @@ class Settler:
         self._release = client.register_script(scripts.RELEASE)
         self._dead_letter = client.register_script(scripts.DEAD_LETTER)
         self._let_go = client.register_script(scripts.LET_GO)
-        self._acks: list[tuple[Holder, bytes, asyncio.Future[None]]] = []
+        self._acks: list[tuple[Holder, bytes]] = []
+        self._replies: dict[str, asyncio.Future[None]] = {}
+        """Per stream, the future the acks queued for the next batch wait on."""
         self._flusher: asyncio.Task[None] | None = None
 
     async def ack(self, holder: Holder, entry_id: bytes) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks.append((holder, entry_id, future))
+        self._acks.append((holder, entry_id))
+        reply = self._replies.get(holder.stream)
+        if reply is None:
+            reply = self._replies[holder.stream] = asyncio.get_running_loop().create_future()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_acks())
-        await asyncio.shield(future)
+        # not shielded: a cancelled wait leaves the id in the batch, which is sent anyway
+        await reply
 
     async def hand_over(self, holder: Holder) -> None:
         """Let go of the exclusive queue's lock once ``holder`` stopped consuming and
@@ -116,9 +121,12 @@ class Settler:
         while self._acks:
             await asyncio.sleep(0)
             batch, self._acks = self._acks, []
+            replies, self._replies = self._replies, {}
             by_stream: dict[tuple[str, str], list[bytes]] = {}
-            for holder, entry_id, _ in batch:
+            queues: dict[str, str] = {}
+            for holder, entry_id in batch:
                 by_stream.setdefault((holder.stream, holder.group), []).append(entry_id)
+                queues[holder.stream] = holder.queue
             calls = [
                 (stream, group, ids[start : start + _ACK_CHUNK])
                 for (stream, group), ids in by_stream.items()
@@ -132,24 +140,24 @@ class Settler:
                     return_exceptions=True,
                 )
             except BaseException:
-                for _, _, future in batch:
-                    future.cancel()
+                for reply in replies.values():
+                    reply.cancel()
                 raise
             failed = {
                 stream: result
                 for (stream, _, _), result in zip(calls, results, strict=True)
                 if isinstance(result, BaseException)
             }
-            for holder, _, future in batch:
-                if future.done():
+            for stream, reply in replies.items():
+                if reply.done():
                     continue
-                problem = failed.get(holder.stream)
+                problem = failed.get(stream)
                 if problem is None:
-                    future.set_result(None)
+                    reply.set_result(None)
                 else:
-                    error = self._table.convert(problem, f"acknowledging on {holder.queue}")
+                    error = self._table.convert(problem, f"acknowledging on {queues[stream]}")
                     error.__cause__ = problem
-                    future.set_exception(error)
+                    reply.set_exception(error)
 
     async def retry(
         self,
