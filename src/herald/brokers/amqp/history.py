@@ -17,8 +17,7 @@ two markers (messages with the ``herald-backfill`` header, never handed out):
    everything routed from then on is in it, and in the stream after the start marker;
 3. a *cut* marker is published through a fanout exchange of its own bound to the
    stream and the queue, and the queue's messages up to the cut are read
-   (``basic.get``, not acked: the server gives them back, in place, when the
-   connection closes; only the cut is acked);
+   (``basic.get``; the cut is acked, the others given back, in place);
 4. the stream is read from ``since`` (or its first message) up to the cut: what the
    subscription's patterns match goes to ``<queue>.backfill``, except, after the
    start marker, what the queue also holds (by message id): each event is history
@@ -88,12 +87,14 @@ class History:
         connection: AMQPConnection,
         publisher: Publisher,
         declare: Callable[[Subscription], Awaitable[str]],
+        released: Callable[[str, DeliveredMessage], None],
     ) -> None:
         self.topology = topology
         self.settings = topology.settings
         self.connection = connection
         self.publisher = publisher
         self._declare = declare
+        self._released = released
         self._backfilled: set[str] = set()
         """Queues (server names) whose handler asks for backfill: their consumer
         looks for a backfill queue first."""
@@ -158,16 +159,20 @@ class History:
         await channel.queue_bind(queue, exchange, routing_key="")
         await self._publish(exchange, "", f"{token}:cut")
         await channel.exchange_delete(exchange)
-        ids: set[str] = set()
+        taken: list[DeliveredMessage] = []
         while True:
             item = await channel.basic_get(queue, no_ack=False)
             if isinstance(item.delivery, spec.Basic.GetEmpty):
                 raise BrokerError(f"backfilling {queue}: its cut marker did not arrive in it")
             if _marker(item) == f"{token}:cut":
                 await channel.basic_ack(item.delivery_tag or 0)
-                return ids
-            if _marker(item) is None:
-                ids.add(_id(item))
+                break
+            taken.append(item)
+        if taken:  # back in place (their redelivery is no attempt for this process)
+            await channel.basic_nack(taken[-1].delivery_tag or 0, multiple=True, requeue=True)
+            for item in taken:
+                self._released(queue, item)
+        return {_id(item) for item in taken if _marker(item) is None}
 
     async def _copy(
         self,
