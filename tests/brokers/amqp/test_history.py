@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -93,6 +94,16 @@ async def test_without_retain_backfill_is_refused_naming_the_option(url: str) ->
     finally:
         await destroy(url)
         await broker.close()
+
+
+async def test_since_replays_from_that_moment(url: str) -> None:
+    async with retaining(url) as (broker,):
+        await broker.publish(events(range(3)))
+        await asyncio.sleep(1.1)  # the stream is searched by whole seconds
+        since = datetime.now(UTC)
+        await broker.publish(events(range(3, 5)))
+        assert await broker.backfill(SUB, since) == 2
+        assert [int(d.message.body) for d in await take(broker, 2)] == [3, 4]
 
 
 async def test_events_published_during_the_backfill_come_once_in_order_per_key(url: str) -> None:

@@ -5,7 +5,8 @@ with ``queue_type=classic|quorum``, ``heartbeat`` (s), ``prefetch`` (overrides t
 consumer's message count), ``confirm_timeout`` (s), ``reconnect_timeout`` (s: how
 long an operation waits for a lost connection to come back), ``connect_timeout``
 (s), ``dlq_retention`` (s, 0 = for ever), ``management`` (the management API's
-URL, for queue inspection) and, for amqps, ``cafile``, ``certfile``, ``keyfile``,
+URL, for queue inspection), ``retain`` (a duration: a stream of the events exchange
+keeps every event that long, for backfill) and, for amqps, ``cafile``, ``certfile``, ``keyfile``,
 ``verify``.
 
 One durable topic exchange, routing key = event type; one durable queue per

@@ -7,6 +7,8 @@
 ('t1.payroll.employee.created', 't1.audit.employee.+')
 >>> s.herald_name("t1.audit.employee.+")
 'audit.employee.*'
+>>> AMQPSettings.from_url("amqp://h/?retain=7d").retain, s.retain
+(604800.0, 0)
 >>> m = AMQPSettings.from_url("amqp://u:p@h/?management=http://h:15672").management
 >>> m.base, m.username
 ('http://h:15672', 'u')

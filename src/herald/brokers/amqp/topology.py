@@ -299,7 +299,8 @@ class Topology:
     async def destroy(self, channel: Opener) -> None:
         """Delete every queue declared here or recorded in the registry, and the exchange."""
         ch = await channel()
-        names = dict.fromkeys([*self.bindings, *self.retries, *self.dead_letters])
+        stream = [self.stream] if self.stream else []
+        names = dict.fromkeys([*self.bindings, *self.retries, *self.dead_letters, *stream])
         names.update(dict.fromkeys(await self.registered(ch)))
         for queue in names:
             await ch.queue_delete(queue)
