@@ -83,6 +83,11 @@ async def test_without_retain_backfill_is_refused_naming_the_option(url: str) ->
     try:
         with pytest.raises(CapabilityError, match=r"\?retain="):
             await broker.backfill(SUB)
+        quorum = broker_from_url(f"{url}&retain=1h&queue_type=quorum")
+        assert isinstance(quorum, AMQPBroker)
+        exclusive = Subscription("cards", "employee.created", ("employee.*",), exclusive=True)
+        with pytest.raises(CapabilityError, match="queue_type=classic"):
+            await quorum.backfill(exclusive)  # refused before connecting
         svc = herald.Service("cards")
 
         @svc.on("employee.created", backfill=True)

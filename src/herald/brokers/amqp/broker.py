@@ -102,7 +102,7 @@ class AMQPBroker(Broker):
         )
         self._inspector = Inspector(settings, self.connection)
         self._history = History(
-            self.topology, self.connection, self.publisher, self._declare_durable, self._released
+            self.topology, self.connection, self.publisher, self._declare_durable
         )
         self._control: AbstractChannel | None = None
         self._control_lock = asyncio.Lock()

@@ -16,13 +16,15 @@ two markers (messages with the ``herald-backfill`` header, never handed out):
    (confirmed), the pending record is written, then the queue is declared and bound:
    everything routed from then on is in it, and in the stream after the start marker;
 3. a *cut* marker is published through a fanout exchange of its own bound to the
-   stream and the queue, and the queue's messages up to the cut are read
-   (``basic.get``; the cut is acked, the others given back, in place);
+   stream and the queue, and the queue's messages up to the cut are taken
+   (``basic.get``, not acked yet: the *head*);
 4. the stream is read from ``since`` (or its first message) up to the cut: what the
    subscription's patterns match goes to ``<queue>.backfill``, except, after the
-   start marker, what the queue also holds (by message id): each event is history
-   or live, never both;
-5. the pending record is deleted: that is the moment the backfill is done.
+   start marker, what the head holds (by message id); then the head follows it
+   there, in its order: each event is history or live, never both;
+5. the pending record is deleted: that is the moment the backfill is done; then the
+   head is acked in the queue (a crash in between delivers the head twice: at
+   least once, never lost).
 
 A crash before step 5 leaves the record: the next start (or the replica that was
 waiting for the lock) empties ``<queue>.backfill`` and does steps 3 to 5 again with
@@ -61,7 +63,7 @@ __all__ = ["MARKER", "History", "Opened", "backfill_queue"]
 log = logging.getLogger("herald.amqp")
 
 MARKER = "herald-backfill"
-"""Header of the markers: ``<token>:start`` or ``<token>:cut``."""
+"""Header of the markers: ``<token>:start`` or ``<token>:cut:<attempt>``."""
 BATCH = 500
 """History events copied per confirmed publish (and the stream consumer's credit)."""
 LOCK_POLL = 0.2
@@ -87,14 +89,12 @@ class History:
         connection: AMQPConnection,
         publisher: Publisher,
         declare: Callable[[Subscription], Awaitable[str]],
-        released: Callable[[str, DeliveredMessage], None],
     ) -> None:
         self.topology = topology
         self.settings = topology.settings
         self.connection = connection
         self.publisher = publisher
         self._declare = declare
-        self._released = released
         self._backfilled: set[str] = set()
         """Queues (server names) whose handler asks for backfill: their consumer
         looks for a backfill queue first."""
@@ -107,6 +107,12 @@ class History:
                 f"the RabbitMQ broker {self.settings} keeps no history to backfill {queue} "
                 "from: add ?retain=7d (or another duration) to the URL of the processes "
                 "that use it, so that a stream of the events exchange keeps every event"
+            )
+        if sub.exclusive and self.settings.queue_type == "quorum":
+            raise CapabilityError(
+                f"backfill of the exclusive subscription {queue} needs queue_type=classic: "
+                "RabbitMQ cannot basic.get from a quorum queue with a single active "
+                "consumer, which is how the cut between history and live is read"
             )
         self._backfilled.add(queue)
         with self.connection.errors.converting(f"backfilling {queue}"):
@@ -139,9 +145,12 @@ class History:
             properties = spec.Basic.Properties(delivery_mode=2)
             await self.publisher.publish([Outgoing("", pending, record.encode(), properties)])
         await self._declare(sub)  # bound: what is routed from now on collects in it
-        live = await self._cut(channel, stream, queue, token)
-        count = await self._copy(channel, sub, stream, target, token, since, live)
+        head, cut = await self._cut(channel, stream, queue, token)
+        async with self.connection.aside() as reader:  # its acks are not the head's
+            count = await self._copy(await reader(), sub, stream, target, token, since, head)
+        await self.publisher.publish([_copied(target, item) for item in head])
         await channel.queue_delete(pending)
+        await channel.basic_ack(cut, multiple=True)  # the head is in the backfill queue
         return count
 
     async def _publish(self, exchange: str, routing_key: str, marker: str) -> None:
@@ -150,29 +159,27 @@ class History:
         )
         await self.publisher.publish([Outgoing(exchange, routing_key, b"", properties)])
 
-    async def _cut(self, channel: AbstractChannel, stream: str, queue: str, token: str) -> set[str]:
-        """Publish the cut marker to the stream and the queue at once; return the ids
-        of what the queue holds before it (left in it, unacked until we close)."""
+    async def _cut(
+        self, channel: AbstractChannel, stream: str, queue: str, token: str
+    ) -> tuple[list[DeliveredMessage], int]:
+        """Publish the cut marker to the stream and the queue at once; take what the
+        queue holds before it (unacked) and the cut's delivery tag."""
         exchange = f"{queue}.backfill-cut"
         await channel.exchange_declare(exchange, exchange_type="fanout", auto_delete=False)
         await channel.queue_bind(stream, exchange, routing_key="")
         await channel.queue_bind(queue, exchange, routing_key="")
-        await self._publish(exchange, "", f"{token}:cut")
+        cut = f"{token}:cut:{uuid.uuid4().hex}"  # after a crash, Q holds earlier ones
+        await self._publish(exchange, "", cut)
         await channel.exchange_delete(exchange)
-        taken: list[DeliveredMessage] = []
+        head: list[DeliveredMessage] = []
         while True:
             item = await channel.basic_get(queue, no_ack=False)
             if isinstance(item.delivery, spec.Basic.GetEmpty):
                 raise BrokerError(f"backfilling {queue}: its cut marker did not arrive in it")
-            if _marker(item) == f"{token}:cut":
-                await channel.basic_ack(item.delivery_tag or 0)
-                break
-            taken.append(item)
-        if taken:  # back in place (their redelivery is no attempt for this process)
-            await channel.basic_nack(taken[-1].delivery_tag or 0, multiple=True, requeue=True)
-            for item in taken:
-                self._released(queue, item)
-        return {_id(item) for item in taken if _marker(item) is None}
+            if _marker(item) == cut:
+                return head, item.delivery_tag or 0
+            if _marker(item) is None:
+                head.append(item)
 
     async def _copy(
         self,
@@ -182,10 +189,11 @@ class History:
         target: str,
         token: str,
         since: datetime | None,
-        live: set[str],
+        head: list[DeliveredMessage],
     ) -> int:
         """Copy the stream's events ``sub`` matches, from ``since`` up to the cut, to
-        ``target``, leaving out after the start marker what ``live`` holds."""
+        ``target``, leaving out after the start marker what ``head`` holds."""
+        live = {_id(item) for item in head}
         inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
 
         async def received(item: DeliveredMessage) -> None:
@@ -208,13 +216,9 @@ class History:
                 and _wanted(item, sub, since)
                 and not (after_start and _id(item) in live)
             ):
-                properties = item.header.properties
-                properties.headers = {
-                    k: v for k, v in (properties.headers or {}).items() if k != "x-stream-offset"
-                }
-                batch.append(Outgoing("", target, item.body, properties))
+                batch.append(_copied(target, item))
             unacked += 1
-            done = marker == f"{token}:cut"
+            done = marker is not None and marker.startswith(f"{token}:cut")  # the first
             if len(batch) >= BATCH or done:
                 await self.publisher.publish(batch)
                 count += len(batch)
@@ -325,6 +329,13 @@ async def _read_record(channel: AbstractChannel, pending: str) -> tuple[str, dat
         raise BrokerError(
             f"{pending} holds no backfill record ({exc}); delete it to backfill anew"
         ) from None
+
+
+def _copied(target: str, item: DeliveredMessage) -> Outgoing:
+    properties = item.header.properties
+    headers = properties.headers or {}
+    properties.headers = {k: v for k, v in headers.items() if k != "x-stream-offset"}
+    return Outgoing("", target, item.body, properties)
 
 
 def _marker(item: DeliveredMessage) -> str | None:
