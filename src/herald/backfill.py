@@ -31,13 +31,16 @@ in the transaction that copies the last ones, so every publish commits either
 before (history) or after (live); NATS creates
 the queue's consumer on the events stream with a start time instead of "new";
 Kafka commits the new group's first offsets at the oldest retained records instead
-of the end. History and live events then sit in one sequence, so the order per key
-holds across the seam and nothing comes twice. The queue's existence is the durable
+of the end; RabbitMQ (``retain=``) copies its events stream up to a cut marker into
+a queue the consumer drains first, leaving out what the new queue holds. History and
+live events then sit in one sequence, so the order per key holds across the seam and
+nothing comes twice. The queue's existence is the durable
 record that backfill was done: a restart, or a second replica starting at the same
 moment (the creation is atomic on the broker), finds the queue and replays nothing.
 A queue that existed before ``backfill=True`` was added gets nothing either.
 
-A broker that keeps no history (memory, Redis, SQS; RabbitMQ for now) fails at service
+A broker that keeps no history (memory, Redis, SQS; RabbitMQ and SQLite without
+``retain=``) fails at service
 start with :class:`herald.CapabilityError` naming it, before any queue is declared.
 """
 
@@ -67,7 +70,7 @@ async def declare_queues(broker: Broker, service: str, handlers: list[Handler]) 
         raise CapabilityError(
             f"service {service} asks for backfill on {', '.join(wanting)}, but the "
             f"{scheme}:// broker ({type(broker).__name__}) keeps no history to replay; "
-            "use one that does (sqlite with ?retain=, nats, kafka)"
+            "use one that does (sqlite or amqp with ?retain=, nats, kafka)"
         )
     for handler in handlers:
         subscription = handler.subscription

@@ -5,7 +5,8 @@ with ``queue_type=classic|quorum``, ``heartbeat`` (s), ``prefetch`` (overrides t
 consumer's message count), ``confirm_timeout`` (s), ``reconnect_timeout`` (s: how
 long an operation waits for a lost connection to come back), ``connect_timeout``
 (s), ``dlq_retention`` (s, 0 = for ever), ``management`` (the management API's
-URL, for queue inspection) and, for amqps, ``cafile``, ``certfile``, ``keyfile``,
+URL, for queue inspection), ``retain`` (a duration: a stream of the events exchange
+keeps every event that long, for backfill) and, for amqps, ``cafile``, ``certfile``, ``keyfile``,
 ``verify``.
 
 One durable topic exchange, routing key = event type; one durable queue per
@@ -20,6 +21,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
+from datetime import datetime
 from typing import Self, TypeVar, TypeVarTuple
 
 import aiormq
@@ -39,11 +41,12 @@ from ...deadletter import DeadLetter
 from ...errors import DecodeError, HeaderError, HeraldError, MessageError, PublishError
 from ...message import Message
 from .connection import AMQPConnection, Opener
-from .consumer import Intake, consume
+from .consumer import Declarer, Deliverer, Intake, consume
 from .credit import Flow
 from .deadletters import DeadLetterQueue
 from .delivery import AMQPDelivery, Releases
 from .errors import describe
+from .history import History
 from .inspection import Inspector
 from .publisher import Outgoing, Publisher
 from .replies import DirectReplyTransport, send_reply
@@ -72,8 +75,9 @@ class AMQPBroker(Broker):
     """RabbitMQ through aiormq, with its own connection recovery.
 
     Implements :class:`herald.DeadLetterAdmin`, :class:`herald.QueueInspection`,
-    :class:`herald.ReplyCapable` (RabbitMQ's direct reply-to) and
-    :class:`herald.capabilities.ConnectionStatus`.
+    :class:`herald.ReplyCapable` (RabbitMQ's direct reply-to),
+    :class:`herald.capabilities.ConnectionStatus` and :class:`herald.RetainedHistory`
+    (with ``retain=``: see :mod:`.history`).
     """
 
     schemes = ("amqp", "amqps")
@@ -99,6 +103,9 @@ class AMQPBroker(Broker):
             settings, self.connection, self.publisher, self._declare_dead_letters
         )
         self._inspector = Inspector(settings, self.connection)
+        self._history = History(
+            self.topology, self.connection, self.publisher, self._declare_durable
+        )
         self._control: AbstractChannel | None = None
         self._control_lock = asyncio.Lock()
         self._timers: set[asyncio.TimerHandle] = set()
@@ -153,20 +160,36 @@ class AMQPBroker(Broker):
     def consume(
         self, subscription: Subscription, prefetch: Prefetch
     ) -> AsyncGenerator[Delivery, None]:
+        return self._history.consume(subscription, prefetch, self._consume)
+
+    def _consume(
+        self, subscription: Subscription, prefetch: Prefetch, backfill: str | None
+    ) -> AsyncGenerator[Delivery, None]:
+        """The queue of ``subscription``, or its ``backfill`` queue: then deliveries
+        name the queue itself (retries and dead letters go where its own do)."""
         if self.settings.prefetch:
             prefetch = Prefetch(self.settings.prefetch, prefetch.bytes)
         flow = Flow(prefetch, self.features.max_message_bytes)
-        deliver = functools.partial(self._delivery, subscription)
+        declare: Declarer = self._consumer_queue
+        deliver: Deliverer = functools.partial(self._delivery, subscription)
+        released: Callable[[str, DeliveredMessage], None] = self._released
+        if backfill is not None:
+            declare, deliver, released = self._backfill_side(subscription, backfill)
         return consume(
             self.connection,
             subscription,
             flow,
-            self._consumer_queue,
+            declare,
             deliver,
-            self._released,
+            released,
             self._consumers,
             quorum=self.settings.queue_type == "quorum",
         )
+
+    async def backfill(self, subscription: Subscription, since: datetime | None = None) -> int:
+        """Declare the queue; if this call creates it, give it the history the events
+        stream kept (``retain=``; see :mod:`.history`)."""
+        return await self._history.backfill(subscription, since)
 
     async def destroy(self) -> None:
         await self._declaring(self.topology.destroy)
@@ -282,6 +305,23 @@ class AMQPBroker(Broker):
             settler=self,
             note_release=self._notes_release(redelivered, excused),
         )
+
+    def _backfill_side(
+        self, subscription: Subscription, backfill: str
+    ) -> tuple[Declarer, Deliverer, Callable[[str, DeliveredMessage], None]]:
+        queue = self.settings.name(subscription.queue)
+
+        async def declare(channel: AbstractChannel, sub: Subscription) -> str:
+            await channel.queue_declare(backfill, passive=True)
+            return backfill
+
+        def deliver(intake: Intake, item: DeliveredMessage, _: str) -> Delivery:
+            return self._delivery(subscription, intake, item, queue)
+
+        def released(_: str, item: DeliveredMessage) -> None:
+            self._released(queue, item)
+
+        return declare, deliver, released
 
     def _notes_release(self, redelivered: bool, excused: bool) -> bool:
         """Whether the next delivery of a message given back is to be excused. A

@@ -7,6 +7,8 @@
 ('t1.payroll.employee.created', 't1.audit.employee.+')
 >>> s.herald_name("t1.audit.employee.+")
 'audit.employee.*'
+>>> AMQPSettings.from_url("amqp://h/?retain=7d").retain, s.retain
+(604800.0, 0)
 >>> m = AMQPSettings.from_url("amqp://u:p@h/?management=http://h:15672").management
 >>> m.base, m.username
 ('http://h:15672', 'u')
@@ -40,6 +42,7 @@ OPTIONS = {
     "verify",
     "dlq_retention",
     "management",
+    "retain",
 }
 _QUEUE_TYPES = ("classic", "quorum")
 DEFAULT_RETENTION = 14 * 24 * 3600
@@ -78,6 +81,9 @@ class AMQPSettings:
     dlq_retention: int = DEFAULT_RETENTION
     """Seconds a dead letter is kept (``x-message-ttl`` of ``<service>.dlq``); 0: for ever."""
     management: Management | None = None
+    retain: float = 0.0
+    """Seconds the events stream keeps every published event (``x-max-age``), for
+    backfill; 0: no stream, nothing retained."""
     cafile: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
@@ -129,6 +135,7 @@ class AMQPSettings:
             connect_timeout=parsed.float_option("connect_timeout", 10.0, 0.001),
             dlq_retention=retention,
             management=_management(shown, parsed.query.get("management"), username, password),
+            retain=parsed.duration_option("retain", 0),
             cafile=parsed.query.get("cafile"),
             certfile=parsed.query.get("certfile"),
             keyfile=parsed.query.get("keyfile"),

@@ -188,10 +188,22 @@ class Topology:
             queue.encode(), routing_key=registry, properties=spec.Basic.Properties(delivery_mode=2)
         )
 
+    @property
+    def stream(self) -> str | None:
+        """The stream that keeps every event published (``retain=``), or None."""
+        return f"{self.exchange}.history" if self.settings.retain else None
+
     async def declare_exchange(self, channel: Opener) -> None:
-        await (await channel()).exchange_declare(
-            exchange=self.exchange, exchange_type="topic", durable=True
-        )
+        """The events exchange and, with ``retain=``, its stream bound with ``#``."""
+        ch = await channel()
+        await ch.exchange_declare(exchange=self.exchange, exchange_type="topic", durable=True)
+        stream = self.stream
+        if stream is not None:
+            max_age = f"{max(1, round(self.settings.retain))}s"
+            arguments: dict[str, Any] = {"x-queue-type": "stream", "x-max-age": max_age}
+            await ch.queue_declare(stream, durable=True, arguments=arguments)
+            await self.register(ch, stream)
+            await ch.queue_bind(stream, self.exchange, routing_key="#")
 
     async def declare_subscription(self, channel: Opener, sub: Subscription) -> str:
         """Declare the durable queue of ``sub`` and bind its patterns; return its name."""
@@ -287,7 +299,8 @@ class Topology:
     async def destroy(self, channel: Opener) -> None:
         """Delete every queue declared here or recorded in the registry, and the exchange."""
         ch = await channel()
-        names = dict.fromkeys([*self.bindings, *self.retries, *self.dead_letters])
+        stream = [self.stream] if self.stream else []
+        names = dict.fromkeys([*self.bindings, *self.retries, *self.dead_letters, *stream])
         names.update(dict.fromkeys(await self.registered(ch)))
         for queue in names:
             await ch.queue_delete(queue)
