@@ -39,7 +39,9 @@ def broker_url(broker: str, run_id: str) -> str:
     if broker == "nats":
         return f"{importlib.import_module('benchmarks.nats_bench').NATS_URL}?namespace={namespace}"
     if broker == "redis":
-        return f"{importlib.import_module('benchmarks.redis_bench').REDIS_URL}?namespace={namespace}"
+        return (
+            f"{importlib.import_module('benchmarks.redis_bench').REDIS_URL}?namespace={namespace}"
+        )
     if broker == "kafka":
         kafka = importlib.import_module("benchmarks.kafka_bench")
         return (

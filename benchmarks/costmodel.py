@@ -32,6 +32,7 @@ from .sweep import Point, PointResult, run_point
 __all__ = ["Config", "main"]
 
 MiB = 1 << 20
+SUITE_OPTIONS = Options(events=20_000, duration=5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class Config:
     """The sizes of one cost-model run (the defaults are ``make bench``'s)."""
 
     suites: tuple[str, ...] = ALL
-    suite_options: Options = Options(events=20_000, duration=5.0)
+    suite_options: Options = SUITE_OPTIONS
     brokers: tuple[str, ...] = BROKERS
     payloads: tuple[int, ...] = (200, 10 * 1024, MiB)
     consumers: tuple[int, ...] = (1, 2, 4)
@@ -186,10 +187,15 @@ def _memory(config: Config, run_id: str) -> tuple[list[IdleResult], list[Backlog
     backlog = []
     for broker in config.backlog_brokers:
         for bound in config.bounds:
-            _log(f"[memory] {config.backlog} x {config.backlog_body:,} B on {broker}, bound {bound:,}")
+            _log(f"[memory] {config.backlog} x {config.backlog_body:,} B on {broker}, {bound:,}")
             backlog.append(
                 measure_backlog(
-                    broker, run_id, config.backlog, config.backlog_body, bound, config.handler_seconds
+                    broker,
+                    run_id,
+                    config.backlog,
+                    config.backlog_body,
+                    bound,
+                    config.handler_seconds,
                 )
             )
     return idle, backlog
@@ -213,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m benchmarks.costmodel" + "".join(
         f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv)
     )
-    settings = {
+    settings: dict[str, object] = {
         "suite events": config.suite_options.events,
         "sweep events (200 B)": config.events,
         "minutes": round((time.monotonic() - started) / 60, 1),

@@ -99,7 +99,15 @@ def measure_idle(
     out = Path(tempfile.mkdtemp(prefix="herald-idle-")) / "handled.txt"
     out.touch()
     env = {**os.environ, "IDLE_APP_OUT": str(out), "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "herald", "--broker", url, "run", "benchmarks.idle_app:service"]
+    command = [
+        sys.executable,
+        "-m",
+        "herald",
+        "--broker",
+        url,
+        "run",
+        "benchmarks.idle_app:service",
+    ]
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -191,7 +199,9 @@ async def _fill(url: str, backlog: int, body: int) -> None:
         worker = await bus.start(service)  # declares the queue, then stops at once
         await worker.stop()
         for start in range(0, backlog, 4):
-            await bus.publish_many([Big(seq=n, blob=blob) for n in range(start, min(start + 4, backlog))])
+            await bus.publish_many(
+                [Big(seq=n, blob=blob) for n in range(start, min(start + 4, backlog))]
+            )
 
 
 async def _never(event: Big) -> None:

@@ -15,11 +15,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
+import matplotlib.pyplot as plt
 
-from .footprint import BacklogResult, IdleResult  # noqa: E402
-from .report import LEGEND, Row, render  # noqa: E402
-from .sweep import PointResult  # noqa: E402
+from .footprint import BacklogResult, IdleResult
+from .report import LEGEND, Row, render
+from .sweep import PointResult
 
 __all__ = ["DIMENSIONS", "Page", "plot", "render_page", "size_label"]
 
@@ -126,7 +126,11 @@ def _sweep_table(results: Sequence[PointResult], dimension: str) -> list[str]:
 
 def _events_line(results: Sequence[PointResult], dimension: str) -> str:
     counts = sorted(
-        {(r.point.broker, r.point.value, r.point.events) for r in results if r.point.dimension == dimension}
+        {
+            (r.point.broker, r.point.value, r.point.events)
+            for r in results
+            if r.point.dimension == dimension
+        }
     )
     by_value: dict[str, set[int]] = {}
     for _, value, events in counts:
@@ -177,14 +181,16 @@ def _memory_section(page: Page) -> list[str]:
         "| growth / promise | status |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in page.backlog:
-        growth = None if r.peak_rss is None or r.baseline_rss is None else r.peak_rss - r.baseline_rss
-        ratio = "-" if growth is None else f"{growth / r.promised:.2f}"
-        held = "-" if r.held_max is None else f"{r.held_max} x {size_label(r.body)}"
+    for b in page.backlog:
+        growth = (
+            None if b.peak_rss is None or b.baseline_rss is None else b.peak_rss - b.baseline_rss
+        )
+        ratio = "-" if growth is None else f"{growth / b.promised:.2f}"
+        held = "-" if b.held_max is None else f"{b.held_max} x {size_label(b.body)}"
         lines.append(
-            f"| {r.broker} | {r.backlog:,} x {size_label(r.body)} | {size_label(r.bound)} "
-            f"| {_mib(r.promised)} | {held} | {_mib(r.baseline_rss)} | {_mib(r.peak_rss)} "
-            f"| {_mib(growth)} | {ratio} | {r.status} |"
+            f"| {b.broker} | {b.backlog:,} x {size_label(b.body)} | {size_label(b.bound)} "
+            f"| {_mib(b.promised)} | {held} | {_mib(b.baseline_rss)} | {_mib(b.peak_rss)} "
+            f"| {_mib(growth)} | {ratio} | {b.status} |"
         )
     return lines
 

@@ -90,8 +90,7 @@ class HeraldSQS(HeraldContender):
 
     def url(self) -> str:
         return (
-            f"sqs://bench:bench@us-east-1?endpoint={endpoint()}"
-            f"&namespace=bench{self.run_id}&wait=1"
+            f"sqs://bench:bench@us-east-1?endpoint={endpoint()}&namespace=bench{self.run_id}&wait=1"
         )
 
 

@@ -16,6 +16,7 @@ message, timeout) becomes a row with its ``status`` saying why; nothing is retri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import multiprocessing
 import time
@@ -77,7 +78,7 @@ class SweepEvent(herald.Event):
 def event_class(index: int) -> type[SweepEvent]:
     """The event class of queue ``index`` (``sweep.e<index>``), the same in every process."""
     cls = types.new_class(f"SweepEvent{index}", (SweepEvent,), {"type": f"sweep.e{index}"})
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def _services(point: Point, on_event: Callable[[], None]) -> list[herald.Service]:
@@ -148,7 +149,10 @@ def _finish(result: PointResult, first_ns: int, counts: Sequence[int]) -> None:
     result.handled = sum(counts[0::2])
     last = max(counts[1::2])
     if result.handled < point.events:
-        result.status = f"failed: timed out after {point.timeout:.0f}s: {result.handled:,}/{point.events:,} handled"
+        result.status = (
+            f"failed: timed out after {point.timeout:.0f}s: "
+            f"{result.handled:,}/{point.events:,} handled"
+        )
         return
     result.seconds = max((last - first_ns) / 1e9, 1e-9)
     result.events_per_s = result.handled / result.seconds
@@ -156,7 +160,7 @@ def _finish(result: PointResult, first_ns: int, counts: Sequence[int]) -> None:
 
 
 async def _wait_for(counts: Any, point: Point, deadline: float) -> None:
-    while sum(counts[0::2]) < point.events and time.monotonic() < deadline:
+    while sum(counts[0::2]) < point.events and time.monotonic() < deadline:  # noqa: ASYNC110 - shared memory of other processes: nothing to await
         await asyncio.sleep(0.005)
 
 
@@ -216,10 +220,8 @@ def _run_processes(point: Point, url: str) -> PointResult:
         _finish(result, first, list(counts))
     finally:
         for pipe in pipes:
-            try:
+            with contextlib.suppress(OSError):
                 pipe.send("stop")
-            except OSError:
-                pass
         for process in processes:
             process.join(15)
             if process.is_alive():
@@ -242,7 +244,9 @@ def run_point(point: Point, run_id: str) -> PointResult:
         return _run_processes(point, url)
     except Exception as exc:
         text = str(exc).strip().splitlines()
-        return PointResult(point, status=f"failed: {type(exc).__name__}: {text[-1] if text else ''}")
+        return PointResult(
+            point, status=f"failed: {type(exc).__name__}: {text[-1] if text else ''}"
+        )
     finally:
         try:
             asyncio.run(asyncio.wait_for(cleanup_url(url), 60))
