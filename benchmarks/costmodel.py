@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bounds", help="prefetch_bytes values in MiB (8,64)")
     parser.add_argument("--output", type=Path, default=Path("docs/performance.md"))
     parser.add_argument("--json", type=Path, default=Path("var/bench/costmodel.json"))
+    parser.add_argument(
+        "--quiet-host", action="store_true", help="do not say the host was shared with other work"
+    )
+    parser.add_argument(
+        "--from-json", type=Path, metavar="JSON", help="measure nothing: render a run's JSON again"
+    )
     return parser
 
 
@@ -204,9 +210,16 @@ def _memory(config: Config, run_id: str) -> tuple[list[IdleResult], list[Backlog
 def main(argv: Sequence[str] | None = None) -> int:
     # matplotlib is imported here, not at the top: spawned consumers re-import this
     # module, and their memory is measured.
-    from .page import Page, render_page  # noqa: PLC0415
+    from .page import Page, load_page, render_page  # noqa: PLC0415
 
     args = _parser().parse_args(argv)
+    output: Path = args.output
+    plots = output.parent / output.stem
+    if args.from_json:
+        page = load_page(json.loads(args.from_json.read_text()))
+        output.write_text(render_page(page, plots, output.parent))
+        print(f"wrote {output} and {plots}/*.png from {args.from_json}", flush=True)
+        return 0
     config = _config(args)
     run_id = f"{time.strftime('%H%M%S')}{os.getpid()}"
     load_before = os.getloadavg()
@@ -215,7 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sweep = _sweep(config, run_id)
     idle, backlog = _memory(config, run_id)
     load_after = os.getloadavg()
-    output: Path = args.output
     command = "python -m benchmarks.costmodel" + "".join(
         f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv)
     )
@@ -235,8 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle=idle,
         backlog=backlog,
         settings=settings,
+        shared_host=not args.quiet_host,
     )
-    plots = output.parent / output.stem
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_page(page, plots, output.parent))
     args.json.parent.mkdir(parents=True, exist_ok=True)

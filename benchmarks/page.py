@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -19,9 +20,9 @@ import matplotlib.pyplot as plt
 
 from .footprint import BacklogResult, IdleResult
 from .report import LEGEND, Row, render
-from .sweep import PointResult
+from .sweep import Point, PointResult
 
-__all__ = ["DIMENSIONS", "Page", "plot", "render_page", "size_label"]
+__all__ = ["DIMENSIONS", "Page", "load_page", "plot", "render_page", "size_label"]
 
 MiB = 1 << 20
 DIMENSIONS = {
@@ -149,9 +150,8 @@ _DIMENSION_TEXT = {
 }
 
 
-def _memory_section(page: Page) -> list[str]:
-    lines = ["## Memory", ""]
-    lines += [
+def _idle_lines(idle: Sequence[IdleResult]) -> list[str]:
+    lines = [
         "### An idle service",
         "",
         "`herald run benchmarks.idle_app:service` (one service, two handlers) as its own",
@@ -161,10 +161,13 @@ def _memory_section(page: Page) -> list[str]:
         "| broker | warm-up events | idle RSS (MiB) | status |",
         "|---|---:|---:|---|",
     ]
-    for r in page.idle:
+    for r in idle:
         lines.append(f"| {r.broker} | {r.warmup:,} | {_mib(r.rss)} | {r.status} |")
-    lines += [
-        "",
+    return [*lines, ""]
+
+
+def _backlog_lines(backlog: Sequence[BacklogResult]) -> list[str]:
+    lines = [
         "### A consumer behind a backlog of large bodies",
         "",
         "The runtime's promise (`herald.Prefetch`, `herald.window.Window`): a consumer holds",
@@ -181,7 +184,7 @@ def _memory_section(page: Page) -> list[str]:
         "| growth / promise | status |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for b in page.backlog:
+    for b in backlog:
         growth = (
             None if b.peak_rss is None or b.baseline_rss is None else b.peak_rss - b.baseline_rss
         )
@@ -192,6 +195,23 @@ def _memory_section(page: Page) -> list[str]:
             f"| {_mib(b.promised)} | {held} | {_mib(b.baseline_rss)} | {_mib(b.peak_rss)} "
             f"| {_mib(growth)} | {ratio} | {b.status} |"
         )
+    return [*lines, ""]
+
+
+def _memory_section(page: Page) -> list[str]:
+    if not page.idle and not page.backlog:
+        return []
+    lines = [
+        "## Memory",
+        "",
+        "Reproduce these alone with `python -m benchmarks.costmodel --suites '' --brokers ''"
+        " --memory-brokers sqlite,amqp --backlog 300 --bounds 8,64 --output <page>`.",
+        "",
+    ]
+    if page.idle:
+        lines += _idle_lines(page.idle)
+    if page.backlog:
+        lines += _backlog_lines(page.backlog)
     return lines
 
 
@@ -236,6 +256,8 @@ def render_page(page: Page, plots: Path, docs: Path) -> str:
         "one process); throughput is from the first publish to the last event handled.",
     ]
     for dimension, (title, _) in DIMENSIONS.items():
+        if not any(r.point.dimension == dimension for r in page.sweep):
+            continue
         image = plots / f"{dimension}.png"
         plot(page.sweep, dimension, image)
         lines += [
@@ -247,5 +269,22 @@ def render_page(page: Page, plots: Path, docs: Path) -> str:
             *_sweep_table(page.sweep, dimension),
             f"![Throughput against {title}]({image.relative_to(docs).as_posix()})",
         ]
-    lines += ["", *_memory_section(page), ""]
+    lines += ["", *_memory_section(page)]
     return "\n".join(lines)
+
+
+def load_page(document: dict[str, Any]) -> Page:
+    """A :class:`Page` from the JSON a run wrote (``var/bench/costmodel.json``)."""
+    sweep = []
+    for item in document["sweep"]:
+        rest = {k: v for k, v in item.items() if k != "point"}
+        sweep.append(PointResult(point=Point(**item["point"]), **rest))
+    return Page(
+        **{
+            **document,
+            "suite_rows": [Row(**row) for row in document["suite_rows"]],
+            "sweep": sweep,
+            "idle": [IdleResult(**item) for item in document["idle"]],
+            "backlog": [BacklogResult(**item) for item in document["backlog"]],
+        }
+    )
