@@ -8,7 +8,10 @@ when their variables are unset, as the test suite starts them.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import multiprocessing
+import multiprocessing.context
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,9 +19,19 @@ from urllib.parse import urlsplit
 
 import herald
 
-__all__ = ["BROKERS", "broker_url", "cleanup_url"]
+__all__ = ["BROKERS", "broker_url", "cleanup_url", "consumer_context"]
 
 BROKERS = ("memory", "sqlite", "amqp", "nats", "redis", "kafka", "sqs")
+
+
+@functools.cache
+def consumer_context() -> multiprocessing.context.ForkServerContext:
+    """Where consumer processes come from: forked from a server process that imported
+    Herald once (a clean process, unlike the caller: no SQLite, socket or matplotlib
+    state), so each starts in a fraction of a second and its memory is its own."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["benchmarks.sweep", "benchmarks.footprint"])
+    return ctx
 
 
 def _workdir(run_id: str) -> Path:

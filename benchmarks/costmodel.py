@@ -32,7 +32,7 @@ from .sweep import Point, PointResult, run_point
 __all__ = ["Config", "main"]
 
 MiB = 1 << 20
-SUITE_OPTIONS = Options(events=20_000, duration=5.0)
+SUITE_OPTIONS = Options(events=10_000, duration=3.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class Config:
     payloads: tuple[int, ...] = (200, 10 * 1024, MiB)
     consumers: tuple[int, ...] = (1, 2, 4)
     services: tuple[int, ...] = (1, 10, 100)
-    events: int = 2000
+    events: int = 1000
     """Events per sweep point of 200-byte bodies; larger bodies get fewer (same bytes
     up to :attr:`max_bytes`), never under :attr:`min_events`."""
     max_bytes: int = 32 * MiB

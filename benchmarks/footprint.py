@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from typing import Any
 
 import herald
 
-from .brokers import broker_url, cleanup_url
+from .brokers import broker_url, cleanup_url, consumer_context
 
 __all__ = ["BacklogResult", "IdleResult", "measure_backlog", "measure_idle", "rss"]
 
@@ -84,9 +83,13 @@ def _short(exc: BaseException) -> str:
 
 
 async def _publish_pings(url: str, count: int) -> None:
-    from .idle_app import Ping  # noqa: PLC0415 - the app module, imported where used
+    """Publish the warm-up events; the app's queues are declared first (``herald run``
+    logs "serving" before it subscribes: events published earlier would reach no queue)."""
+    from .idle_app import Ping, service  # noqa: PLC0415 - the app module, imported where used
 
     async with herald.connect(url) as bus:
+        for handler in service.handlers:
+            await bus.broker.declare(handler.subscription)
         await bus.publish_many([Ping(text=f"warm {n}") for n in range(count)])
 
 
@@ -196,8 +199,7 @@ async def _fill(url: str, backlog: int, body: int) -> None:
     async with herald.connect(url) as bus:
         service = herald.Service("footprint")
         service.on(Big)(_never)
-        worker = await bus.start(service)  # declares the queue, then stops at once
-        await worker.stop()
+        await bus.broker.declare(service.handlers[0].subscription)
         for start in range(0, backlog, 4):
             await bus.publish_many(
                 [Big(seq=n, blob=blob) for n in range(start, min(start + 4, backlog))]
@@ -223,7 +225,7 @@ def measure_backlog(
     process = None
     try:
         asyncio.run(_fill(url, backlog, body))
-        ctx = multiprocessing.get_context("spawn")
+        ctx = consumer_context()
         mine, theirs = ctx.Pipe(duplex=False)
         process = ctx.Process(
             target=_consumer_main, args=(url, backlog, bound, handler_seconds, theirs), daemon=True

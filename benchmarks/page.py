@@ -119,6 +119,12 @@ def _sweep_table(results: Sequence[PointResult], dimension: str) -> list[str]:
                 cell += f" ({r.mib_per_s:,.1f} MiB/s)"
             if dimension == "services" and r.start_seconds is not None:
                 cell += f", start {r.start_seconds:.2f} s"
+            if r.warnings:
+                notes.append(
+                    f"{broker}, {_value_label(dimension, value)}: {r.warnings} "
+                    f"warnings logged by the consumers, the first: {r.first_warning}"
+                )
+                cell += f" [{len(notes)}]"
             cells.append(cell)
         lines.append(f"| {broker} | " + " | ".join(cells) + " |")
     lines += [""] + [f"[{n}] {text}  " for n, text in enumerate(notes, 1)]
@@ -178,9 +184,16 @@ def _backlog_lines(backlog: Sequence[BacklogResult]) -> list[str]:
         "sleeps (a slow handler, 16 at once). *RSS growth* is the peak (`VmHWM`) minus the",
         "RSS once connected; the process also holds each body decoded (JSON and the event",
         "model), so its growth is a small multiple of the bodies in flight, not of the backlog.",
+        "*Handlers at once* is how many handler calls overlapped (at most the service's",
+        "concurrency, 16, and never more than the window hands out).",
+        "On SQLite a claim reads up to `Prefetch.messages` rows with their bodies and only",
+        "then gives back those past the byte budget (`Store.claim` in",
+        "`herald/brokers/sqlite/store.py`), so it holds up to `Prefetch.messages` bodies (64",
+        "by default) for a moment, whatever `prefetch_bytes` says: its peak follows the",
+        "message bound, not the byte bound.",
         "",
         "| broker | backlog | prefetch_bytes | promised bodies in flight (MiB) "
-        "| most held at once | RSS connected (MiB) | peak RSS (MiB) | RSS growth (MiB) "
+        "| handlers at once (max) | RSS connected (MiB) | peak RSS (MiB) | RSS growth (MiB) "
         "| growth / promise | status |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import multiprocessing
+import logging
 import time
 import types
 from collections.abc import Callable, Sequence
@@ -29,12 +29,13 @@ from typing import Any
 
 import herald
 
-from .brokers import broker_url, cleanup_url
+from .brokers import broker_url, cleanup_url, consumer_context
 
 __all__ = ["SWEEP_SERVICE", "Point", "PointResult", "event_class", "run_point"]
 
 SWEEP_SERVICE = "sweep"
-READY_TIMEOUT = 120.0
+READY_TIMEOUT = 60.0
+"""Seconds a consumer process may take to subscribe every queue of a point."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,9 @@ class PointResult:
     mib_per_s: float | None = None
     start_seconds: float | None = None
     """Seconds the consumers took to subscribe every queue (the slowest process)."""
+    warnings: int = 0
+    """Warnings and errors Herald logged in the consumer processes (reconnects, ...)."""
+    first_warning: str = ""
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,7 +115,23 @@ async def _publish(bus: herald.Bus, point: Point) -> tuple[int, int]:
     return first, time.time_ns()
 
 
+class _Counter(logging.Handler):
+    """Counts the warnings and errors Herald logs in a consumer process."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.first = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        self.first = self.first or record.getMessage()[:160]
+
+
 def _consumer_main(point: Point, url: str, slot: int, counts: Any, conn: Connection) -> None:
+    counter = _Counter()
+    logging.getLogger("herald").addHandler(counter)
+
     async def main() -> float:
         def on_event() -> None:
             counts[2 * slot] += 1
@@ -129,6 +149,7 @@ def _consumer_main(point: Point, url: str, slot: int, counts: Any, conn: Connect
 
     try:
         asyncio.run(main())
+        conn.send(("warnings", (counter.count, counter.first)))
     except BaseException as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         raise
@@ -186,7 +207,7 @@ async def _run_inline(point: Point, url: str) -> PointResult:
 
 def _run_processes(point: Point, url: str) -> PointResult:
     result = PointResult(point)
-    ctx = multiprocessing.get_context("spawn")
+    ctx = consumer_context()
     counts: Any = RawArray("q", 2 * point.consumers)
     pipes: list[Connection] = []
     processes = []
@@ -222,6 +243,13 @@ def _run_processes(point: Point, url: str) -> PointResult:
         for pipe in pipes:
             with contextlib.suppress(OSError):
                 pipe.send("stop")
+        for pipe in pipes:
+            with contextlib.suppress(OSError, EOFError):
+                if pipe.poll(15):
+                    kind, value = pipe.recv()
+                    if kind == "warnings" and value[0]:
+                        result.warnings += value[0]
+                        result.first_warning = result.first_warning or value[1]
         for process in processes:
             process.join(15)
             if process.is_alive():

@@ -208,7 +208,7 @@ def test_quick_costmodel_writes_the_page_and_its_plots(tmp_path: Path) -> None:
         assert f"](performance/{name}.png)" in page
     document = json.loads(json_path.read_text())
     sweep = {
-        (r["point"]["broker"], r["point"]["dimension"], r["point"]["value"]): r
+        (r["point"]["broker"], r["point"]["dimension"], r["point"][r["point"]["dimension"]]): r
         for r in document["sweep"]
     }
     assert set(sweep) == {
