@@ -61,6 +61,12 @@ class Page:
     shared_host: bool = True
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` with its whitespace collapsed, cut at ``limit`` characters."""
+    text = " ".join(text.replace("\\n", " ").split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _value_label(dimension: str, value: int) -> str:
     return size_label(value) if dimension == "payload" else str(value)
 
@@ -111,7 +117,7 @@ def _sweep_table(results: Sequence[PointResult], dimension: str) -> list[str]:
                 continue
             r = found[0]
             if r.events_per_s is None:
-                notes.append(f"{broker}, {_value_label(dimension, value)}: {r.status}")
+                notes.append(f"{broker}, {_value_label(dimension, value)}: {_one_line(r.status)}")
                 cells.append(f"{r.status.split(':')[0]} [{len(notes)}]")
                 continue
             cell = f"{r.events_per_s:,.0f} ev/s"
@@ -122,7 +128,7 @@ def _sweep_table(results: Sequence[PointResult], dimension: str) -> list[str]:
             if r.warnings:
                 notes.append(
                     f"{broker}, {_value_label(dimension, value)}: {r.warnings} "
-                    f"warnings logged by the consumers, the first: {r.first_warning}"
+                    f"warnings logged by the consumers, the first: {_one_line(r.first_warning)}"
                 )
                 cell += f" [{len(notes)}]"
             cells.append(cell)
@@ -168,7 +174,7 @@ def _idle_lines(idle: Sequence[IdleResult]) -> list[str]:
         "|---|---:|---:|---|",
     ]
     for r in idle:
-        lines.append(f"| {r.broker} | {r.warmup:,} | {_mib(r.rss)} | {r.status} |")
+        lines.append(f"| {r.broker} | {r.warmup:,} | {_mib(r.rss)} | {_one_line(r.status)} |")
     return [*lines, ""]
 
 
@@ -206,7 +212,7 @@ def _backlog_lines(backlog: Sequence[BacklogResult]) -> list[str]:
         lines.append(
             f"| {b.broker} | {b.backlog:,} x {size_label(b.body)} | {size_label(b.bound)} "
             f"| {_mib(b.promised)} | {held} | {_mib(b.baseline_rss)} | {_mib(b.peak_rss)} "
-            f"| {_mib(growth)} | {ratio} | {b.status} |"
+            f"| {_mib(growth)} | {ratio} | {_one_line(b.status)} |"
         )
     return [*lines, ""]
 
@@ -254,7 +260,9 @@ def render_page(page: Page, plots: Path, docs: Path) -> str:
         "## Against the raw clients",
         "",
         "Each suite as `python -m benchmarks` prints it: publisher and consumer in two",
-        "processes; ratios against the suite's baseline measured in the same run.",
+        "processes; ratios against the suite's baseline measured in the same run. The Kafka",
+        "and SQS suites (`--suites sqlite,amqp,nats,redis,kafka,sqs`) start their own servers",
+        "(Tansu, moto) on loopback ports; they are left out of the default run for time.",
         "",
         "```",
         render(page.suite_rows) if page.suite_rows else "(suites not run)",
@@ -267,6 +275,10 @@ def render_page(page: Page, plots: Path, docs: Path) -> str:
         "Herald alone, one dimension varied at a time from 200-byte events, one consumer",
         "process and one service. Publisher and consumers are separate processes (memory://:",
         "one process); throughput is from the first publish to the last event handled.",
+        "Publisher, consumers and the broker share the host's CPUs: where the consumer",
+        "processes outnumber the free cores, adding one can lower the figure.",
+        "The Kafka and SQS points run on Tansu and moto started by the benchmarks, not on a",
+        "Kafka cluster or AWS: they compare Herald across its own work, not those services.",
     ]
     for dimension, (title, _) in DIMENSIONS.items():
         if not any(r.point.dimension == dimension for r in page.sweep):
