@@ -8,7 +8,7 @@ NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 VIEWER := src/herald/asyncapi/viewer
 DASHBOARD_VENDOR := src/herald/dashboard/static/vendor
 
-.PHONY: run test lint format bench soak clean install debian
+.PHONY: run test lint format bench bench-more soak clean install debian
 
 install: $(STAMP) $(NPM_STAMP)
 
@@ -67,8 +67,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
+# The suites, the cost-model sweeps and memory, into docs/performance.md (+ PNG plots).
+# Sizes are options of `python -m benchmarks.costmodel --help`.
 bench: $(STAMP)
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks.costmodel
+
+bench-more: $(STAMP)
 	$(PY) -m benchmarks.rpc_bench
 	$(PY) -m benchmarks.outbox_bench
 	$(PY) -m benchmarks.hrweb_bench

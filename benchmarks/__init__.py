@@ -11,6 +11,11 @@ the consumer in two separate OS processes:
 
 Figures are printed as absolute numbers and as ratios against the suite's baseline
 contender measured in the same run, and are also written to ``var/bench/results.json``.
+
+``python -m benchmarks.costmodel`` (``make bench``) runs those suites, then how
+Herald's throughput grows with body size, consumer processes and queues on each
+broker (:mod:`benchmarks.sweep`), then memory (:mod:`benchmarks.footprint`), and
+writes ``docs/performance.md`` with its plots.
 """
 
 __all__: list[str] = []

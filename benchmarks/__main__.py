@@ -7,28 +7,15 @@ Prints one table per suite as it finishes, then the whole run's table, and write
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .report import LEGEND, Row, render, write_json
-from .suite import Options, Suite, run_suite
+from .report import LEGEND, render, write_json
+from .suite import ALL, QUICK, SUITES, Options, run_suites
 
 __all__ = ["main"]
-
-SUITES = {
-    "memory": "benchmarks.memory_bench",
-    "sqlite": "benchmarks.sqlite_bench",
-    "amqp": "benchmarks.amqp_bench",
-    "nats": "benchmarks.nats_bench",
-    "redis": "benchmarks.redis_bench",
-    "sqs": "benchmarks.sqs_bench",
-    "kafka": "benchmarks.kafka_bench",
-}
-ALL = ("sqlite", "amqp", "nats", "redis")
-QUICK = Options(events=500, window=100, rate=500.0, duration=0.5, timeout=60.0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,12 +48,6 @@ def _options(args: argparse.Namespace) -> Options:
     )
 
 
-def _load(name: str) -> Suite:
-    module = importlib.import_module(SUITES[name])
-    suite: Suite = module.SUITE
-    return suite
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     unknown = [s for s in args.suites if s not in SUITES and s != "all"]
@@ -76,15 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dict.fromkeys(n for s in args.suites or ["all"] for n in (ALL if s == "all" else (s,)))
     )
     options = _options(args)
-    rows: list[Row] = []
     load_before = os.getloadavg()
-    for name in names:
-        try:
-            suite_rows = run_suite(_load(name), options)
-        except ImportError as exc:
-            suite_rows = [Row(name, "throughput", "*", False, 0, status=f"unavailable: {exc}")]
-        print(f"\n{name}\n{render(suite_rows)}", flush=True)
-        rows.extend(suite_rows)
+    rows = run_suites(names, options)
     if len(names) > 1:
         print(f"\nall suites\n{render(rows)}", flush=True)
     print(f"\n{LEGEND}", flush=True)

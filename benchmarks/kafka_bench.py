@@ -38,14 +38,14 @@ from .herald_contender import HeraldContender
 from .report import faster_than, p99_within
 from .suite import Suite
 
-__all__ = ["SUITE", "AiokafkaContender", "HeraldKafka", "HeraldKafkaAckCommits"]
+__all__ = ["SUITE", "AiokafkaContender", "HeraldKafka", "HeraldKafkaAckCommits", "bootstrap"]
 
 CAP = 20_000
 SESSION_TIMEOUT = 1000
 """Tansu completes a group join only after a session timeout: keep it short."""
 
 
-def _bootstrap() -> str:
+def bootstrap() -> str:
     """``BENCH_KAFKA_BOOTSTRAP``, else a Tansu started now (children inherit it)."""
     bootstrap = os.environ.get("BENCH_KAFKA_BOOTSTRAP")
     if bootstrap:
@@ -86,7 +86,7 @@ class HeraldKafka(HeraldContender):
 
     def url(self) -> str:
         return (
-            f"kafka://{_bootstrap()}?namespace=bench{self.run_id}&session_timeout={SESSION_TIMEOUT}"
+            f"kafka://{bootstrap()}?namespace=bench{self.run_id}&session_timeout={SESSION_TIMEOUT}"
         )
 
 
@@ -125,7 +125,7 @@ class AiokafkaContender(Contender):
         return f"bench{self.run_id}-raw"
 
     async def _declare(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap())
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap())
         await admin.start()
         try:
             if self._topic not in await admin.list_topics():
@@ -142,7 +142,7 @@ class AiokafkaContender(Contender):
     @asynccontextmanager
     async def _publisher(self) -> AsyncIterator[Publisher]:
         await self._declare()
-        producer = AIOKafkaProducer(bootstrap_servers=_bootstrap(), acks="all", linger_ms=1)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap(), acks="all", linger_ms=1)
         await producer.start()
         try:
             yield _RawPublisher(producer, self._topic)
@@ -153,7 +153,7 @@ class AiokafkaContender(Contender):
         await self._declare()
         consumer = AIOKafkaConsumer(
             self._topic,
-            bootstrap_servers=_bootstrap(),
+            bootstrap_servers=bootstrap(),
             group_id=f"{self._topic}-group",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -180,7 +180,7 @@ class AiokafkaContender(Contender):
             await consumer.stop()
 
     async def cleanup(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap())
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap())
         await admin.start()
         try:
             await admin.delete_topics([self._topic])

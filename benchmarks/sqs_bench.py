@@ -39,13 +39,13 @@ from .herald_contender import HeraldContender
 from .report import faster_than, p99_within
 from .suite import Suite
 
-__all__ = ["SUITE", "AiobotocoreAttributes", "AiobotocoreContender", "HeraldSQS"]
+__all__ = ["SUITE", "AiobotocoreAttributes", "AiobotocoreContender", "HeraldSQS", "endpoint"]
 
 CAP = 3000
 LAUNCHER = Path(__file__).resolve().parents[1] / "tests" / "brokers" / "sqs" / "launch_moto.py"
 
 
-def _endpoint() -> str:
+def endpoint() -> str:
     """``BENCH_SQS_ENDPOINT``, else a moto server started now (children inherit it)."""
     endpoint = os.environ.get("BENCH_SQS_ENDPOINT")
     if endpoint:
@@ -78,7 +78,7 @@ def _endpoint() -> str:
 def _client_options() -> dict[str, Any]:
     return {
         "region_name": "us-east-1",
-        "endpoint_url": _endpoint(),
+        "endpoint_url": endpoint(),
         "aws_access_key_id": "bench",
         "aws_secret_access_key": "bench",
         "config": AioConfig(max_pool_connections=64),
@@ -90,8 +90,7 @@ class HeraldSQS(HeraldContender):
 
     def url(self) -> str:
         return (
-            f"sqs://bench:bench@us-east-1?endpoint={_endpoint()}"
-            f"&namespace=bench{self.run_id}&wait=1"
+            f"sqs://bench:bench@us-east-1?endpoint={endpoint()}&namespace=bench{self.run_id}&wait=1"
         )
 
 

@@ -10,6 +10,7 @@ contenders compared share the host's conditions, which matters on a shared machi
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import sys
 import time
@@ -19,9 +20,9 @@ from typing import Any
 
 from .harness import LATENCY, THROUGHPUT, Contender, Plan
 from .process import measure
-from .report import Row, Target, judge
+from .report import Row, Target, judge, render
 
-__all__ = ["Options", "Suite", "run_suite"]
+__all__ = ["ALL", "QUICK", "SUITES", "Options", "Suite", "load_suite", "run_suite", "run_suites"]
 
 CHECK_TIMEOUT = 15.0
 """Seconds to connect before a contender counts as unavailable (and to clean up after)."""
@@ -43,6 +44,10 @@ class Options:
     """Contender names to run (all when empty)."""
 
 
+QUICK = Options(events=500, window=100, rate=500.0, duration=0.5, timeout=60.0)
+"""Tiny runs, to check it works (``--quick``)."""
+
+
 @dataclass(frozen=True)
 class Suite:
     """Contenders compared on one kind of broker; ``baseline`` names one of them."""
@@ -51,6 +56,19 @@ class Suite:
     contenders: Sequence[type[Contender]]
     baseline: str
     targets: dict[tuple[str, str], Sequence[Target]] = field(default_factory=dict)
+
+
+SUITES = {
+    "memory": "benchmarks.memory_bench",
+    "sqlite": "benchmarks.sqlite_bench",
+    "amqp": "benchmarks.amqp_bench",
+    "nats": "benchmarks.nats_bench",
+    "redis": "benchmarks.redis_bench",
+    "sqs": "benchmarks.sqs_bench",
+    "kafka": "benchmarks.kafka_bench",
+}
+ALL = ("sqlite", "amqp", "nats", "redis")
+"""What ``all`` runs."""
 
 
 def _log(text: str) -> None:
@@ -197,5 +215,24 @@ def run_suite(suite: Suite, options: Options) -> list[Row]:
     order = {cls.name: i for i, cls in enumerate(suite.contenders)}
     rows.sort(key=lambda r: order[r.contender])
     judge(rows, suite.targets)
-    workloads = {THROUGHPUT: 0, LATENCY: 1}
-    return sorted(rows, key=lambda r: workloads[r.workload])
+    order = {THROUGHPUT: 0, LATENCY: 1}
+    return sorted(rows, key=lambda r: order[r.workload])
+
+
+def load_suite(name: str) -> Suite:
+    """The suite of :data:`SUITES` named ``name`` (ImportError if its client is missing)."""
+    suite: Suite = importlib.import_module(SUITES[name]).SUITE
+    return suite
+
+
+def run_suites(names: Sequence[str], options: Options) -> list[Row]:
+    """Run each suite, printing its table as it finishes; all their rows."""
+    rows: list[Row] = []
+    for name in names:
+        try:
+            suite_rows = run_suite(load_suite(name), options)
+        except ImportError as exc:
+            suite_rows = [Row(name, THROUGHPUT, "*", False, 0, status=f"unavailable: {exc}")]
+        print(f"\n{name}\n{render(suite_rows)}", flush=True)
+        rows.extend(suite_rows)
+    return rows

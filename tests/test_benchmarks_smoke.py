@@ -152,3 +152,89 @@ def test_observability_bench_runs_the_modes_asked_for(capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         observability_bench(["--modes", "metrics,nonsense"])
     assert "modes from off, metrics" in capsys.readouterr().err
+
+
+def test_costmodel_plan_varies_one_dimension_at_a_time() -> None:
+    from benchmarks.costmodel import Config, points  # noqa: PLC0415
+
+    plan = points(Config())
+    assert {p.broker for p in plan} == {"memory", "sqlite", "amqp", "nats", "redis", "kafka", "sqs"}
+    for broker in ("amqp", "sqs"):
+        mine = [p for p in plan if p.broker == broker]
+        assert [(p.dimension, p.value) for p in mine] == [
+            ("payload", 200), ("payload", 10240), ("payload", 1 << 20),
+            ("consumers", 1), ("consumers", 2), ("consumers", 4),
+            ("services", 1), ("services", 10), ("services", 100),
+        ]  # fmt: skip
+        for p in mine:
+            others = {"payload": 200, "consumers": 1, "services": 1}
+            del others[p.dimension]
+            assert all(getattr(p, name) == value for name, value in others.items()), p
+    amqp = {(p.dimension, p.value): p.events for p in plan if p.broker == "amqp"}
+    sqs = {(p.dimension, p.value): p.events for p in plan if p.broker == "sqs"}
+    assert amqp[("payload", 1 << 20)] * (1 << 20) <= 32 << 20 < amqp[("payload", 200)] * (1 << 20)
+    assert sqs[("consumers", 4)] < amqp[("consumers", 4)]
+
+
+def test_quick_costmodel_writes_the_page_and_its_plots(tmp_path: Path) -> None:
+    page_path, json_path = tmp_path / "docs" / "performance.md", tmp_path / "costmodel.json"
+    files = ["--output", str(page_path), "--json", str(json_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.costmodel", "--quick", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    page = page_path.read_text()
+    for heading in (
+        "## The host",
+        "## Against the raw clients",
+        "### Throughput against payload size",
+        "### Throughput against consumer processes",
+        "### Throughput against services and queues",
+        "### An idle service",
+        "### A consumer behind a backlog of large bodies",
+    ):
+        assert heading in page
+    assert "2 CPUs" in page or f"{os.cpu_count()} CPUs" in page
+    assert "memory throughput  herald" in page
+    assert "| broker | 200 B | 10 KiB |" in page
+    assert "| broker | 1 | 2 |" in page
+    assert "| broker | 1 | 3 |" in page
+    for name in ("payload", "consumers", "services"):
+        image = page_path.parent / "performance" / f"{name}.png"
+        assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"](performance/{name}.png)" in page
+    document = json.loads(json_path.read_text())
+    sweep = {
+        (r["point"]["broker"], r["point"]["dimension"], r["point"][r["point"]["dimension"]]): r
+        for r in document["sweep"]
+    }
+    assert set(sweep) == {
+        (broker, dimension, value)
+        for broker in ("memory", "sqlite")
+        for dimension, values in (
+            ("payload", (200, 10240)),
+            ("consumers", (1, 2)),
+            ("services", (1, 3)),
+        )
+        for value in values
+    }
+    for key, row in sweep.items():
+        if key == ("memory", "consumers", 2):
+            assert row["status"].startswith("n/a"), row
+            continue
+        assert row["status"] == "ok", row
+        assert row["handled"] >= row["point"]["events"]
+        assert row["events_per_s"] > 0
+        assert f"| {key[0]} | " in page
+    (idle,) = document["idle"]
+    assert idle["status"] == "ok" and idle["rss"] > 0, idle
+    (backlog,) = document["backlog"]
+    assert backlog["status"] == "ok", backlog
+    assert backlog["peak_rss"] >= backlog["baseline_rss"] > 0
+    # The runtime's promise: bodies held at once stay under prefetch_bytes plus one body.
+    assert 1 <= backlog["held_max"] * backlog["body"] <= backlog["bound"] + backlog["body"]
