@@ -11,8 +11,9 @@ __all__ = ["Relay"]
 
 
 class Relay:
-    def __init__(self, target: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, target: int, host: str = "127.0.0.1", listen: str = "127.0.0.1") -> None:
         self.target = (host, target)
+        self.listen = listen
         self.port = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -21,7 +22,7 @@ class Relay:
     async def start(self) -> int:
         """Listen (on the same port again after a cut); return the port."""
         self._server = await asyncio.start_server(
-            self._link, "127.0.0.1", self.port, reuse_address=True
+            self._link, self.listen, self.port, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
