@@ -32,6 +32,12 @@ class Published:
     def count(self) -> int:
         return len(self.confirmed)
 
+    def confirm(self, numbers: range, when: float) -> None:
+        self.confirmed.extend((n, when) for n in numbers)
+
+    def fail(self, when: float, error: str) -> None:
+        self.errors.append((when, error))
+
     def first_after(self, moment: float) -> float | None:
         """When the first publish after ``moment`` was confirmed."""
         return next((t for _, t in self.confirmed if t > moment), None)
@@ -89,9 +95,8 @@ async def publish_until(
                 await bus.publish_many(messages)
                 break
             except BrokerError as exc:
-                published.errors.append((time.monotonic(), f"{type(exc).__name__}: {exc}"))
+                published.fail(time.monotonic(), f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.2)
-        now = time.monotonic()
-        published.confirmed.extend((i, now) for i in range(n, n + batch))
+        published.confirm(range(n, n + batch), time.monotonic())
         n += batch
         await asyncio.sleep(pause)
