@@ -101,7 +101,8 @@ async def test_queue_leader_killed_under_load_loses_nothing(rabbit_cluster: Rabb
     )
     published_again = published.first_after(killed_at) or float("inf")
     print(
-        f"\nqueues and leaders: {leaders}\nRabbitMQ quorum queue {queue}: leader {leader} killed: {total} events confirmed, "
+        f"\nqueues and leaders: {leaders}\n"
+        f"RabbitMQ quorum queue {queue}: leader {leader} killed: {total} events confirmed, "
         f"0 lost, {duplicates} duplicate deliveries; publish errors {len(published.errors)}; "
         f"first publish confirmed {published_again - killed_at:.2f} s after the kill, "
         f"first event published after the kill handled {consumed_again - killed_at:.2f} s "
