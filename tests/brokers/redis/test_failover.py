@@ -35,6 +35,8 @@ async def test_publishing_to_a_demoted_master_fails_and_the_promoted_replica_has
     pair: tuple[RedisServer, RedisServer],
 ) -> None:
     master, replica = pair
+    async with raw_client(master.port) as client:
+        await client.config_set("repl-diskless-sync-delay", 0)  # 5 s by default
     async with raw_client(replica.port) as client:
         await client.replicaof("127.0.0.1", master.port)
     sub = Subscription("failover", "demo.tick")
