@@ -76,9 +76,12 @@ async def test_queue_leader_killed_under_load_loses_nothing(rabbit_cluster: Rabb
             )
             rejoined_at, at_rejoin = time.monotonic(), published.count
             await wait_for(lambda: published.count >= at_rejoin + 400, 120, "load after rejoin")
+        except AssertionError:
+            _dump_tasks()
+            raise
         finally:
             stop.set()
-            await publishing
+            await asyncio.wait_for(publishing, 60)
         total = published.count
         await wait_for(
             lambda: (
@@ -108,3 +111,10 @@ async def test_queue_leader_killed_under_load_loses_nothing(rabbit_cluster: Rabb
         f"first event published after the kill handled {consumed_again - killed_at:.2f} s "
         f"after it; back in the queue {rejoined_at - restarted_at:.2f} s after its restart"
     )
+
+
+def _dump_tasks() -> None:
+    """Where every task waits: what a stall needs to be understood."""
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}")
+        task.print_stack(limit=12)
