@@ -37,6 +37,8 @@ $(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 run: $(STAMP) $(NPM_STAMP)
 	$(VENV)/bin/herald demo
 
+# Broker clusters and network faults (tests/cluster) run with the soak: each starts
+# several servers and waits out outages of tens of seconds.
 # Most tests wait on brokers and child processes, so three workers share two cores
 # well. Tests that restart a shared broker run afterwards, alone.
 TEST_WORKERS ?= 3
@@ -54,7 +56,7 @@ debian:
 	fi
 
 test: $(STAMP) $(NPM_STAMP) debian lint
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "not restart"
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not restart and not cluster"
 	$(PY) -m pytest -m restart
 
 lint: $(STAMP)
@@ -78,7 +80,7 @@ bench-more: $(STAMP)
 	$(PY) -m benchmarks.hrweb_bench
 
 soak: $(STAMP)
-	$(PY) -m pytest -m soak --run-soak -rP
+	$(PY) -m pytest -m "soak or cluster" --run-soak -rP
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache $(NPM_DIR)/node_modules $(VIEWER) $(DASHBOARD_VENDOR)

@@ -112,6 +112,11 @@ def test_url_options_are_checked() -> None:
     assert broker.settings.max_deliver == 9
     assert broker.settings.dlq_retention == 14 * 24 * 3600
     assert "s3cret" not in repr(broker)
+    assert (broker.settings.replicas, broker.settings.heartbeat) == (1, 10.0)
+    cluster = broker_from_url("nats://h1:1,h2:2,h3:3/?replicas=3&heartbeat=2.5")
+    assert isinstance(cluster, NATSBroker)
+    assert cluster.settings.servers == ["nats://h1:1", "nats://h2:2", "nats://h3:3"]
+    assert (cluster.settings.replicas, cluster.settings.heartbeat) == (3, 2.5)
     forever = broker_from_url("nats://h/?dlq_retention=0")
     assert isinstance(forever, NATSBroker) and forever.settings.dlq_retention == 0
     for url, part in [
@@ -120,6 +125,10 @@ def test_url_options_are_checked() -> None:
         ("nats://h/?retention=workqueue", "retention"),
         ("nats://h/?dlq_retention=-1", "dlq_retention"),
         ("nats:///?namespace=x", "host"),
+        ("nats://h/?replicas=0", "replicas"),
+        ("nats://h/?replicas=6", "replicas"),
+        ("nats://h/?replicas=three", "replicas"),
+        ("nats://h/?heartbeat=0", "heartbeat"),
     ]:
         with pytest.raises(BrokerURLError, match=part):
             broker_from_url(url)

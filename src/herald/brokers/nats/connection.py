@@ -18,11 +18,15 @@ from .errors import TABLE
 from .replies import INBOX_PREFIX
 from .settings import NATSSettings
 
-__all__ = ["CONNECT_ATTEMPTS", "open_connection"]
+__all__ = ["CONNECT_ATTEMPTS", "STALE_PINGS", "open_connection"]
 
 log = logging.getLogger("herald.brokers.nats")
 CONNECT_ATTEMPTS = 3
 """Tries per server before ``connect()`` gives up (later reconnects never give up)."""
+STALE_PINGS = 2
+"""Pings left unanswered when the next is due that make nats-py drop a half-open
+connection (one cut off without a close) and reconnect: detection within
+``(STALE_PINGS + 1) * heartbeat`` seconds."""
 
 
 async def open_connection(
@@ -53,6 +57,8 @@ async def open_connection(
             inbox_prefix=INBOX_PREFIX,
             connect_timeout=int(max(settings.timeout, 1)),
             reconnect_time_wait=0.5,
+            ping_interval=settings.heartbeat,
+            max_outstanding_pings=STALE_PINGS,
             max_reconnect_attempts=CONNECT_ATTEMPTS,
             error_cb=error,
             disconnected_cb=disconnected,

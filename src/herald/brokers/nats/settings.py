@@ -3,6 +3,8 @@
 >>> s = NATSSettings.from_url("nats://u:s3cret@h1,h2:4223/?namespace=t1&ack_wait=5")
 >>> s.servers, s.names.streams.events, s.ack_wait, s.tls, s.dlq_retention
 (['nats://h1:4222', 'nats://h2:4223'], 't1_EVENTS', 5.0, False, 1209600.0)
+>>> NATSSettings.from_url("nats://h1:4222,h2:4223,h3:4224/?replicas=3").replicas
+3
 >>> "s3cret" in repr(s) or "s3cret" in s.shown_url
 False
 """
@@ -28,11 +30,14 @@ OPTIONS = {
     "timeout",
     "cafile",
     "dlq_retention",
+    "replicas",
+    "heartbeat",
 }
 RETENTIONS = ("limits", "interest")
 WEEK = 7 * 24 * 3600.0
 FORTNIGHT = 14 * 24 * 3600.0
 DEFAULT_PORT = 4222
+MAX_REPLICAS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,11 @@ class NATSSettings:
     dlq_retention: float
     """Seconds a dead letter is kept (the dead-letter stream's ``max_age``); 0: for ever."""
     cafile: str | None = None
+    replicas: int = 1
+    heartbeat: float = 10.0
+    """Seconds between the client's pings; a connection that leaves three unanswered
+    (two outstanding when the third is due) is dropped and reconnected."""
+    """Copies JetStream keeps of each stream, consumer and bucket Herald creates (a cluster)."""
 
     @classmethod
     def from_url(cls, raw: str) -> NATSSettings:
@@ -69,6 +79,13 @@ class NATSSettings:
                 str(url), "query parameter 'namespace'/'stream'", str(exc)
             ) from None
         max_deliver = url.int_option("max_deliver", 0)
+        replicas = url.int_option("replicas", 1)
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise BrokerURLError(
+                str(url),
+                "query parameter 'replicas'",
+                f"use 1 to {MAX_REPLICAS} (JetStream's range)",
+            )
         retention = url.option("retention", "limits")
         if retention not in RETENTIONS:
             raise BrokerURLError(
@@ -88,6 +105,8 @@ class NATSSettings:
             timeout=url.float_option("timeout", 10.0, minimum=0.1),
             dlq_retention=url.float_option("dlq_retention", FORTNIGHT),
             cafile=url.query.get("cafile") or None,
+            replicas=replicas,
+            heartbeat=url.float_option("heartbeat", 10.0, minimum=0.5),
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:

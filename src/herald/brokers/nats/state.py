@@ -131,14 +131,18 @@ class Bucket:
 
 
 async def open_bucket(
-    js: JetStreamContext, name: str, ttl: float | None, may_create: Callable[[], bool]
+    js: JetStreamContext,
+    name: str,
+    ttl: float | None,
+    may_create: Callable[[], bool],
+    replicas: int = 1,
 ) -> Bucket:
     """The bucket ``name``, created (file storage, one revision per key, entries kept
-    ``ttl`` seconds or for ever) if missing and ``may_create()``, now or when it is
-    found deleted later. An existing bucket keeps its own ``ttl``."""
+    ``ttl`` seconds or for ever, ``replicas`` copies) if missing and ``may_create()``,
+    now or when it is found deleted later. An existing bucket keeps its own ``ttl``."""
 
     async def ensure() -> None:
-        bucket.ttl = await _ensure(js, name, ttl, may_create)
+        bucket.ttl = await _ensure(js, name, ttl, may_create, replicas)
 
     bucket = Bucket(js, name, ttl, ensure)
     await ensure()
@@ -146,7 +150,11 @@ async def open_bucket(
 
 
 async def _ensure(
-    js: JetStreamContext, name: str, ttl: float | None, may_create: Callable[[], bool]
+    js: JetStreamContext,
+    name: str,
+    ttl: float | None,
+    may_create: Callable[[], bool],
+    replicas: int,
 ) -> float | None:
     stream = f"KV_{name}"
     for _ in range(3):
@@ -165,6 +173,7 @@ async def _ensure(
             history=1,
             ttl=ttl,
             storage=api.StorageType.FILE,
+            replicas=replicas,
         )
         try:
             with TABLE.converting(f"creating bucket {name}"):

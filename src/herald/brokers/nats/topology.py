@@ -214,6 +214,8 @@ class TopologySettings(Protocol):
     def ack_wait(self) -> float: ...
     @property
     def max_deliver(self) -> int: ...
+    @property
+    def replicas(self) -> int: ...
 
 
 class Topology:
@@ -246,7 +248,7 @@ class Topology:
         async with self._opening:
             if name not in self._buckets:
                 self._buckets[name] = await open_bucket(
-                    self._js, name, ttl, lambda: not self._destroyed
+                    self._js, name, ttl, lambda: not self._destroyed, self._settings.replicas
                 )
             return self._buckets[name]
 
@@ -274,6 +276,7 @@ class Topology:
                     retention=policy,
                     max_age=age or None,
                     storage=api.StorageType.FILE,
+                    num_replicas=settings.replicas,
                 )
                 with TABLE.converting(f"creating stream {stream}"):
                     await self._js.add_stream(config)
@@ -336,6 +339,7 @@ class Topology:
                     max_deliver=self._settings.max_deliver,
                     max_ack_pending=max_ack_pending or 1024,
                     inactive_threshold=None if subscription.durable else TRANSIENT_IDLE,
+                    num_replicas=self._settings.replicas,
                 )
                 with TABLE.converting(f"creating consumer {name} on {stream}"):
                     info = await self._js.add_consumer(stream, config)
