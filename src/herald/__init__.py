@@ -61,7 +61,7 @@ from .handler import Handler
 from .message import Message
 from .middleware import Middleware, Next, Outcome, PublishNext, RequestNext
 from .retry import RetryPolicy
-from .rpc import ExpectedError, Invalid, NotFound, RemoteError
+from .rpc import ExpectedError, Invalid, NoResponders, NotFound, RemoteError
 from .service import Service
 from .url import DEFAULT_URL, BrokerURL
 from .worker import Worker
@@ -98,6 +98,7 @@ __all__ = [
     "MessageTooLargeError",
     "Middleware",
     "Next",
+    "NoResponders",
     "NotFound",
     "Outcome",
     "PatternError",

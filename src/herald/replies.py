@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from .broker import Broker, Prefetch, Subscription
-from .capabilities import ReplyCapable, ReplyTransport
+from .capabilities import CoreRequestTransport, ReplyCapable, ReplyTransport
 from .errors import BrokerError, HeaderError, TimeoutError
 from .headers import CORRELATION_ID, DEADLINE, REPLY_TO
 from .message import Message
@@ -149,6 +149,16 @@ class ReplyChannel:
         """Hand requests to the reply transport (the end of a request's publish)."""
         for request in requests:
             await self.transport.send(request)
+
+    async def send_core_requests(self, requests: Sequence[Message]) -> None:
+        """Send requests without storing them where the transport can (core NATS);
+        durably like :meth:`send_requests` elsewhere."""
+        transport = self.transport
+        if not isinstance(transport, CoreRequestTransport):
+            await self.send_requests(requests)
+            return
+        for request in requests:
+            await transport.send_core(request)
 
     async def _start(self) -> None:
         async with self._ready:

@@ -56,6 +56,7 @@ __all__ = [
     "STATUS",
     "ExpectedError",
     "Invalid",
+    "NoResponders",
     "NotFound",
     "RemoteError",
     "decode_reply",
@@ -110,6 +111,10 @@ class ExpectedError(HeraldError):
 
 class NotFound(ExpectedError):
     """The requested thing does not exist."""
+
+
+class NoResponders(ExpectedError):
+    """A request sent with ``durable=False`` found no responder running."""
 
 
 class Invalid(ExpectedError):
