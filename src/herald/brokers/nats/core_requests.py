@@ -103,37 +103,43 @@ async def with_core(
     durable: AsyncGenerator[Delivery, None],
 ) -> AsyncGenerator[Delivery, None]:
     """The deliveries of ``durable`` and of the core request subjects of
-    ``subscription``, as they come."""
-    arrived: asyncio.Queue[Delivery] = asyncio.Queue()
+    ``subscription``, as they come. A core request is handed over straight from the
+    subscription's callback; the durable feed is pumped by a task that takes the next
+    delivery only once what it handed over was taken (the feed's window holds)."""
+    arrived: asyncio.Queue[Delivery | BaseException | None] = asyncio.Queue()
 
     async def received(msg: Msg) -> None:
         arrived.put_nowait(_delivery(msg, subscription))
 
+    async def pump() -> None:
+        try:
+            async for delivery in durable:
+                arrived.put_nowait(delivery)
+                await arrived.join()
+            arrived.put_nowait(None)
+        except Exception as exc:  # the consumer's error reaches the worker
+            arrived.put_nowait(exc)
+
     group = queue_group(names, subscription.queue)
     core = []
-    with TABLE.converting(f"subscribing to the core requests of {subscription.queue}"):
-        for pattern in subscription.patterns:
-            core.append(await nc.subscribe(request_subject(names, pattern), group, cb=received))
-    next_durable: asyncio.Future[Delivery] = asyncio.ensure_future(anext(durable))
-    next_core: asyncio.Future[Delivery] = asyncio.ensure_future(arrived.get())
+    pumping = asyncio.create_task(pump(), name=f"herald:durable:{subscription.queue}")
     try:
+        with TABLE.converting(f"subscribing to the core requests of {subscription.queue}"):
+            for pattern in subscription.patterns:
+                subject = request_subject(names, pattern)
+                core.append(await nc.subscribe(subject, group, cb=received))
         while True:
-            await asyncio.wait((next_durable, next_core), return_when=asyncio.FIRST_COMPLETED)
-            if next_core.done():
-                yield next_core.result()
-                next_core = asyncio.ensure_future(arrived.get())
-            if next_durable.done():
-                try:
-                    delivery = next_durable.result()
-                except StopAsyncIteration:
-                    return
-                yield delivery
-                next_durable = asyncio.ensure_future(anext(durable))
+            item = await arrived.get()
+            arrived.task_done()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
     finally:
-        for waiting in (next_core, next_durable):
-            waiting.cancel()
-            with contextlib.suppress(BaseException):
-                await waiting
+        pumping.cancel()
+        with contextlib.suppress(BaseException):
+            await pumping
         for sub in core:
             with contextlib.suppress(HeraldError), TABLE.converting("leaving core requests"):
                 await sub.unsubscribe()
