@@ -17,7 +17,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/time.h>
 
 static void die_on(amqp_rpc_reply_t reply, const char *doing) {
@@ -158,6 +160,7 @@ int main(int argc, char **argv) {
             argv[0]);
     return 64;
   }
+  prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive the harness process */
   amqp_connection_state_t conn = open_channel(argv[2], atoi(argv[3]));
   declare(conn, argv[4], argv[5], argv[6]);
   if (strcmp(argv[1], "publish") == 0) return publish(conn, argv[4], argv[6]);

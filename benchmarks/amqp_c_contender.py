@@ -56,12 +56,14 @@ def _url() -> str:
 class _CPublisher:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self._process = process
+        self._turn = asyncio.Lock()  # the latency run publishes from many tasks at once
 
     async def publish(self, events: Sequence[tuple[int, int]]) -> None:
         assert self._process.stdin is not None and self._process.stdout is not None
         start, stamp = events[0]
-        self._process.stdin.write(f"{start} {events[-1][0] + 1} {stamp}\n".encode())
-        answer = await self._process.stdout.readline()
+        async with self._turn:
+            self._process.stdin.write(f"{start} {events[-1][0] + 1} {stamp}\n".encode())
+            answer = await self._process.stdout.readline()
         if answer != b"ok\n":
             raise RuntimeError(f"C publisher answered {answer!r}")
 
