@@ -189,6 +189,12 @@ async def run(calls: int, warmup: int, workdir: Path, repeat: int = 3) -> list[l
             False,
             lambda: herald_rpc(f"{AMQP}?namespace={ns}a", calls, warmup),
         ),
+        (
+            "herald amqp durable=False",
+            "amqp",
+            False,
+            lambda: herald_rpc(f"{AMQP}?namespace={ns}t", calls, warmup, durable=False),
+        ),
         ("raw nats-py nc.request", "nats", True, lambda: raw_nats(calls, warmup)),
         (
             "herald nats",

@@ -234,9 +234,10 @@ class Bus:
 
         ``durable=True`` (the default) stores the request in the service's queue like
         an event, so it waits out a responder's restart or deploy. ``durable=False``
-        sends it without storing it where the broker can (core NATS): faster, but
-        lost when no responder is up, and then it raises :class:`herald.NoResponders`
-        at once. Other brokers send it durably.
+        sends it without storing it where the broker can: on NATS on core subjects,
+        faster but lost when no responder is up, and then it raises
+        :class:`herald.NoResponders` at once; on AMQP as a transient message (no disk
+        write). Other brokers send it durably.
         """
         if self._replies is None:
             self._replies = ReplyChannel(self.broker)
