@@ -35,6 +35,7 @@ from .message import Message
 
 __all__ = [
     "ConnectionStatus",
+    "CoreRequestTransport",
     "DeadLetterAdmin",
     "QueueInspection",
     "QueueStats",

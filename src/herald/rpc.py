@@ -114,7 +114,12 @@ class NotFound(ExpectedError):
 
 
 class NoResponders(ExpectedError):
-    """A request sent with ``durable=False`` found no responder running."""
+    """A request sent with ``durable=False`` found no responder running (raised at
+    once, not after the timeout; see ``Bus.request``).
+
+    >>> issubclass(NoResponders, ExpectedError), NoResponders.code
+    (True, 'NoResponders')
+    """
 
 
 class Invalid(ExpectedError):
