@@ -11,8 +11,11 @@ acks after the handler ran, prefetch 64 (Herald's default for concurrency 16).
 * ``faststream``: ``RabbitBroker.publish`` of a pydantic model (gathered per window);
   a ``@broker.subscriber`` handler typed with the model (acked after it returns).
 * ``herald``: see :mod:`benchmarks.herald_contender`.
+* ``c-librabbitmq``: the C client doing the same durable work, see
+  :mod:`benchmarks.amqp_c_contender` (needs gcc and librabbitmq-dev).
 
-Targets (Herald): throughput >= aio-pika and >= 2x FastStream; p99 <= aio-pika + 1 ms.
+Targets (Herald): throughput >= aio-pika, >= 2x FastStream and >= 0.35x the C client;
+p99 <= aio-pika + 1 ms.
 Every name is prefixed ``bench<run id>`` and deleted afterwards.
 """
 
@@ -27,6 +30,7 @@ from typing import Any
 
 import aio_pika
 
+from .amqp_c_contender import CClientContender
 from .faststream_contender import BenchModel
 from .harness import (
     LATENCY,
@@ -215,10 +219,14 @@ class FastStreamContender(Contender):
 
 SUITE = Suite(
     "amqp",
-    (AioPikaContender, FastStreamContender, HeraldAMQP),
+    (CClientContender, AioPikaContender, FastStreamContender, HeraldAMQP),
     baseline="aio-pika",
     targets={
-        ("herald", THROUGHPUT): [faster_than("aio-pika"), faster_than("faststream", 2.0)],
+        ("herald", THROUGHPUT): [
+            faster_than("aio-pika"),
+            faster_than("faststream", 2.0),
+            faster_than("c-librabbitmq", 0.35),
+        ],
         ("herald", LATENCY): [p99_within("aio-pika", 1.0)],
     },
 )

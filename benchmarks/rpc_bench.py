@@ -3,7 +3,9 @@
 Each contender makes ``--calls`` sequential round trips after ``--warmup`` unmeasured
 ones; server and client share this process (one event loop). Baselines are raw
 aio-pika with RabbitMQ direct reply-to and raw nats-py core ``nc.request``; Herald
-on SQLite and in memory are shown for reference (ratio against nothing).
+on NATS runs both ways: durable requests (the default, stored by JetStream) and
+``durable=False`` (core NATS, queue group, nothing stored: what ``nc.request`` does).
+Herald on SQLite and in memory are shown for reference (ratio against nothing).
 
     python -m benchmarks.rpc_bench [--quick] [--calls N]
 """
@@ -28,7 +30,7 @@ from nats.aio.msg import Msg
 
 import herald
 
-__all__ = ["Result", "main", "percentile", "table"]
+__all__ = ["Result", "main", "percentile", "render", "run", "table"]
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 NATS = "nats://127.0.0.1:4222"
@@ -88,7 +90,9 @@ async def _measure(call: Call, calls: int, warmup: int) -> tuple[list[float], fl
     return latencies, time.perf_counter() - started
 
 
-async def herald_rpc(url: str, calls: int, warmup: int) -> tuple[list[float], float]:
+async def herald_rpc(
+    url: str, calls: int, warmup: int, durable: bool = True
+) -> tuple[list[float], float]:
     service = herald.Service("bench-rpc")
 
     @service.rpc(Ping)
@@ -101,7 +105,7 @@ async def herald_rpc(url: str, calls: int, warmup: int) -> tuple[list[float], fl
         try:
 
             async def call(i: int) -> None:
-                reply = await bus.request(Ping(n=i), Pong, timeout=10)
+                reply = await bus.request(Ping(n=i), Pong, timeout=10, durable=durable)
                 assert reply.n == i
 
             return await _measure(call, calls, warmup)
@@ -175,7 +179,7 @@ async def raw_nats(calls: int, warmup: int) -> tuple[list[float], float]:
         await nc.close()
 
 
-async def run(calls: int, warmup: int, workdir: Path) -> list[Result]:
+async def run(calls: int, warmup: int, workdir: Path, repeat: int = 3) -> list[list[Result]]:
     ns = f"rpcb{uuid.uuid4().hex[:8]}"
     plan: list[tuple[str, str, bool, Callable[[], Awaitable[tuple[list[float], float]]]]] = [
         ("raw aio-pika direct reply-to", "amqp", True, lambda: raw_amqp(calls, warmup)),
@@ -185,12 +189,24 @@ async def run(calls: int, warmup: int, workdir: Path) -> list[Result]:
             False,
             lambda: herald_rpc(f"{AMQP}?namespace={ns}a", calls, warmup),
         ),
+        (
+            "herald amqp durable=False",
+            "amqp",
+            False,
+            lambda: herald_rpc(f"{AMQP}?namespace={ns}t", calls, warmup, durable=False),
+        ),
         ("raw nats-py nc.request", "nats", True, lambda: raw_nats(calls, warmup)),
         (
             "herald nats",
             "nats",
             False,
             lambda: herald_rpc(f"{NATS}?namespace={ns}n", calls, warmup),
+        ),
+        (
+            "herald nats durable=False",
+            "nats",
+            False,
+            lambda: herald_rpc(f"{NATS}?namespace={ns}c", calls, warmup, durable=False),
         ),
         (
             "herald sqlite (ref)",
@@ -205,44 +221,73 @@ async def run(calls: int, warmup: int, workdir: Path) -> list[Result]:
             lambda: herald_rpc(f"memory://{ns}", calls, warmup),
         ),
     ]
-    results = []
-    for label, broker, baseline, job in plan:
-        try:
-            latencies, seconds = await asyncio.wait_for(job(), 60 + calls * 0.5)
-            results.append(Result(label, broker, baseline, latencies, seconds))
-        except Exception as exc:  # a missing server must not hide the other rows
-            results.append(Result(label, broker, baseline, [], 0.0, f"{type(exc).__name__}: {exc}"))
-    return results
+    rounds: list[list[Result]] = []
+    for _ in range(max(1, repeat)):
+        results = []
+        for label, broker, baseline, job in plan:
+            try:
+                latencies, seconds = await asyncio.wait_for(job(), 60 + calls * 0.5)
+                results.append(Result(label, broker, baseline, latencies, seconds))
+            except Exception as exc:  # a missing server must not hide the other rows
+                why = f"{type(exc).__name__}: {exc}"
+                results.append(Result(label, broker, baseline, [], 0.0, why))
+        rounds.append(results)
+    return rounds
 
 
-def render(results: Sequence[Result], calls: int) -> str:
-    base = {r.broker: r for r in results if r.baseline and not r.error}
-    headers = ["contender", "calls", "p50 ms", "p99 ms", "mean ms", "calls/s", "p99 ratio", "ratio"]
+def _p50_ratio(rounds: Sequence[Sequence[Result]], label: str) -> str:
+    """The median over rounds of ``label``'s p50 over its broker's baseline p50."""
+    ratios = []
+    for results in rounds:
+        mine = next(r for r in results if r.label == label)
+        base = next((r for r in results if r.baseline and r.broker == mine.broker), None)
+        if mine.error or base is None or base.error:
+            continue
+        ratios.append(percentile(mine.latencies, 0.5) / percentile(base.latencies, 0.5))
+    return f"{statistics.median(ratios):.2f}x" if ratios else "-"
+
+
+def render(rounds: Sequence[Sequence[Result]], calls: int) -> str:
+    """One row per contender: all rounds' calls together; ratios per round, median."""
+    merged: list[Result] = []
+    for first in rounds[0]:
+        mine = [r for results in rounds for r in results if r.label == first.label]
+        errors = [r.error for r in mine if r.error]
+        merged.append(
+            Result(
+                first.label,
+                first.broker,
+                first.baseline,
+                [ms for r in mine for ms in r.latencies],
+                sum(r.seconds for r in mine),
+                errors[0] if errors else "",
+            )
+        )
+    base = {r.broker: r for r in merged if r.baseline and not r.error}
+    headers = ["contender", "calls", "p50 ms", "p99 ms", "calls/s", "p50 ratio", "p99 ratio"]
     rows = []
-    for r in results:
+    for r in merged:
         if r.error:
-            rows.append([r.label, str(calls), "-", "-", "-", "-", "-", f"failed: {r.error[:60]}"])
+            rows.append([r.label, str(calls), "-", "-", "-", "-", f"failed: {r.error[:60]}"])
             continue
         p99 = percentile(r.latencies, 0.99)
-        rate = len(r.latencies) / r.seconds
         ref = base.get(r.broker)
         if r.baseline:
-            p99_ratio, rate_ratio = "baseline", "baseline"
+            p50_ratio = p99_ratio = "baseline"
         elif ref is None:
-            p99_ratio, rate_ratio = "-", "-"
+            p50_ratio = p99_ratio = "-"
         else:
+            p50_ratio = _p50_ratio(rounds, r.label)
             p99_ratio = f"{p99 / percentile(ref.latencies, 0.99):.2f}x"
-            rate_ratio = f"{rate / (len(ref.latencies) / ref.seconds):.2f}x"
         rows.append(
             [
                 r.label,
                 str(len(r.latencies)),
                 f"{percentile(r.latencies, 0.50):.3f}",
                 f"{p99:.3f}",
-                f"{statistics.fmean(r.latencies):.3f}",
-                f"{rate:,.0f}",
+                f"{len(r.latencies) / r.seconds:,.0f}",
+                p50_ratio,
                 p99_ratio,
-                rate_ratio,
             ]
         )
     return table(headers, rows)
@@ -253,15 +298,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (3)")
     args = parser.parse_args(argv)
     calls, warmup = (20, 5) if args.quick else (args.calls, args.warmup)
     with tempfile.TemporaryDirectory(prefix="rpc-bench-") as tmp:
-        results = asyncio.run(run(calls, warmup, Path(tmp)))
-    print(f"RPC round trips: {calls} sequential calls after {warmup} warm-up;")
+        repeat = 1 if args.quick else args.repeat
+        rounds = asyncio.run(run(calls, warmup, Path(tmp), repeat))
+    print(f"RPC round trips: {len(rounds)} interleaved rounds of {calls} sequential calls")
+    print(f"after {warmup} warm-up each;")
     print("server and client in one process; ratios vs the raw driver of the same broker")
-    print("(p99 ratio: lower is better; ratio = calls/s vs baseline, higher is better)")
+    print("(lower is better; p50 ratio: median over rounds of the p50 ratio of each round)")
     print()
-    print(render(results, calls))
+    print(render(rounds, calls))
     return 0
 
 

@@ -74,3 +74,40 @@ async def test_request_middleware_wraps_calls_in_order_and_sees_errors() -> None
         "inner sees TimeoutError",
         "outer sees TimeoutError",
     ]
+
+
+class Counted(pydantic.BaseModel):
+    text: str
+    tag: str
+
+    @pydantic.field_validator("text")
+    @classmethod
+    def count(cls, value: str) -> str:
+        DECODED.append(value)
+        return value
+
+
+DECODED: list[str] = []
+
+
+class Strict(pydantic.BaseModel):
+    text: str
+    score: int
+
+
+async def test_a_reply_is_decoded_once_inside_the_request_middleware() -> None:
+    log: list[str] = []
+    async with herald.connect(
+        "memory://request-middleware-once", middleware=[Recording("only", log)]
+    ) as bus:
+        worker = await bus.start(oracle)
+        DECODED.clear()
+        assert (await bus.request(Ask(question="once"), Counted)).text == "ONCE"
+        assert DECODED == ["ONCE"]
+        log.clear()
+        with pytest.raises(herald.ValidationError, match="not a valid Strict"):
+            await bus.request(Ask(question="bad"), Strict)
+        # a reply that does not fit the response model fails inside the chain, where
+        # the middleware sees it like an error reply
+        assert log == ["only sends rpc.oracle.ask", "only sees ValidationError"]
+        await worker.stop()

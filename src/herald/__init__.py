@@ -63,7 +63,7 @@ from .message import Message
 from .middleware import Middleware, Next, Outcome, PublishNext, RequestNext
 from .recurrence import Occurrence
 from .retry import RetryPolicy
-from .rpc import ExpectedError, Invalid, NotFound, RemoteError
+from .rpc import ExpectedError, Invalid, NoResponders, NotFound, RemoteError
 from .service import Service
 from .url import DEFAULT_URL, BrokerURL
 from .worker import Worker
@@ -101,6 +101,7 @@ __all__ = [
     "MessageTooLargeError",
     "Middleware",
     "Next",
+    "NoResponders",
     "NotFound",
     "Occurrence",
     "Outcome",

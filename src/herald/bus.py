@@ -95,6 +95,7 @@ class Bus:
         self._send_request: PublishNext | None = None
         self._scheduler: Scheduler | None = None
         self._runs_scheduler = scheduler
+        self._send_core: PublishNext | None = None
 
     def __repr__(self) -> str:
         return f"Bus({self.url!r})"
@@ -257,29 +258,46 @@ class Bus:
         *,
         key: str | None = None,
         timeout: float = 10.0,
+        durable: bool = True,
     ) -> R:
         """Send ``request`` to the service that handles it and return its reply as
         ``response``. Raises :class:`herald.TimeoutError` when no reply comes within
         ``timeout`` seconds, the handler's :class:`herald.ExpectedError` subclass, or
         :class:`herald.RemoteError` for any other failure of the handler. The request
-        goes through the publish middleware like any publish."""
+        goes through the publish middleware like any publish.
+
+        ``durable=True`` (the default) stores the request in the service's queue like
+        an event, so it waits out a responder's restart or deploy. ``durable=False``
+        sends it without storing it where the broker can: on NATS on core subjects,
+        faster but lost when no responder is up, and then it raises
+        :class:`herald.NoResponders` at once; on AMQP as a transient message (no disk
+        write). Other brokers send it durably.
+        """
         if self._replies is None:
             self._replies = ReplyChannel(self.broker)
             self._send_request = publish_chain(self.middleware, self._replies.send_requests)
-        channel, send = self._replies, self._send_request
+            self._send_core = publish_chain(self.middleware, self._replies.send_core_requests)
+        channel = self._replies
+        send = self._send_request if durable else self._send_core
         message = self.message(request, key=key)
         message = replace(message, type=request_type(message.type))
-        if self._requests:
+        if not self._requests:
+            result = decode_reply(await channel.call(message, timeout, send), response)
+            assert result is not None
+            return result
+        decoded: list[tuple[Message, R]] = []
 
-            async def call(message: Message) -> Message:
-                reply = await channel.call(message, timeout, send)
-                decode_reply(reply, None)  # an error reply raises here, inside the chain
-                return reply
-
-            reply = await request_chain(self.middleware, call)(message)
-        else:
+        async def call(message: Message) -> Message:
             reply = await channel.call(message, timeout, send)
-        result = decode_reply(reply, response)
+            value = decode_reply(reply, response)  # an error reply raises inside the chain
+            assert value is not None
+            decoded.append((reply, value))
+            return reply
+
+        reply = await request_chain(self.middleware, call)(message)
+        if decoded and decoded[-1][0] is reply:
+            return decoded[-1][1]
+        result = decode_reply(reply, response)  # a middleware answered with its own reply
         assert result is not None
         return result
 

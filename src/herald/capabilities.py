@@ -36,6 +36,7 @@ from .message import Message
 
 __all__ = [
     "ConnectionStatus",
+    "CoreRequestTransport",
     "DeadLetterAdmin",
     "QueueInspection",
     "QueueStats",
@@ -89,6 +90,16 @@ class ReplyTransport(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop receiving; nothing of the transport remains on the broker."""
+
+
+class CoreRequestTransport(ReplyTransport):
+    """A reply transport that can also send requests without storing them
+    (``bus.request(..., durable=False)``): faster, but lost when no responder is up,
+    and then the call fails at once with :class:`herald.NoResponders`."""
+
+    @abc.abstractmethod
+    async def send_core(self, request: Message) -> None:
+        """Publish a request to one live responder, storing nothing."""
 
 
 @runtime_checkable

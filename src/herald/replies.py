@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import TypeGuard
 
 from .broker import Broker, Prefetch, Subscription
-from .capabilities import ReplyCapable, ReplyTransport
+from .capabilities import CoreRequestTransport, ReplyCapable, ReplyTransport
 from .errors import BrokerError, HeaderError, TimeoutError
 from .headers import CORRELATION_ID, DEADLINE, REPLY_TO
 from .message import Message
@@ -44,7 +46,18 @@ def accepts_reply_address(broker: Broker, address: str) -> bool:
     """
     if _QUEUE_ADDRESS.fullmatch(address):
         return True
-    return isinstance(broker, ReplyCapable) and broker.is_reply_address(address)
+    return _reply_capable(broker) and broker.is_reply_address(address)
+
+
+@functools.cache
+def _capable(kind: type[Broker]) -> bool:
+    return issubclass(kind, ReplyCapable)
+
+
+def _reply_capable(broker: Broker) -> TypeGuard[ReplyCapable]:
+    """``isinstance(broker, ReplyCapable)``, checked once per type (a protocol check
+    costs tens of microseconds, on every request served)."""
+    return _capable(type(broker))
 
 
 async def send_reply(broker: Broker, address: str, reply: Message) -> None:
@@ -52,7 +65,7 @@ async def send_reply(broker: Broker, address: str, reply: Message) -> None:
     address that is not a reply address."""
     if _QUEUE_ADDRESS.fullmatch(address):
         await broker.publish((replace(reply, type=address),))
-    elif isinstance(broker, ReplyCapable) and broker.is_reply_address(address):
+    elif _reply_capable(broker) and broker.is_reply_address(address):
         await broker.send_reply(address, reply)
     else:
         raise HeaderError(f"header {REPLY_TO}: {address[:100]!r} is not a reply address")
@@ -129,7 +142,8 @@ class ReplyChannel:
         self._pending[correlation] = future
         try:
             async with asyncio.timeout(timeout):
-                await self._start()
+                if not self._started:
+                    await self._start()
                 headers = {
                     REPLY_TO: self.transport.address,
                     CORRELATION_ID: correlation,
@@ -149,6 +163,16 @@ class ReplyChannel:
         """Hand requests to the reply transport (the end of a request's publish)."""
         for request in requests:
             await self.transport.send(request)
+
+    async def send_core_requests(self, requests: Sequence[Message]) -> None:
+        """Send requests without storing them where the transport can (core NATS);
+        durably like :meth:`send_requests` elsewhere."""
+        transport = self.transport
+        if not isinstance(transport, CoreRequestTransport):
+            await self.send_requests(requests)
+            return
+        for request in requests:
+            await transport.send_core(request)
 
     async def _start(self) -> None:
         async with self._ready:

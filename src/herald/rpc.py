@@ -56,6 +56,7 @@ __all__ = [
     "STATUS",
     "ExpectedError",
     "Invalid",
+    "NoResponders",
     "NotFound",
     "RemoteError",
     "decode_reply",
@@ -110,6 +111,15 @@ class ExpectedError(HeraldError):
 
 class NotFound(ExpectedError):
     """The requested thing does not exist."""
+
+
+class NoResponders(ExpectedError):
+    """A request sent with ``durable=False`` found no responder running (raised at
+    once, not after the timeout; see ``Bus.request``).
+
+    >>> issubclass(NoResponders, ExpectedError), NoResponders.code
+    (True, 'NoResponders')
+    """
 
 
 class Invalid(ExpectedError):

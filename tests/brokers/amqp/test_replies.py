@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiormq
 import pydantic
@@ -235,3 +236,25 @@ async def test_a_fresh_broker_is_reply_capable(url: str) -> None:
     broker = broker_from_url(url)
     assert isinstance(broker, ReplyCapable)
     assert not broker.is_reply_address(DIRECT_REPLY_TO)
+
+
+async def test_durable_false_requests_are_transient(bus: herald.Bus) -> None:
+    worker = await bus.start(directory())
+    try:
+        await bus.request(Lookup(guid="warm"), Person, timeout=10)  # opens the channel
+        assert bus._replies is not None
+        transport = transport_of(bus._replies)
+        modes: list[int | None] = []
+        publish = transport._publish
+
+        async def spy(channel: Any, request: Message, properties: spec.Basic.Properties) -> None:
+            modes.append(properties.delivery_mode)
+            await publish(channel, request, properties)
+
+        transport._publish = spy  # type: ignore[method-assign]
+        fast = await bus.request(Lookup(guid="g2"), Person, timeout=10, durable=False)
+        kept = await bus.request(Lookup(guid="g3"), Person, timeout=10)
+        assert (fast.guid, kept.guid) == ("g2", "g3")
+        assert modes == [1, 2], "durable=False: transient (no disk write); default persistent"
+    finally:
+        await worker.stop()

@@ -28,7 +28,7 @@ import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp import commands as spec
 
-from ...capabilities import ReplyTransport
+from ...capabilities import CoreRequestTransport
 from ...errors import ConnectionLostError, DecodeError, MessageTooLargeError, PublishError
 from ...message import Message
 from .topology import DIRECT_REPLY_TO
@@ -42,7 +42,7 @@ __all__ = ["DirectReplyTransport", "send_reply"]
 log = logging.getLogger("herald.amqp")
 
 
-class DirectReplyTransport(ReplyTransport):
+class DirectReplyTransport(CoreRequestTransport):
     """Requests and their replies on one confirm-mode channel, reopened when it closes."""
 
     def __init__(
@@ -70,10 +70,21 @@ class DirectReplyTransport(ReplyTransport):
         await self._open()
 
     async def send(self, request: Message) -> None:
+        await self._send(request, durable=True)
+
+    async def send_core(self, request: Message) -> None:
+        """A transient request (``durable=False``): queued in memory, not written to
+        disk, so the broker confirms it without a sync. It still waits in the queue
+        for a responder (RabbitMQ has no "no responders" answer for a durable queue)."""
+        await self._send(request, durable=False)
+
+    async def _send(self, request: Message, durable: bool) -> None:
         if len(request.body) > self._max_bytes:
             raise MessageTooLargeError(request.id, len(request.body), self._max_bytes, "amqp://")
         properties = properties_for(request)
         properties.reply_to = DIRECT_REPLY_TO
+        if not durable:
+            properties.delivery_mode = 1
         redeclared = False
         while True:
             channel = await self._open()

@@ -6,7 +6,8 @@ pull consumer (``deliver_policy=new``, explicit acks) filtered on its one patter
 it gets everything published after its declare and keeps its place while its service
 is offline. ``tls://`` connects with TLS. See ``docs/nats.md`` for the guarantees and
 the differences from RabbitMQ; :mod:`.topology` for the names used on the server.
-RPC replies travel on core NATS inboxes (:mod:`.replies`), not through JetStream.
+RPC replies travel on core NATS inboxes (:mod:`.replies`), not through JetStream;
+so do requests sent with ``durable=False`` (:mod:`.core_requests`).
 Exclusive queues are held through a key-value bucket (:mod:`.exclusive`); each
 process reports its consumers and held messages there too (:mod:`.presence`).
 """
@@ -32,6 +33,7 @@ from ...message import Message
 from . import replies
 from .connection import open_connection
 from .consumer import Parts, PullFeed, consume
+from .core_requests import is_request_queue, with_core
 from .deadletters import REASON_ROOM, DeadLetterStore
 from .delivery import Leases
 from .errors import TABLE, is_too_large
@@ -207,7 +209,10 @@ class NATSBroker(Broker):
     async def consume(
         self, subscription: Subscription, prefetch: Prefetch
     ) -> AsyncGenerator[Delivery, None]:
-        stream = consume(self._open().parts(self._feeds), subscription, prefetch)
+        session = self._open()
+        stream = consume(session.parts(self._feeds), subscription, prefetch)
+        if is_request_queue(subscription):
+            stream = with_core(session.nc, self.names, subscription, stream)
         try:
             async for delivery in stream:
                 yield delivery
@@ -218,7 +223,7 @@ class NATSBroker(Broker):
 
     def reply_transport(self) -> ReplyTransport:
         """Replies on a core NATS inbox of this bus (:mod:`.replies`)."""
-        return replies.InboxReplyTransport(lambda: self._open().nc, self.publish)
+        return replies.InboxReplyTransport(lambda: self._open().nc, self.publish, self.names)
 
     def is_reply_address(self, address: str) -> bool:
         return replies.is_reply_address(address)
