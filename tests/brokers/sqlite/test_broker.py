@@ -11,13 +11,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from herald import Service, connect
-from herald.broker import Prefetch, Subscription
+from herald.broker import MiB, Prefetch, Subscription
 from herald.brokers import broker_from_url
 from herald.brokers.sqlite import SQLiteBroker, SQLiteSettings
 from herald.deadletter import PREFIX, DeadLetterReason
@@ -194,6 +195,27 @@ async def test_prefetch_bounds_bytes_as_well_as_messages(tmp_path: Path) -> None
         await held[0].ack()
         fourth = await asyncio.wait_for(pending, 10)
         assert fourth.message.body == messages(6, size=1000)[3].body
+        await stream.aclose()
+
+
+async def test_a_claim_reads_only_the_bodies_its_byte_window_has_room_for(
+    tmp_path: Path,
+) -> None:
+    body = b"x" * MiB
+    async with connected(tmp_path / "h.db") as broker:
+        await broker.declare(SUB)
+        await broker.publish([Message(type="invoice.created", body=body) for _ in range(12)])
+        stream = broker.consume(SUB, Prefetch(messages=64, bytes=3 * MiB))
+        tracemalloc.start()
+        try:
+            held = [await anext(stream) for _ in range(3)]
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert [d.message.body for d in held] == [body] * 3
+        assert (await stats(broker)).in_flight == 3
+        # 3 bodies held (+1 copy in passing), not the 12 a message-count claim reads
+        assert peak < 5 * MiB, f"{peak / MiB:.1f} MiB allocated to hand out 3 MiB"
         await stream.aclose()
 
 

@@ -46,6 +46,8 @@ _INSERT_DUE = (
 )
 _NUMBER = "typeof({0}) IN ('integer', 'real')"
 _IS_DUE = f"(due <= ? OR NOT {_NUMBER.format('due')})"
+_SIZE = "CASE WHEN typeof(body) IN ('blob', 'text') THEN length(body) ELSE 0 END"
+"""A body's size as :attr:`Claimed.size` counts it."""
 _EXPIRED = (
     f"(lease_until < ?1 OR NOT {_NUMBER.format('lease_until')}"
     " OR consumer NOT IN (SELECT id FROM herald_consumers))"
@@ -153,30 +155,34 @@ class Store:
     ) -> tuple[list[Claimed], float]:
         """Lease due deliveries in publish order: up to ``limit`` of them, and more
         only while the bodies taken so far are under ``budget`` bytes. Also return
-        when the next one is due: ``now`` if more may be ready, ``inf`` if none waits."""
+        when the next one is due: ``now`` if more may be ready, ``inf`` if none waits.
+
+        The sizes are chosen from first (SQLite reads a blob's length from the row
+        header), so only the bodies leased are read."""
+        sizes = self.conn.execute(
+            f"SELECT seq, {_SIZE} FROM herald_deliveries WHERE queue = ?"
+            f" AND consumer IS NULL AND {_IS_DUE} ORDER BY seq LIMIT ?",
+            (qid, now, limit),
+        ).fetchall()
+        chosen: list[int] = []
+        taken = 0
+        for seq, size in sizes:
+            if chosen and taken >= budget:
+                break
+            chosen.append(seq)
+            taken += size
+        if not chosen:
+            return [], self._next_due(qid)
         found = self.conn.execute(
             "UPDATE herald_deliveries SET consumer = ?, attempt = attempt + 1, lease_until = ?"
-            " WHERE seq IN (SELECT seq FROM herald_deliveries WHERE queue = ?"
-            f" AND consumer IS NULL AND {_IS_DUE} ORDER BY seq LIMIT ?)"
+            " WHERE seq IN (SELECT value FROM json_each(?))"
             f" RETURNING seq, attempt, {COLUMNS_SQL}",
-            (consumer, until, qid, now, limit),
+            (consumer, until, json.dumps(chosen)),
         ).fetchall()
         found.sort(key=itemgetter(0))
         claimed = [Claimed(row[0], row[1], row[2:]) for row in found]
-        taken, cut = 0, len(claimed)
-        for index, row in enumerate(claimed):
-            if taken >= budget:
-                cut = index
-                break
-            taken += row.size
-        if cut < len(claimed):  # over the byte budget: the rest stays in the queue
-            self.conn.execute(
-                "UPDATE herald_deliveries SET consumer = NULL, attempt = attempt - 1"
-                " WHERE seq IN (SELECT value FROM json_each(?))",
-                (json.dumps([row.seq for row in claimed[cut:]]),),
-            )
-            return claimed[:cut], now
-        return claimed, now if len(claimed) == limit else self._next_due(qid)
+        more = len(chosen) < len(sizes) or len(sizes) == limit
+        return claimed, now if more else self._next_due(qid)
 
     def _next_due(self, qid: int) -> float:
         (due,) = self.conn.execute(
