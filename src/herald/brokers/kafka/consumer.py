@@ -45,7 +45,7 @@ from ...topic import matches
 from ...window import Window
 from .connection import consumer_options
 from .delivery import KafkaDelivery, Settlements
-from .history import first_offsets
+from .history import claim_start, first_offsets
 from .offsets import OffsetTracker, Ticket
 from .presence import Presence
 from .publisher import Publisher
@@ -187,7 +187,8 @@ class QueueConsumer:
                 if history is not False and ends:
                     since = history if isinstance(history, datetime) else None
                     starts.update(await first_offsets(probe, list(ends), since, ends))
-                await probe.commit({**starts, anchor: 0})
+                if not await claim_start(probe, anchor, starts):
+                    return 0
                 return sum(max(0, ends[tp] - starts[tp]) for tp in ends)
             finally:
                 await probe.stop()
@@ -278,15 +279,15 @@ class _Session:
         self._timers: list[asyncio.TimerHandle] = []
 
     async def start(self) -> None:
-        await self.owner.declare(self.subscription)
-        with self.owner.table.converting(f"consuming {self.subscription.queue}"):
-            await self._follow_topics()
-            try:
+        try:
+            await self.owner.declare(self.subscription)
+            with self.owner.table.converting(f"consuming {self.subscription.queue}"):
+                await self._follow_topics()
                 await self.consumer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await self.consumer.stop()
-                raise
+        except BaseException:  # made in __init__: stopped even if never started
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+            raise
         self._committer = asyncio.create_task(self._commit_loop())
         self._watcher = asyncio.create_task(self._watch_topics())
         self.owner.sessions.add(self)
