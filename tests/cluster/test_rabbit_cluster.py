@@ -24,12 +24,6 @@ from .rabbit_cluster import RABBITMQ_SERVER, RabbitCluster, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.amqp, pytest.mark.timeout(600)]
 
-NACKED = (
-    "open failure (docs/reliability.md): after the node every client used is SIGKILLed, "
-    "the clients reconnect to another node, but RabbitMQ 3.10 nacks every publish there "
-    "for minutes (PublishError 'the broker refused message ...: nack', clear, not silent)"
-)
-
 
 @pytest.fixture
 async def rabbit_cluster(tmp_path: Path) -> AsyncIterator[RabbitCluster]:
@@ -43,7 +37,6 @@ async def rabbit_cluster(tmp_path: Path) -> AsyncIterator[RabbitCluster]:
         cluster.stop()
 
 
-@pytest.mark.xfail(reason=NACKED, strict=False)
 async def test_queue_leader_killed_under_load_loses_nothing(rabbit_cluster: RabbitCluster) -> None:
     namespace = f"cl{uuid.uuid4().hex[:8]}"
     url = (

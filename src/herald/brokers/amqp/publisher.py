@@ -2,10 +2,15 @@
 
 All messages of a batch are written at once on one confirm-mode channel and the
 call returns when the broker confirmed every one. A nack or a confirm timeout
-raises :class:`PublishError`. Messages whose confirm was still outstanding when
-the connection dropped are published again on the next connection (they may then
-be stored twice: at least once, never silently dropped); if no connection comes
-back within ``reconnect_timeout`` the call raises :class:`ConnectionLostError`.
+raises :class:`PublishError`, and the channel that was nacked is retired: the next
+publish opens a fresh one. RabbitMQ 3.10 nacked every later publish of a channel
+opened while the leader of its quorum queues had just been SIGKILLed, and none of a
+fresh channel's (tests/cluster, docs/reliability.md): the channel's queue client
+most likely kept the dead leader it read from the queue's record. Messages whose
+confirm was still outstanding when the connection dropped are published again on
+the next connection (they may then be stored twice: at least once, never silently
+dropped); if no connection comes back within ``reconnect_timeout`` the call raises
+:class:`ConnectionLostError`.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class Publisher:
         self._in_flight = 0
         self._gathered: list[tuple[Outgoing, asyncio.Future[None]]] = []
         self._batches: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def publish(self, items: Sequence[Outgoing]) -> None:
         if len(items) == 1 and self._in_flight:
@@ -81,6 +87,8 @@ class Publisher:
     async def close(self) -> None:
         if self._batches:
             await asyncio.gather(*self._batches, return_exceptions=True)
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         channel, self._channel = self._channel, None
         if channel is not None and not channel.is_closed:
             try:
@@ -178,7 +186,7 @@ class Publisher:
                 wait=False,
             )
         except aiormq.DeliveryError:
-            return PublishError(f"the broker refused message {item.properties.message_id}: nack")
+            return self._refused(channel, item.properties.message_id)
         except TimeoutError:
             return PublishError(
                 f"message {item.properties.message_id} not confirmed within {timeout:g}s"
@@ -191,7 +199,7 @@ class Publisher:
         except Exception as exc:
             return self._after_channel_closed(channel, exc, item)
         if isinstance(confirmation, spec.Basic.Nack):
-            return PublishError(f"the broker refused message {item.properties.message_id}: nack")
+            return self._refused(channel, item.properties.message_id)
         return None
 
     async def _send_batch(self, channel: AbstractChannel, items: list[Outgoing]) -> list[Outcome]:
@@ -227,12 +235,32 @@ class Publisher:
             return self._after_channel_closed(channel, None, item)
         exc = future.exception()
         if isinstance(exc, aiormq.DeliveryError):
-            return PublishError(f"the broker refused message {message_id}: nack")
+            return self._refused(channel, message_id)
         if exc is not None:
             return self._after_channel_closed(channel, exc, item)
         if isinstance(future.result(), spec.Basic.Nack):
-            return PublishError(f"the broker refused message {message_id}: nack")
+            return self._refused(channel, message_id)
         return None
+
+    def _refused(self, channel: AbstractChannel, message_id: str | None) -> PublishError:
+        """A nack: retire ``channel`` so that the next publish opens a fresh one."""
+        if self._channel is channel:
+            self._channel = None
+            task = asyncio.get_running_loop().create_task(self._retire(channel))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return PublishError(f"the broker refused message {message_id}: nack")
+
+    async def _retire(self, channel: AbstractChannel) -> None:
+        """Close ``channel`` once the confirms still due on it arrived (or timed out)."""
+        due = [f for f in getattr(channel, "confirmations", {}).values() if not f.done()]
+        if due:
+            await asyncio.wait(due, timeout=self._connection.settings.confirm_timeout)
+        if not channel.is_closed:
+            try:
+                await channel.close()
+            except Exception as exc:
+                log.debug("closing a nacked publish channel failed: %s", describe(exc))
 
     def _after_channel_closed(
         self, channel: AbstractChannel, exc: BaseException | None, item: Outgoing
