@@ -71,6 +71,7 @@ class Scheduler:
         self.published = 0
         """Messages this scheduler published at their due time."""
         self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
         self._settling: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Scheduler:
@@ -85,11 +86,13 @@ class Scheduler:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
-        """Declare the scheduler queue and start consuming it in the background."""
-        if self.running:
-            return
-        await self.broker.declare(SCHEDULER_SUBSCRIPTION)
-        self._task = asyncio.create_task(self._consume(), name="herald:scheduler")
+        """Declare the scheduler queue and start consuming it in the background (once:
+        services started at the same time each call this)."""
+        async with self._starting:
+            if self.running:
+                return
+            await self.broker.declare(SCHEDULER_SUBSCRIPTION)
+            self._task = asyncio.create_task(self._consume(), name="herald:scheduler")
 
     async def stop(self) -> None:
         """Stop consuming; envelopes being handled finish, the rest stay queued."""

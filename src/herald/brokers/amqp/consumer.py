@@ -102,6 +102,14 @@ class Intake:
     acked or ``ACK_DELAY`` passed: the longest run of the oldest outstanding tags as
     one ``multiple`` ack, the rest one by one (every socket write wakes the broker).
     The channel is closed once it stopped and nothing it received is unsettled.
+
+    Settlements and the close go out one at a time, in the order they were made:
+    aiormq's write queue is short, and a frame waiting for room in it can be
+    overtaken by one written later. A ``multiple`` ack overtaking an earlier one
+    made the server close the channel (``unknown delivery tag``), and an ack
+    overtaken by the channel's close, the whole connection (``CHANNEL_ERROR -
+    expected 'channel.open'``): with a hundred consumers on one connection it is
+    often full.
     """
 
     __slots__ = (
@@ -115,6 +123,7 @@ class Intake:
         "_leaving",
         "_outstanding",
         "_released",
+        "_sending",
         "_woken",
         "channel",
         "closed_by",
@@ -150,6 +159,7 @@ class Intake:
         self._acks: set[int] = set()
         self._batch = max(1, flow.prefetch.messages // 4)
         self._flush: asyncio.Handle | None = None
+        self._sending = asyncio.Lock()
         self._closing = False
         self._changing: asyncio.Task[None] | None = None
         self._keeping = False
@@ -237,7 +247,8 @@ class Intake:
 
     async def nack(self, tag: int) -> None:
         """Requeue one delivery (it comes back with the ``redelivered`` flag)."""
-        await self.channel.basic_nack(tag, requeue=True, wait=False)
+        async with self._sending:
+            await self.channel.basic_nack(tag, requeue=True, wait=False)
         self._outstanding.pop(tag, None)
 
     def done(self, tag: int, size: int, *, handed_out: bool = True) -> None:
@@ -428,7 +439,7 @@ class Intake:
     def _flush_soon(self) -> None:
         self._flush = None
         if self._acks:
-            _background(self._send(self._take()))
+            _background(self._send())
 
     def _take(self) -> tuple[int | None, list[int]]:
         """(the tag to ack with ``multiple``, the tags to ack one by one)."""
@@ -443,8 +454,14 @@ class Intake:
         single = sorted(tag for tag in acks if top is None or tag > top)
         return top, single
 
-    async def _send(self, acks: tuple[int | None, list[int]]) -> None:
-        top, single = acks
+    async def _send(self) -> None:
+        async with self._sending:
+            await self._send_taken()
+
+    async def _send_taken(self) -> None:
+        if not self._acks:
+            return
+        top, single = self._take()
         try:
             if top is not None:
                 await self.channel.basic_ack(top, multiple=True, wait=False)
@@ -458,10 +475,10 @@ class Intake:
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
-        if self._acks:
-            await self._send(self._take())
-        with contextlib.suppress(Exception):
-            await self.channel.close()
+        async with self._sending:
+            await self._send_taken()
+            with contextlib.suppress(Exception):
+                await self.channel.close()
 
 
 async def consume(
