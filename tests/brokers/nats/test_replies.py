@@ -22,6 +22,7 @@ from herald.headers import CORRELATION_ID, DEADLINE, REPLY_STATUS, REPLY_TO
 from herald.message import Message
 from herald.replies import QueueReplyTransport
 from herald.rpc import request_type
+from herald.schedule import SCHEDULER_QUEUE
 from herald.testing import eventually
 
 from .support import Relay, nats_url, require_nats
@@ -127,7 +128,8 @@ async def test_replies_create_no_stream_or_consumer(bus: herald.Bus, raw: Client
     worker = await bus.start(calc)
     for n in range(5):
         assert (await bus.request(Double(n=n), Doubled, timeout=10)).value == 2 * n
-    assert [s.queue for s in await broker.inspect_queues()] == [SERVED]
+    queues = [s.queue for s in await broker.inspect_queues()]
+    assert [q for q in queues if q != SCHEDULER_QUEUE] == [SERVED], "no queue for replies"
     streams = {info.config.name for info in await raw.jetstream().streams_info()}
     ours = {name for name in streams if name.startswith(broker.names.streams.events)}
     assert ours == set(broker.names.streams.all()), "no stream for replies"

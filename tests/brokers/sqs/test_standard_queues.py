@@ -29,6 +29,7 @@ ELSEWHERE = {
     "stream_of_ten_thousand": "run on FIFO queues by the suite; 90 s more on moto",
     "large_message": "SNS takes 256 KiB at most (skipped by the suite too)",
     "broker_restart_under_load_loses_nothing": "moto keeps nothing over a restart",
+    "backfill_replays_history_once_then_live": "SQS keeps no history (pinned by the suite)",
 }
 
 
