@@ -4,10 +4,18 @@ redis-py's asyncio connections parse replies with hiredis but build every comman
 Python; a publish script call carries a dozen arguments per message, so that packing
 dominated the client's CPU time. hiredis packs the same protocol about three times
 faster. Without hiredis installed, redis-py's own packing is used unchanged.
+
+On Python 3.11 redis-py sends each command through ``asyncio.wait_for``, which returns
+normally when its task is cancelled just as the write completes: the cancellation is
+lost, and a consumer cancelled as it sent ``XREADGROUP BLOCK`` would wait out the block
+before it noticed. The connections here raise that cancellation once the write
+returns, dropping the connection (the reply it would have read is never read).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -42,12 +50,36 @@ def _pack(args: tuple[Any, ...]) -> list[bytes]:
     return [packed]
 
 
-class _PackedConnection(Connection):
+async def _send(connection: Connection, sending: Awaitable[None]) -> None:
+    """Await ``sending``, raising a cancellation of the task that it swallowed."""
+    task = asyncio.current_task()
+    before = 0 if task is None else task.cancelling()
+    await sending
+    if task is not None and task.cancelling() > before:
+        await connection.disconnect(nowait=True)
+        raise asyncio.CancelledError
+
+
+class _Connection(Connection):
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        await _send(self, super().send_packed_command(command, check_health))
+
+
+class _SSLConnection(SSLConnection):
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        await _send(self, super().send_packed_command(command, check_health))
+
+
+class _PackedConnection(_Connection):
     def pack_command(self, *args: Any) -> list[bytes]:
         return _pack(args)
 
 
-class _PackedSSLConnection(SSLConnection):
+class _PackedSSLConnection(_SSLConnection):
     def pack_command(self, *args: Any) -> list[bytes]:
         return _pack(args)
 
@@ -57,9 +89,9 @@ def new_client(settings: RedisSettings) -> Redis:
     socket timeout exceeds the longest ``XREADGROUP BLOCK``."""
     socket_timeout = max(30.0, settings.block + 10.0)
     if settings.tls:
-        connection_class: type[Connection] = _PackedSSLConnection if HIREDIS else SSLConnection
+        connection_class: type[Connection] = _PackedSSLConnection if HIREDIS else _SSLConnection
     else:
-        connection_class = _PackedConnection if HIREDIS else Connection
+        connection_class = _PackedConnection if HIREDIS else _Connection
     # Blocking: a burst of concurrent publishes waits for a free connection instead of
     # failing with "Too many connections" (redis-py caps a pool at 100 by default).
     pool = BlockingConnectionPool(
