@@ -22,7 +22,7 @@ import pytest
 import herald
 from hr_platform.events import CreateEmployee, EmployeeRecord
 
-from .platform import Platform, eventually
+from .platform import BROKERS, Platform, eventually
 
 DEADLINE = 5.0
 """``--shutdown-timeout`` of every payroll replica, and the bound on gaps and waits."""
@@ -56,8 +56,7 @@ def replica(release: str) -> tuple[str, ...]:
     return ("--release", release, "--shutdown-timeout", str(DEADLINE))
 
 
-# SQS passes too, in about 75 s against moto: left out to keep ``make test`` lean.
-@pytest.mark.parametrize("platform", ["sqlite", "amqp"], indirect=True)
+@pytest.mark.parametrize("platform", BROKERS, indirect=True)
 async def test_payroll_replicas_are_replaced_one_at_a_time(platform: Platform) -> None:
     hr = platform
     await hr.spawn("employees")
