@@ -62,8 +62,9 @@ debian:
 	$(call apt_install,$(DEBIAN_PACKAGES))
 
 test: $(STAMP) $(NPM_STAMP) debian lint
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "not restart and not cluster"
-	$(PY) -m pytest -m "restart and not cluster"
+	@$(PY) -m pytest -n $(TEST_WORKERS) -m "not restart and not cluster"; first=$$?; \
+	$(PY) -m pytest -m "restart and not cluster"; second=$$?; \
+	test $$first -eq 0 && test $$second -eq 0
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

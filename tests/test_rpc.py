@@ -69,3 +69,19 @@ def test_expected_errors_register_by_code() -> None:
     assert herald.ExpectedError.registry["employees.Conflict"] is Conflict
     restored = Conflict.from_dict(Conflict("taken", guid="g1").to_dict())
     assert isinstance(restored, Conflict) and restored.data == {"guid": "g1"}
+
+
+async def test_prepare_requests_opens_the_reply_queue_before_the_first_request() -> None:
+    async with herald.connect(f"memory://rpc-{uuid.uuid4().hex[:8]}") as bus:
+
+        async def reply_queues() -> list[str]:
+            return [s.queue for s in await bus.inspect_queues() if s.queue.startswith("reply-")]
+
+        assert await reply_queues() == []
+        await bus.prepare_requests()
+        opened = await reply_queues()
+        assert len(opened) == 1
+        worker = await bus.start(directory)
+        assert (await bus.request(Lookup(guid="g1"), Person)).guid == "g1"
+        assert await reply_queues() == opened, "the first request uses the queue opened"
+        await worker.stop()

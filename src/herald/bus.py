@@ -273,11 +273,7 @@ class Bus:
         :class:`herald.NoResponders` at once; on AMQP as a transient message (no disk
         write). Other brokers send it durably.
         """
-        if self._replies is None:
-            self._replies = ReplyChannel(self.broker)
-            self._send_request = publish_chain(self.middleware, self._replies.send_requests)
-            self._send_core = publish_chain(self.middleware, self._replies.send_core_requests)
-        channel = self._replies
+        channel = self._reply_channel()
         send = self._send_request if durable else self._send_core
         message = self.message(request, key=key)
         message = replace(message, type=request_type(message.type))
@@ -300,6 +296,19 @@ class Bus:
         result = decode_reply(reply, response)  # a middleware answered with its own reply
         assert result is not None
         return result
+
+    async def prepare_requests(self) -> None:
+        """Open this bus's reply channel now instead of at its first request: a front
+        end calls it before serving, so that its first request does not also wait for
+        the broker to create the reply queue (on Kafka, a consumer group's join)."""
+        await self._reply_channel().start()
+
+    def _reply_channel(self) -> ReplyChannel:
+        if self._replies is None:
+            self._replies = ReplyChannel(self.broker)
+            self._send_request = publish_chain(self.middleware, self._replies.send_requests)
+            self._send_core = publish_chain(self.middleware, self._replies.send_core_requests)
+        return self._replies
 
     def accepts_reply_address(self, address: str) -> bool:
         """Whether a request's reply address is one this bus's broker may answer."""

@@ -143,7 +143,7 @@ class ReplyChannel:
         try:
             async with asyncio.timeout(timeout):
                 if not self._started:
-                    await self._start()
+                    await self.start()
                 headers = {
                     REPLY_TO: self.transport.address,
                     CORRELATION_ID: correlation,
@@ -174,7 +174,8 @@ class ReplyChannel:
         for request in requests:
             await transport.send_core(request)
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Begin receiving replies (the first call does it otherwise). Idempotent."""
         async with self._ready:
             if not self._started:
                 await self.transport.start(self._on_reply)

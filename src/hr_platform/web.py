@@ -271,6 +271,7 @@ async def run_web(
     token: str | None = None,
 ) -> None:
     async with connect(broker, "hr-web") as bus:
+        await bus.prepare_requests()
         client = EmployeesClient(bus, timeout)
         app = create_app(client, host=host, port=port, allowed_hosts=allowed_hosts, token=token)
         observe(app, bus)
