@@ -25,7 +25,13 @@ from .cli_common import UsageError, broker_url, stop_on_signals
 from .codec import CodecRegistry
 from .service import Service
 
-__all__ = ["add_docs_commands", "asyncapi_command", "load_services", "serve_command"]
+__all__ = [
+    "add_docs_commands",
+    "asyncapi_command",
+    "load_services",
+    "serve_command",
+    "service_targets",
+]
 
 
 def _load_object(target: str, option: str = "") -> object:
@@ -119,13 +125,9 @@ async def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_docs_commands(
-    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
-    common: argparse.ArgumentParser,
-) -> None:
-    """Add ``herald docs asyncapi`` and ``herald docs serve`` to the command line."""
-    docs = sub.add_parser("docs", parents=[common], help="AsyncAPI documents of services")
-    docs_sub = docs.add_subparsers(dest="docs_command", required=True, metavar="ACTION")
+def service_targets() -> argparse.ArgumentParser:
+    """A parent parser of the ``MODULE:SERVICE...`` arguments that
+    :func:`load_services` reads (``herald docs``, ``herald schema``)."""
     source = argparse.ArgumentParser(add_help=False)
     source.add_argument(
         "targets",
@@ -133,6 +135,17 @@ def add_docs_commands(
         metavar="MODULE:SERVICE",
         help="a service, a list of services, or a function returning either",
     )
+    return source
+
+
+def add_docs_commands(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    common: argparse.ArgumentParser,
+) -> None:
+    """Add ``herald docs asyncapi`` and ``herald docs serve`` to the command line."""
+    docs = sub.add_parser("docs", parents=[common], help="AsyncAPI documents of services")
+    docs_sub = docs.add_subparsers(dest="docs_command", required=True, metavar="ACTION")
+    source = service_targets()
     source.add_argument(
         "--codecs", metavar="MODULE:NAME", help="a CodecRegistry (or a function returning one)"
     )

@@ -15,7 +15,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from .cli_docs import load_services
+from .cli_docs import load_services, service_targets
 from .schemas import check, dumps, entries_of, load, merge, usages_of
 from .schemas.registry import Usage
 from .signals import EXIT_FAILURE
@@ -61,13 +61,7 @@ def add_schema_commands(
     """Add ``herald schema export`` and ``herald schema check`` to the command line."""
     schema = sub.add_parser("schema", parents=[common], help="event schema registry")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
-    source = argparse.ArgumentParser(add_help=False)
-    source.add_argument(
-        "targets",
-        nargs="+",
-        metavar="MODULE:SERVICE",
-        help="a service, a list of services, or a function returning either",
-    )
+    source = service_targets()
     export = schema_sub.add_parser(
         "export",
         parents=[common, source],
