@@ -18,7 +18,15 @@ from herald.errors import BrokerError
 from herald.service import Service
 from herald.testing.events import Tick
 
-__all__ = ["Handled", "Published", "merged", "publish_until", "recording_service"]
+__all__ = [
+    "Handled",
+    "Outcome",
+    "Published",
+    "merged",
+    "outcome",
+    "publish_until",
+    "recording_service",
+]
 
 
 @dataclass
@@ -64,6 +72,42 @@ def merged(consumers: Iterable[Handled]) -> Counter[int]:
     for handled in consumers:
         total.update(handled.numbers())
     return total
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A leader kill under load, seen from the clients (times in seconds after it)."""
+
+    duplicates: int
+    published_again: float
+    consumed_again: float
+
+
+def outcome(
+    workers: dict[str, Handled],
+    published: Published,
+    total: int,
+    leader: str,
+    *,
+    killed_at: float,
+    at_kill: int,
+    at_rejoin: int,
+) -> Outcome:
+    """Check that services ``a`` (consumers a1, a2) and ``b`` each handled every
+    confirmed event and that every consumer handled events published after the killed
+    node rejoined; count the duplicates and how soon publishing and consuming resumed."""
+    service_a = merged([workers["a1"], workers["a2"]])
+    service_b = workers["b"].numbers()
+    assert set(service_a) == set(service_b) == set(range(total)), "lost or unknown events"
+    for key, handled in workers.items():
+        late = [n for n, _ in handled.seen if n >= at_rejoin]
+        assert late, f"consumer {key} handled nothing published after {leader} rejoined"
+    duplicates = sum(c - 1 for c in service_a.values()) + sum(c - 1 for c in service_b.values())
+    consumed_again = min(
+        next((t for n, t in w.seen if n >= at_kill), float("inf")) for w in workers.values()
+    )
+    published_again = published.first_after(killed_at) or float("inf")
+    return Outcome(duplicates, published_again - killed_at, consumed_again - killed_at)
 
 
 def recording_service(name: str, handled: Handled, concurrency: int = 8) -> Service:

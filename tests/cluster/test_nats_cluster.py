@@ -18,7 +18,7 @@ from herald.brokers.nats import NATSSettings
 from herald.bus import connect
 
 from ..servers import unavailable
-from .load import Handled, Published, merged, publish_until, recording_service
+from .load import Handled, Published, merged, outcome, publish_until, recording_service
 from .nats_cluster import NATS_SERVER, NATSCluster, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.nats]
@@ -83,22 +83,14 @@ async def test_stream_leader_killed_under_load_loses_nothing(nats_cluster: NATSC
         await asyncio.sleep(1)  # late redeliveries still count as duplicates
         replicas = await _replicas(url, namespace)
     assert set(replicas.values()) == {3}, f"created with other replica counts: {replicas}"
-    service_a = merged([workers["a1"], workers["a2"]])
-    service_b = workers["b"].numbers()
-    assert set(service_a) == set(service_b) == set(range(total)), "lost or unknown events"
-    for key, handled in workers.items():
-        late = [n for n, _ in handled.seen if n >= at_rejoin]
-        assert late, f"consumer {key} handled nothing published after {leader} rejoined"
-    duplicates = sum(c - 1 for c in service_a.values()) + sum(c - 1 for c in service_b.values())
-    consumed_again = min(
-        next((t for n, t in w.seen if n >= at_kill), float("inf")) for w in workers.values()
+    seen = outcome(
+        workers, published, total, leader, killed_at=killed_at, at_kill=at_kill, at_rejoin=at_rejoin
     )
-    published_again = published.first_after(killed_at) or float("inf")
     print(
         f"\nNATS R3 stream leader {leader} killed: {total} events confirmed, 0 lost, "
-        f"{duplicates} duplicate deliveries; publish errors {len(published.errors)}; "
-        f"first publish confirmed {published_again - killed_at:.2f} s after the kill, "
-        f"first event published after the kill handled {consumed_again - killed_at:.2f} s "
+        f"{seen.duplicates} duplicate deliveries; publish errors {len(published.errors)}; "
+        f"first publish confirmed {seen.published_again:.2f} s after the kill, "
+        f"first event published after the kill handled {seen.consumed_again:.2f} s "
         "after it; "
         f"rejoined {rejoined_at - restarted_at:.2f} s after its restart"
     )

@@ -18,7 +18,7 @@ import pytest
 from herald.bus import connect
 
 from ..servers import unavailable
-from .load import Handled, Published, merged, publish_until, recording_service
+from .load import Handled, Published, merged, outcome, publish_until, recording_service
 from .nats_cluster import wait_for
 from .rabbit_cluster import RABBITMQ_SERVER, RabbitCluster, wait_until
 
@@ -94,23 +94,16 @@ async def test_queue_leader_killed_under_load_loses_nothing(rabbit_cluster: Rabb
             "every confirmed event handled by both services",
         )
         await asyncio.sleep(1)  # late redeliveries still count as duplicates
-    service_a = merged([workers["a1"], workers["a2"]])
-    service_b = workers["b"].numbers()
-    assert set(service_a) == set(service_b) == set(range(total)), "lost or unknown events"
-    for key, handled in workers.items():
-        late = [n for n, _ in handled.seen if n >= at_rejoin]
-        assert late, f"consumer {key} handled nothing published after {leader} rejoined"
-    duplicates = sum(c - 1 for c in service_a.values()) + sum(c - 1 for c in service_b.values())
-    consumed_again = min(
-        next((t for n, t in w.seen if n >= at_kill), float("inf")) for w in workers.values()
+    seen = outcome(
+        workers, published, total, leader, killed_at=killed_at, at_kill=at_kill, at_rejoin=at_rejoin
     )
-    published_again = published.first_after(killed_at) or float("inf")
     print(
         f"\nqueues and leaders: {leaders}\n"
         f"RabbitMQ quorum queue {queue}: leader {leader} killed: {total} events confirmed, "
-        f"0 lost, {duplicates} duplicate deliveries; publish errors {len(published.errors)}; "
-        f"first publish confirmed {published_again - killed_at:.2f} s after the kill, "
-        f"first event published after the kill handled {consumed_again - killed_at:.2f} s "
+        f"0 lost, {seen.duplicates} duplicate deliveries; "
+        f"publish errors {len(published.errors)}; "
+        f"first publish confirmed {seen.published_again:.2f} s after the kill, "
+        f"first event published after the kill handled {seen.consumed_again:.2f} s "
         f"after it; back in the queue {rejoined_at - restarted_at:.2f} s after its restart"
     )
 
