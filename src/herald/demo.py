@@ -235,7 +235,7 @@ async def demo_command(args: argparse.Namespace) -> int:
         "giftcards": args.giftcards_port,
         "dashboard": args.dashboard_port,
     }
-    given = args.broker or os.environ.get("HERALD_BROKER")
+    given = getattr(args, "broker", None) or os.environ.get("HERALD_BROKER")
     chosen = {"broker_url": given} if given else {}  # else the platform's own default
     try:
         await run_platform(**chosen, without=set(args.without), ports=ports, data_dir=args.data_dir)

@@ -40,9 +40,11 @@ def children(pid: int) -> dict[str, int]:
     return found
 
 
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
 
 
 def _alive(pids: Iterable[int]) -> bool:
@@ -198,3 +200,37 @@ async def test_herald_demo_runs_the_platform_on_nats_redis_and_kafka(
         print((workdir / "demo.log").read_text(errors="replace")[-4000:])
         async with herald.connect(url) as bus:
             await bus.broker.destroy()
+
+
+async def test_herald_demo_without_a_broker_runs_on_the_embedded_default(workdir: Path) -> None:
+    """``make run``: ``herald demo`` with no ``--broker`` and no ``$HERALD_BROKER``."""
+    ports = {name: free_port() for name in ("hr-web", "payroll", "giftcards", "dashboard")}
+    argv = [sys.executable, "-m", "herald", "demo", "--data-dir", str(workdir)]
+    argv += ["--without", "giftcards", f"--web-port={ports['hr-web']}"]
+    argv += [f"--{name}-port={ports[name]}" for name in ("payroll", "giftcards", "dashboard")]
+    env = {k: v for k, v in os.environ.items() if k != "HERALD_BROKER"}
+    log = workdir / "demo.log"
+    demo = await asyncio.to_thread(_spawn, argv, log, workdir, env)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def pages_up() -> bool:
+                try:
+                    web = await http.get(f"http://127.0.0.1:{ports['hr-web']}/employees")
+                    board = await http.get(f"http://127.0.0.1:{ports['dashboard']}/")
+                except httpx.HTTPError:
+                    return False
+                return web.status_code == board.status_code == 200
+
+            await eventually(pages_up, timeout=60, what="hr-web and the dashboard", interval=0.5)
+        first = log.read_text().splitlines()[0]
+        assert first == f"Herald dashboard http://127.0.0.1:{ports['dashboard']}/", first
+        assert (workdir / "var" / "herald.db").exists(), "the embedded default, ./var"
+        demo.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(demo.wait, 40) == 0
+    finally:
+        if demo.poll() is None:
+            for pid in children(demo.pid).values():
+                os.kill(pid, signal.SIGKILL)
+            demo.kill()
+        print(log.read_text(errors="replace")[-4000:])
