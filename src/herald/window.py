@@ -41,9 +41,11 @@ class Window:
         """How many more messages the count allows (bytes permitting)."""
         return self.limit.messages - self.used if self.has_room else 0
 
-    async def room(self) -> None:
-        """Wait until there is room for one more delivery."""
-        while not self.has_room:
+    async def room(self, messages: int = 1) -> None:
+        """Wait until there is room for ``messages`` more deliveries (bytes permitting;
+        the whole bound when it is smaller), or the window is empty."""
+        wanted = min(messages, self.limit.messages)
+        while not (self.has_room and (self.used == 0 or self.free >= wanted)):
             self._room.clear()
             await self._room.wait()
 

@@ -304,6 +304,26 @@ async def test_prefetch_bounds_what_redis_hands_out_by_count(broker: RedisBroker
     await stream.aclose()
 
 
+async def test_a_consumer_reads_again_once_half_its_window_is_free(broker: RedisBroker) -> None:
+    """Reads come in batches: one settled delivery of four frees a slot, but no read
+    of a single entry follows; a second one does, for two."""
+    sub = Subscription("refill", "demo.tick")
+    await broker.declare(sub)
+    await broker.publish([tick(n) for n in range(10)])
+    stream = broker.consume(sub, Prefetch(messages=4))
+    held = [await anext(stream) for _ in range(4)]
+    fifth = asyncio.ensure_future(anext(stream))
+    await held[0].ack()
+    await asyncio.sleep(0.3)
+    assert not fifth.done(), "a quarter of the window free: nothing read yet"
+    assert counts(await stats(broker, sub.queue)) == {"depth": 6, "in_flight": 3, "consumers": 1}
+    await held[1].ack()
+    assert number(await fifth) == 4
+    assert counts(await stats(broker, sub.queue)) == {"depth": 4, "in_flight": 4, "consumers": 1}
+    assert number(await anext(stream)) == 5
+    await stream.aclose()
+
+
 async def test_prefetch_bounds_what_redis_hands_out_by_bytes(broker: RedisBroker) -> None:
     sub = Subscription("bytes", "demo.tick")
     await broker.declare(sub)

@@ -42,11 +42,16 @@ def _pack(args: tuple[Any, ...]) -> list[bytes]:
         args = tuple(head.encode().split()) + args[1:]
     elif b" " in head:
         args = tuple(head.split()) + args[1:]
-    args = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
     try:
         packed: bytes = hiredis.pack_command(args)
-    except TypeError as exc:
-        raise DataError(str(exc)) from exc
+    except TypeError:
+        # hiredis takes str, int, float and bytes only: copying every argument up front
+        # to catch the rare buffer cost a publish a tenth of its CPU time
+        args = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
+        try:
+            packed = hiredis.pack_command(args)
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
     return [packed]
 
 

@@ -156,7 +156,9 @@ class QueueConsumer:
         if not subscription.durable:
             self._transient[holder] = subscription
         window = Window(prefetch)
-        unyielded: list[bytes] = []
+        refill = max(1, prefetch.messages // 2)
+        unyielded: list[Entry] = []
+        yielded = 0
         loop = asyncio.get_running_loop()
         cursor, next_sweep, idle = START, 0.0, self._settings.lease_ms
         try:
@@ -167,8 +169,8 @@ class QueueConsumer:
                     await self._stand_by(holder)
                     # taking over: what a dead holder left goes first
                     cursor, idle, holder.claim_soon = START, self._settings.lease_ms * 2 // 3, True
-                if not window.has_room:
-                    await self._unless_closed(window.room())
+                if window.used and not (window.has_room and window.free >= refill):
+                    await self._unless_closed(window.room(refill))
                 try:
                     if holder.claim_soon or cursor != START or loop.time() >= next_sweep:
                         if cursor == START:
@@ -204,19 +206,17 @@ class QueueConsumer:
                     continue
                 # a claim can return what this consumer still holds, had its heartbeat
                 # been late: it is being handled here already
-                entries = [entry for entry in entries if entry[0] not in holder.held]
-                unyielded = [entry_id for entry_id, _, _ in entries]
-                holder.held.update(unyielded)
-                holder.largest = max(
-                    [holder.largest, *(len(f.get(_BODY, b"")) for _, f, _ in entries)]
-                )
-                for entry in entries:
+                held = holder.held
+                unyielded = [entry for entry in entries if entry[0] not in held]
+                yielded = 0
+                held.update(entry_id for entry_id, _, _ in unyielded)
+                for entry in unyielded:
                     delivery = self._delivery(subscription, holder, window, entry)
-                    unyielded.remove(entry[0])
+                    yielded += 1
                     yield delivery
                     self._check_open()
         finally:
-            holder.held.difference_update(unyielded)
+            holder.held.difference_update(entry_id for entry_id, _, _ in unyielded[yielded:])
             # once the broker closed, its housekeeper let go of every consumer
             if not self._closed.done():
                 await self._housekeeper.detach(holder)
@@ -255,6 +255,9 @@ class QueueConsumer:
     ) -> RedisDelivery:
         entry_id, fields, delivered = entry
         message, previous, error = decode_entry(entry_id, fields)
+        size = len(fields.get(_BODY, b""))
+        if size > holder.largest:
+            holder.largest = size
         return RedisDelivery(
             message,
             subscription,
@@ -264,7 +267,7 @@ class QueueConsumer:
             holder=holder,
             window=window,
             entry_id=entry_id,
-            size=len(fields.get(_BODY, b"")),
+            size=size,
         )
 
     def _window_args(self, window: Window) -> list[int]:

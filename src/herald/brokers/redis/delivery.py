@@ -135,10 +135,7 @@ class Settler:
             # one script call per stream, not a pipeline: a pipeline with scripts costs a
             # SCRIPT EXISTS round trip each time
             try:
-                results = await asyncio.gather(
-                    *(self._ack(keys=[s], args=[g, *chunk]) for s, g, chunk in calls),
-                    return_exceptions=True,
-                )
+                results = await self._send_acks(calls)
             except BaseException:
                 for reply in replies.values():
                     reply.cancel()
@@ -158,6 +155,23 @@ class Settler:
                     error = self._table.convert(problem, f"acknowledging on {queues[stream]}")
                     error.__cause__ = problem
                     reply.set_exception(error)
+
+    async def _send_acks(
+        self, calls: list[tuple[str, str, list[bytes]]]
+    ) -> list[BaseException | None]:
+        """Each call's failure, or None; the usual single call is awaited without a task."""
+        if len(calls) == 1:
+            stream, group, ids = calls[0]
+            try:
+                await self._ack(keys=[stream], args=[group, *ids])
+            except Exception as exc:
+                return [exc]
+            return [None]
+        results = await asyncio.gather(
+            *(self._ack(keys=[s], args=[g, *chunk]) for s, g, chunk in calls),
+            return_exceptions=True,
+        )
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     async def retry(
         self,
@@ -234,8 +248,10 @@ class RedisDelivery(Delivery):
         self._window.give(self._size)
 
     async def _settled(self) -> None:
-        self._holder.held.discard(self._entry_id)
-        await self._settler.hand_over(self._holder)
+        holder = self._holder
+        holder.held.discard(self._entry_id)
+        if not holder.open:
+            await self._settler.hand_over(holder)
 
     async def _ack(self) -> None:
         self._settling()
