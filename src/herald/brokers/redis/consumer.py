@@ -256,8 +256,7 @@ class QueueConsumer:
         entry_id, fields, delivered = entry
         message, previous, error = decode_entry(entry_id, fields)
         size = len(fields.get(_BODY, b""))
-        if size > holder.largest:
-            holder.largest = size
+        holder.largest = max(holder.largest, size)
         return RedisDelivery(
             message,
             subscription,
