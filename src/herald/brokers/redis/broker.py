@@ -219,15 +219,17 @@ class RedisBroker(Broker):
         except BrokerError:
             pass  # the broker closed under it: nothing more to do
 
-    async def consume(
+    def consume(
         self, subscription: Subscription, prefetch: Prefetch
     ) -> AsyncGenerator[Delivery, None]:
-        stream = self._parts().consumer.consume(subscription, prefetch)
-        try:
-            async for delivery in stream:
-                yield delivery
-        finally:
-            await stream.aclose()
+        # the consumer's own generator, not one wrapping it: a hop less per delivery
+        if self._connected is None:
+            return self._not_connected()
+        return self._connected.consumer.consume(subscription, prefetch)
+
+    async def _not_connected(self) -> AsyncGenerator[Delivery, None]:
+        self._parts()
+        yield  # type: ignore[misc]  # never reached: _parts() raised
 
     # -- dead-letter admin -------------------------------------------------------------
 

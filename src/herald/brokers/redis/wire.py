@@ -20,6 +20,7 @@ HeaderError("header herald-attempt: '-3' is not an attempt number (1-1000000)")
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import chain
 from typing import Any
 
 from ...errors import DecodeError, HeaderError, MessageError
@@ -54,11 +55,16 @@ _ID_FIELDS = tuple(f"{prefix}id" for prefix in CE_PREFIXES)
 
 
 def encode_fields(message: Message) -> list[bytes | str]:
-    """Flat ``[name, value, ...]`` fields for XADD (or a script's arguments)."""
-    fields: list[bytes | str] = []
-    for name, value in encode_headers(message).items():
-        if name not in (BODY_FIELD, ATTEMPT_FIELD):
-            fields += (name, value)
+    """Flat ``[name, value, ...]`` fields for XADD (or a script's arguments).
+
+    >>> m = Message(type="a.b", body=b"{}", id="m1", headers={"body": "x", "k": "v"})
+    >>> encode_fields(m)[-4:]
+    ['k', 'v', 'body', b'{}']
+    """
+    headers = encode_headers(message)
+    if BODY_FIELD in headers or ATTEMPT_FIELD in headers:
+        headers = {k: v for k, v in headers.items() if k not in (BODY_FIELD, ATTEMPT_FIELD)}
+    fields: list[bytes | str] = list(chain.from_iterable(headers.items()))
     fields += (BODY_FIELD, message.body)
     return fields
 
