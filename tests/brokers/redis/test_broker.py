@@ -324,6 +324,33 @@ async def test_a_consumer_reads_again_once_half_its_window_is_free(broker: Redis
     await stream.aclose()
 
 
+async def test_acks_settled_before_a_read_go_with_it(
+    broker: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer's next read carries the acks its settled deliveries queued: no
+    ack script call of their own, and they are acked and deleted all the same."""
+    settler = broker._parts().settler
+    sent: list[Any] = []
+    ack_script = settler._ack
+
+    async def counting(**kwargs: Any) -> Any:
+        sent.append(kwargs)
+        return await ack_script(**kwargs)
+
+    monkeypatch.setattr(settler, "_ack", counting)
+    sub = Subscription("carried", "demo.tick")
+    await broker.declare(sub)
+    await broker.publish([tick(n) for n in range(8)])
+    stream = broker.consume(sub, Prefetch(messages=4))
+    held = [await anext(stream) for _ in range(4)]
+    fifth = asyncio.ensure_future(anext(stream))
+    await asyncio.gather(held[0].ack(), held[1].ack())
+    assert number(await fifth) == 4
+    assert sent == [], "the acks went with the read"
+    assert counts(await stats(broker, sub.queue)) == {"depth": 2, "in_flight": 4, "consumers": 1}
+    await stream.aclose()
+
+
 async def test_prefetch_bounds_what_redis_hands_out_by_bytes(broker: RedisBroker) -> None:
     sub = Subscription("bytes", "demo.tick")
     await broker.declare(sub)

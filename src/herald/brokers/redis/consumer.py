@@ -6,7 +6,9 @@ Each ``consume()`` call is one consumer of the queue's group, named
 than the byte bound still flows, alone. The read script reads as many entries as the
 count bound allows and gives back at once, inside the script, those beyond the byte
 bound (claimable by anyone, counting no delivery); the claim script takes entries
-one at a time while the window has room. When no entry is ready the consumer blocks
+one at a time while the window has room. Once its window is more than half full, it
+reads again only when half is free, so that reads come in batches (the read carries
+the acks queued meanwhile, see :mod:`.delivery`). When no entry is ready the consumer blocks
 in ``XREADGROUP``, for as many entries as the room left would hold were they as large
 as the largest body it has seen, and gives back any beyond the room.
 
@@ -280,10 +282,18 @@ class QueueConsumer:
         exclusive queue, also the newest entry's id (wait for entries after it)."""
         args: list[Any] = [holder.group, holder.name, *self._window_args(window)]
         keys = [holder.stream] if holder.lock is None else [holder.stream, holder.lock]
-        with self._converting(f"reading {holder.queue}"):
-            entries, given_back, state = await self._read(
-                keys=keys, args=[*args, self._settings.lease_ms]
-            )
+        acks, reply = self._settler.take_acks(holder)
+        try:
+            with self._converting(f"reading {holder.queue}"):
+                entries, given_back, state = await self._read(
+                    keys=keys, args=[*args, self._settings.lease_ms, *acks]
+                )
+        except BaseException as exc:
+            if acks:
+                self._settler.acks_sent(holder, acks, reply, exc)
+            raise
+        if acks:
+            self._settler.acks_sent(holder, acks, reply, None)
         if state == b"lost":
             raise _LockLost
         holder.claim_soon = holder.claim_soon or given_back > 0 or state == b"claim"

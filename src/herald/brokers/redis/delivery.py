@@ -1,7 +1,9 @@
 """Deliveries from a Redis stream and the operations that settle them.
 
 An ack is ``XACK`` + ``XDEL`` (a script per stream): the stream keeps only unsettled
-entries. Acks of deliveries that finish together go in one script call per stream. Retry, release
+entries. Acks of deliveries that finish together go in one script call per stream, a
+few turns of the event loop later, unless the stream's consumer reads first: its read
+script then carries them (one round trip for both). Retry, release
 and dead-lettering are scripts too (see :mod:`.scripts`), so that the copy and the
 removal of the original happen together or not at all.
 
@@ -36,6 +38,7 @@ __all__ = ["Holder", "RedisDelivery", "Settler"]
 
 log = logging.getLogger("herald.brokers.redis")
 _ACK_CHUNK = 1000
+_FLUSH_TURNS = 3
 
 
 @dataclass(eq=False, slots=True)
@@ -83,13 +86,18 @@ class Settler:
         self._release = client.register_script(scripts.RELEASE)
         self._dead_letter = client.register_script(scripts.DEAD_LETTER)
         self._let_go = client.register_script(scripts.LET_GO)
-        self._acks: list[tuple[Holder, bytes]] = []
+        self._acks: dict[str, tuple[Holder, list[bytes]]] = {}
+        """Per stream, the ids of the acks queued for the next batch."""
         self._replies: dict[str, asyncio.Future[None]] = {}
         """Per stream, the future the acks queued for the next batch wait on."""
         self._flusher: asyncio.Task[None] | None = None
+        self._resending: set[asyncio.Task[None]] = set()
 
     async def ack(self, holder: Holder, entry_id: bytes) -> None:
-        self._acks.append((holder, entry_id))
+        queued = self._acks.get(holder.stream)
+        if queued is None:
+            queued = self._acks[holder.stream] = (holder, [])
+        queued[1].append(entry_id)
         reply = self._replies.get(holder.stream)
         if reply is None:
             reply = self._replies[holder.stream] = asyncio.get_running_loop().create_future()
@@ -97,6 +105,48 @@ class Settler:
             self._flusher = asyncio.create_task(self._flush_acks())
         # not shielded: a cancelled wait leaves the id in the batch, which is sent anyway
         await reply
+
+    def take_acks(self, holder: Holder) -> tuple[list[bytes], asyncio.Future[None] | None]:
+        """The acks queued for ``holder``'s stream, for the caller to send with its read
+        (none beyond a chunk: the flusher sends those); it then calls :meth:`acks_sent`."""
+        queued = self._acks.get(holder.stream)
+        if queued is None or len(queued[1]) > _ACK_CHUNK:
+            return [], None
+        del self._acks[holder.stream]
+        return queued[1], self._replies.pop(holder.stream, None)
+
+    def acks_sent(
+        self,
+        holder: Holder,
+        ids: list[bytes],
+        reply: asyncio.Future[None] | None,
+        problem: BaseException | None,
+    ) -> None:
+        """The read that carried ``ids`` succeeded, or failed with ``problem``: then they
+        are sent again on their own (acking twice is harmless)."""
+        if problem is None:
+            if reply is not None and not reply.done():
+                reply.set_result(None)
+            return
+        task = asyncio.create_task(self._ack_again(holder, ids, reply))
+        self._resending.add(task)
+        task.add_done_callback(self._resending.discard)
+
+    async def _ack_again(
+        self, holder: Holder, ids: list[bytes], reply: asyncio.Future[None] | None
+    ) -> None:
+        (result,) = await self._send_acks([(holder.stream, holder.group, ids)])
+        if reply is None or reply.done():
+            return
+        if result is None:
+            reply.set_result(None)
+        else:
+            reply.set_exception(self._ack_error(result, holder.queue))
+
+    def _ack_error(self, problem: BaseException, queue: str) -> BaseException:
+        error = self._table.convert(problem, f"acknowledging on {queue}")
+        error.__cause__ = problem
+        return error
 
     async def hand_over(self, holder: Holder) -> None:
         """Let go of the exclusive queue's lock once ``holder`` stopped consuming and
@@ -114,24 +164,25 @@ class Settler:
 
     async def drain(self) -> None:
         """Wait for the acks already requested to be sent."""
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        waiting = [*self._resending, *([self._flusher] if self._flusher is not None else [])]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
 
     async def _flush_acks(self) -> None:
         while self._acks:
-            await asyncio.sleep(0)
-            batch, self._acks = self._acks, []
+            # a few turns of the loop: a consumer about to read takes its stream's acks
+            # along (:meth:`take_acks`), saving a round trip
+            for _ in range(_FLUSH_TURNS):
+                await asyncio.sleep(0)
+            batch, self._acks = self._acks, {}
             replies, self._replies = self._replies, {}
-            by_stream: dict[tuple[str, str], list[bytes]] = {}
-            queues: dict[str, str] = {}
-            for holder, entry_id in batch:
-                by_stream.setdefault((holder.stream, holder.group), []).append(entry_id)
-                queues[holder.stream] = holder.queue
             calls = [
-                (stream, group, ids[start : start + _ACK_CHUNK])
-                for (stream, group), ids in by_stream.items()
+                (stream, holder.group, ids[start : start + _ACK_CHUNK])
+                for stream, (holder, ids) in batch.items()
                 for start in range(0, len(ids), _ACK_CHUNK)
             ]
+            if not calls:
+                continue
             # one script call per stream, not a pipeline: a pipeline with scripts costs a
             # SCRIPT EXISTS round trip each time
             try:
@@ -143,7 +194,7 @@ class Settler:
             failed = {
                 stream: result
                 for (stream, _, _), result in zip(calls, results, strict=True)
-                if isinstance(result, BaseException)
+                if result is not None
             }
             for stream, reply in replies.items():
                 if reply.done():
@@ -152,9 +203,7 @@ class Settler:
                 if problem is None:
                     reply.set_result(None)
                 else:
-                    error = self._table.convert(problem, f"acknowledging on {queues[stream]}")
-                    error.__cause__ = problem
-                    reply.set_exception(error)
+                    reply.set_exception(self._ack_error(problem, batch[stream][0].queue))
 
     async def _send_acks(
         self, calls: list[tuple[str, str, list[bytes]]]

@@ -178,14 +178,20 @@ READ = (
     + """
 -- KEYS[1] queue stream, KEYS[2] (exclusive queues only) its lock
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] deliveries held, ARGV[4] bytes held,
--- ARGV[5] message bound, ARGV[6] byte bound, ARGV[7] lease ms
--- New entries, as many as the prefetch window has room for. Those read beyond its
+-- ARGV[5] message bound, ARGV[6] byte bound, ARGV[7] lease ms, ARGV[8..] ids to ack
+-- First the acks the consumer's settled deliveries queued (as ACK: acknowledged and
+-- deleted), whatever follows. Then new entries, as many as the prefetch window has
+-- room for. Those read beyond its
 -- byte bound are given back at once, claimable by any consumer as if never
 -- delivered (idle = a lease, count 0). Returns {entries, how many were given back,
 -- state}. State, for an exclusive queue: 'lost' (the lock names another consumer or
 -- nobody: nothing read), 'claim' (entries wait to be claimed, released or lost with a
 -- consumer: claim them first, nothing read), else the newest entry's id ('0-0' for
 -- none), after which a wait for new entries starts. '' for other queues.
+if #ARGV > 7 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 8))
+  redis.call('XDEL', KEYS[1], unpack(ARGV, 8))
+end
 local state = ''
 if KEYS[2] then
   if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {{}, 0, 'lost'} end

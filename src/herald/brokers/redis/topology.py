@@ -110,6 +110,17 @@ class Routes:
     def forget(self) -> None:
         self.version = None
 
+    def _queues_of(self, event_type: str) -> tuple[str, ...]:
+        queues = self._targets.get(event_type)
+        if queues is None:
+            queues = tuple(
+                queue
+                for queue, patterns in self._bindings.items()
+                if any(matches(p, event_type) for p in patterns)
+            )
+            self._targets[event_type] = queues
+        return queues
+
     def script_arguments(
         self, messages: Sequence[Message], delays: Sequence[int] | None = None
     ) -> tuple[list[str], list[Any]]:
@@ -117,28 +128,28 @@ class Routes:
         ``delays`` (milliseconds, one per message), of the script that puts them in
         the queues' delayed sets instead."""
         keys: list[str] = [self.keys.version]
-        index: dict[str, int] = {}
         args: list[Any] = [self.version, len(messages)]
         key_of = self.keys.queue if delays is None else self.keys.delayed
+        # per event type in this batch: target count, then each target's KEYS index
+        routed: dict[str, list[int]] = {}
+        index: dict[str, int] = {}
         for number, message in enumerate(messages):
-            queues = self._targets.get(message.type)
-            if queues is None:
-                queues = tuple(
-                    queue
-                    for queue, patterns in self._bindings.items()
-                    if any(matches(p, message.type) for p in patterns)
-                )
-                self._targets[message.type] = queues
+            targets = routed.get(message.type)
+            if targets is None:
+                queues = self._queues_of(message.type)
+                targets = routed[message.type] = [len(queues)]
+                for key in map(key_of, queues):
+                    if key not in index:
+                        keys.append(key)
+                        index[key] = len(keys)
+                    targets.append(index[key])
             if delays is not None:
                 args += (delays[number], message.id)
-            args.append(len(queues))
-            for queue in queues:
-                key = key_of(queue)
-                if key not in index:
-                    keys.append(key)
-                    index[key] = len(keys)
-                args.append(index[key])
-            fields = encode_fields(message) if queues else []
-            args.append(len(fields))
-            args += fields
+            args += targets
+            if len(targets) > 1:
+                fields = encode_fields(message)
+                args.append(len(fields))
+                args += fields
+            else:
+                args.append(0)
         return keys, args
