@@ -146,9 +146,16 @@ def test_observability_bench_runs_every_way(capsys: pytest.CaptureFixture[str]) 
 
 def test_observability_bench_runs_the_modes_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
     medians = observability_bench(
-        ["--events", "200", "--rounds", "1", "--modes", "off,tracing-api,tracing-nosettle"]
+        [
+            "--events",
+            "200",
+            "--rounds",
+            "1",
+            "--modes",
+            "off,tracing-api,tracing-nosettle,both-sampled",
+        ]
     )
-    assert set(medians) == {"off", "tracing-api", "tracing-nosettle"}
+    assert set(medians) == {"off", "tracing-api", "tracing-nosettle", "both-sampled"}
     with pytest.raises(SystemExit):
         observability_bench(["--modes", "metrics,nonsense"])
     assert "modes from off, metrics" in capsys.readouterr().err
