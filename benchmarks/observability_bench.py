@@ -23,7 +23,10 @@ mode per round, the order rotating every round:
 - ``platform``: tracing, metrics and telemetry (as the HR platform runs them).
 
 It prints each way's median throughput, its ratio to ``off`` and the median CPU time
-per event (the process's threads; the SDK's export thread included). ``--broker``
+per event (the process's threads; the SDK's export thread included). ``--spans N``
+then times N spans shaped as a process span, started and ended without Herald, with
+the SDK recording them, with the SDK not sampling them, and with the API alone: the
+floor under a traced delivery, next to a delivery of ``off``. ``--broker``
 defaults to ``memory://``; with ``amqp://...`` each run uses a namespace of its own,
 removed afterwards.
 """
@@ -38,10 +41,11 @@ import uuid
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import NoOpTracerProvider
+from opentelemetry.trace import Link, NoOpTracerProvider, SpanContext, SpanKind
 from prometheus_client import CollectorRegistry
 
 import herald
@@ -161,6 +165,49 @@ async def measure(
     return runs
 
 
+def span_costs(spans: int = 20_000) -> dict[str, float]:
+    """CPU microseconds to start and end one span shaped as a process span (its eight
+    attributes and a link), without Herald: the floor under a traced delivery."""
+    link = [Link(SpanContext(0x5B8E_FFF7_9803_8103, 0xEEE1_9B7E, is_remote=True))]
+    attributes: dict[str, str | int] = {
+        "messaging.system": "herald",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": "bench.tick",
+        "messaging.destination.subscription.name": "bench.bench.tick",
+        "messaging.consumer.group.name": "bench",
+        "messaging.message.id": uuid.uuid4().hex,
+        "messaging.message.body.size": 8,
+    }
+    found = {}
+    for way, sampler in (
+        ("SDK recording", None),
+        ("SDK not sampled", ParentBased(TraceIdRatioBased(0.0))),
+    ):
+        provider = TracerProvider(sampler=sampler)
+        provider.add_span_processor(BatchSpanProcessor(Dropping(), max_queue_size=65536))
+        found[way] = _span_cost(provider, attributes, link, spans)
+        provider.shutdown()
+    found["API only (no SDK)"] = _span_cost(NoOpTracerProvider(), attributes, link, spans)
+    return found
+
+
+def _span_cost(
+    provider: TracerProvider | NoOpTracerProvider,
+    attributes: dict[str, str | int],
+    links: list[Link],
+    spans: int,
+) -> float:
+    tracer = provider.get_tracer("bench")
+    root = otel_context.Context()
+    started = time.process_time()
+    for _ in range(spans):
+        tracer.start_span("process bench.tick", root, SpanKind.CONSUMER, attributes, links).end()
+    if isinstance(provider, TracerProvider):
+        provider.force_flush()
+    return (time.process_time() - started) / spans * 1e6
+
+
 def _modes(text: str) -> tuple[str, ...]:
     chosen = tuple(m.strip() for m in text.split(",") if m.strip())
     unknown = [m for m in chosen if m not in MODES]
@@ -179,6 +226,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--sample", type=float, default=DEFAULT_SAMPLE, metavar="RATIO",
         help="share of traces both-sampled records (default 0.01)",
     )  # fmt: skip
+    parser.add_argument(
+        "--spans", type=int, default=0, metavar="N",
+        help="also time N process spans alone: SDK recording, SDK not sampled, API only",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     runs = asyncio.run(measure(args.broker, args.events, args.rounds, args.modes, args.sample))
     off = statistics.median(r.rate for r in runs["off"])
@@ -193,6 +244,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"  {cpu:7.1f} us CPU/event   ({shown})"
         )
     print(f"{args.rounds} interleaved rounds of {args.events:,} events on {args.broker}")
+    if args.spans:
+        off_cpu = statistics.median(r.cpu for r in runs["off"])
+        for way, cost in span_costs(args.spans).items():
+            print(f"span {way:<21} {cost:7.1f} us CPU  {cost / off_cpu:5.2f}x an event of off")
     return medians
 
 
