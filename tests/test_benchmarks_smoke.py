@@ -146,9 +146,22 @@ def test_observability_bench_runs_every_way(capsys: pytest.CaptureFixture[str]) 
 
 def test_observability_bench_runs_the_modes_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
     medians = observability_bench(
-        ["--events", "200", "--rounds", "1", "--modes", "off,tracing-api,tracing-nosettle"]
+        [
+            "--events",
+            "200",
+            "--rounds",
+            "1",
+            "--modes",
+            "off,tracing-api,tracing-nosettle,both-sampled",
+            "--spans",
+            "100",
+        ]
     )
-    assert set(medians) == {"off", "tracing-api", "tracing-nosettle"}
+    assert set(medians) == {"off", "tracing-api", "tracing-nosettle", "both-sampled"}
+    spans = [line for line in capsys.readouterr().out.splitlines() if line.startswith("span ")]
+    ways = ("SDK recording", "SDK not sampled", "API only (no SDK)")
+    assert [line[5:].split("  ")[0].strip() for line in spans] == list(ways)
+    assert all(float(line.split(" us CPU")[0].split()[-1]) > 0 for line in spans)
     with pytest.raises(SystemExit):
         observability_bench(["--modes", "metrics,nonsense"])
     assert "modes from off, metrics" in capsys.readouterr().err

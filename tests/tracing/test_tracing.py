@@ -410,3 +410,17 @@ async def test_a_delivery_cut_short_by_shutdown_is_released_not_failed(
     (process,) = [s for s in spans(exporter) if s.kind == "CONSUMER"]
     assert process.attributes["herald.outcome"] == "released"
     assert process.status == "UNSET"
+
+
+def test_creation_contexts_read_again_are_the_same_and_keep_their_trace_state() -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    plain = creation_context({"traceparent": parent})
+    assert plain is not None and plain.span_id == 0xB7AD6B7169203331
+    assert creation_context({"ce-traceparent": parent}) == plain  # read again, same context
+    stated = creation_context({"traceparent": parent, "tracestate": "herald=t1"})
+    assert stated is not None and stated.trace_state.to_header() == "herald=t1"
+    assert creation_context({"traceparent": parent}) == plain  # not the stated one
+    assert plain.trace_state.to_header() == ""
+    for _ in range(2):  # a malformed one stays ignored, the second time too
+        assert creation_context({"traceparent": "00-not-a-trace-01"}) is None
+    assert creation_context({"traceparent": parent + "x" * 200}) is None  # oversized

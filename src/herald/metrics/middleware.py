@@ -36,24 +36,25 @@ other middleware decided:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter as Tally
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from ..context import Context
 from ..errors import TimeoutError
 from ..message import Message
-from ..middleware import Middleware, Next, Outcome, PublishNext, RequestNext, failure
-from ..middleware import shutting_down as _shutting_down
+from ..middleware import Outcome, PublishNext, RequestNext
 from ..rpc import ExpectedError, RemoteError
+from ..timing import TimedMiddleware
 from .instruments import Instruments, instruments_for
 
 __all__ = ["MetricsMiddleware"]
 
 _OUTCOMES = ("acked", "retried", "dead-lettered", "released")
+_CHILDREN_MAX = 1024
 
 
 class _Series:
@@ -72,62 +73,64 @@ class _Series:
         self.dead_letters = m.dead_letters
 
 
-class MetricsMiddleware(Middleware):
+class MetricsMiddleware(TimedMiddleware[_Series]):
     """Records Herald's metrics (see :mod:`herald.metrics.instruments`) in ``registry``
     (default: ``prometheus_client.REGISTRY``)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.instruments = instruments_for(registry)
         self._series: dict[tuple[str, str, str], _Series] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
 
-    def _series_of(self, ctx: Context) -> _Series:
+    def _child(self, family: str, *labels: str) -> Any:
+        """The child of instrument ``family`` with ``labels``, looked up once (bounded:
+        an event type can come from outside, e.g. a reply's)."""
+        key = (family, *labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _CHILDREN_MAX:
+                self._children.clear()
+            child = self._children[key] = getattr(self.instruments, family).labels(*labels)
+        return child
+
+    def started(self, ctx: Context) -> _Series:
         key = (ctx.service, ctx.queue, ctx.handler.name)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series(self.instruments, *key)
+        series.in_flight.inc()
         return series
 
-    async def handle(self, ctx: Context, call_next: Next) -> Outcome:
-        series = self._series_of(ctx)
-        series.in_flight.inc()
-        started = time.perf_counter()
-        try:
-            outcome = await call_next(ctx)
-        except asyncio.CancelledError as exc:
-            if _shutting_down():
-                raise
-            outcome = failure(ctx, exc)
-        except Exception as exc:  # as the worker would: a middleware below us failed
-            outcome = failure(ctx, exc)
-        finally:
-            series.in_flight.dec()
+    def finished(
+        self, ctx: Context, state: _Series, outcome: Outcome | None, seconds: float
+    ) -> None:
+        state.in_flight.dec()
+        if outcome is None:
+            return
         label = outcome.label
-        series.durations[label].observe(time.perf_counter() - started)
-        series.handled[label].inc()
+        state.durations[label].observe(seconds)
+        state.handled[label].inc()
         if label == "retried":
-            series.retries.inc()
+            state.retries.inc()
         elif label == "dead-lettered":
             error_type = outcome.reason.error_type if outcome.reason is not None else "unknown"
-            series.dead_letters.labels(*series.labels, error_type).inc()
-        return outcome
+            state.dead_letters.labels(*state.labels, error_type).inc()
 
     async def publish(self, messages: Sequence[Message], call_next: PublishNext) -> None:
-        m = self.instruments
         started = time.perf_counter()
         outcome = "failed"
         try:
             await call_next(messages)
             outcome = "confirmed"
         finally:
-            m.publish_duration.labels(outcome).observe(time.perf_counter() - started)
+            self._child("publish_duration", outcome).observe(time.perf_counter() - started)
             if len(messages) == 1:
-                m.published.labels(messages[0].type, outcome).inc()
+                self._child("published", messages[0].type, outcome).inc()
             else:
                 for event_type, count in Tally(message.type for message in messages).items():
-                    m.published.labels(event_type, outcome).inc(count)
+                    self._child("published", event_type, outcome).inc(count)
 
     async def request(self, message: Message, call_next: RequestNext) -> Message:
-        m = self.instruments
         started = time.perf_counter()
         outcome = "failed"
         try:
@@ -138,8 +141,8 @@ class MetricsMiddleware(Middleware):
             outcome = _rpc_outcome(exc)
             raise
         finally:
-            m.rpc_duration.labels(message.type).observe(time.perf_counter() - started)
-            m.rpc_calls.labels(message.type, outcome).inc()
+            self._child("rpc_duration", message.type).observe(time.perf_counter() - started)
+            self._child("rpc_calls", message.type, outcome).inc()
 
 
 def _rpc_outcome(exc: BaseException) -> str:

@@ -50,7 +50,8 @@ from ..bus import Bus
 from ..context import Context
 from ..headers import CAUSATION_ID, CORRELATION_ID
 from ..message import Message
-from ..middleware import Middleware, Next, Outcome, PublishNext, failure, shutting_down
+from ..middleware import Outcome, PublishNext
+from ..timing import TimedMiddleware
 from ..tracing.propagation import creation_context
 from .records import (
     BUCKETS_MS,
@@ -92,7 +93,7 @@ class _Interval:
         return not (self.published or self.handled or self.dropped)
 
 
-class TelemetryMiddleware(Middleware):
+class TelemetryMiddleware(TimedMiddleware[None]):
     """Counts and records deliveries and publishes; :meth:`run` reports them."""
 
     def __init__(self, *, interval: float = 2.0, max_records: int = 1_000) -> None:
@@ -109,17 +110,13 @@ class TelemetryMiddleware(Middleware):
         current.dropped += 1
         return False
 
-    async def handle(self, ctx: Context, call_next: Next) -> Outcome:
-        started = time.perf_counter()
-        try:
-            outcome = await call_next(ctx)
-        except asyncio.CancelledError as exc:
-            if shutting_down():
-                raise
-            outcome = failure(ctx, exc)
-        except Exception as exc:  # as the worker would: a middleware below us failed
-            outcome = failure(ctx, exc)
-        elapsed_ms = (time.perf_counter() - started) * 1000
+    def started(self, ctx: Context) -> None:
+        return None
+
+    def finished(self, ctx: Context, state: None, outcome: Outcome | None, seconds: float) -> None:
+        if outcome is None:
+            return
+        elapsed_ms = seconds * 1000
         message = ctx.message
         key = (ctx.queue, message.type, outcome.label)
         current = self._current
@@ -144,7 +141,6 @@ class TelemetryMiddleware(Middleware):
                     trace_id=_trace_id(message),
                 )
             )
-        return outcome
 
     async def publish(self, messages: Sequence[Message], call_next: PublishNext) -> None:
         await call_next(messages)

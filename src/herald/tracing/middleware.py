@@ -24,7 +24,7 @@ a handler publishes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -46,6 +46,10 @@ __all__ = ["TracingMiddleware", "tracer_for"]
 
 _SCOPE = "herald"
 _Attributes = dict[str, Any]
+_ROOT = otel_context.Context()
+_SHAPES_MAX = 1024
+"""Span names and fixed attributes kept per (queue, event type, ...); types seen by a
+wildcard pattern come from traffic, so the cache is bounded (cleared when full)."""
 
 
 def tracer_for(provider: trace.TracerProvider | None = None) -> trace.Tracer:
@@ -77,6 +81,7 @@ class TracingMiddleware(Middleware):
         self.parent = parent
         self.settle = settle
         self._tracer = tracer_for(tracer_provider)
+        self._shapes: dict[tuple[str, ...], tuple[str, _Attributes]] = {}
 
     @classmethod
     def for_url(
@@ -143,30 +148,49 @@ class TracingMiddleware(Middleware):
                 span.set_attribute(attr.ERROR_TYPE, type(exc).__qualname__)
                 raise
 
+    def _shape(
+        self, key: tuple[str, ...], make: Callable[[], tuple[str, _Attributes]]
+    ) -> tuple[str, _Attributes]:
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= _SHAPES_MAX:
+                self._shapes.clear()
+            shape = self._shapes[key] = make()
+        return shape
+
+    def _process_shape(self, ctx: Context) -> tuple[str, _Attributes]:
+        """The name and fixed attributes of the process spans of ``ctx``'s queue and type."""
+        event_type, queue = ctx.message.type, ctx.queue
+        patterns = ctx.delivery.subscription.patterns
+
+        def make() -> tuple[str, _Attributes]:
+            attributes: _Attributes = {
+                attr.SYSTEM: self.system,
+                attr.OPERATION_TYPE: "process",
+                attr.OPERATION_NAME: "process",
+                attr.DESTINATION: event_type,
+                attr.SUBSCRIPTION: queue,
+                attr.CONSUMER_GROUP: ctx.service,
+            }
+            if patterns != (event_type,):
+                attributes[attr.DESTINATION_TEMPLATE] = ",".join(patterns)
+            return f"process {event_type}", attributes
+
+        return self._shape(("process", queue, event_type, *patterns), make)
+
     async def handle(self, ctx: Context, call_next: Next) -> Outcome:
         message = ctx.message
         created = creation_context(message.headers)
-        links = [Link(created)] if created is not None else []
-        parent = otel_context.Context()  # a new root, whatever the runner task inherited
+        links = [Link(created)] if created is not None else None
+        parent = _ROOT  # a new root, whatever the runner task inherited
         if self.parent and created is not None:
             parent = trace.set_span_in_context(NonRecordingSpan(created), parent)
-        attributes: _Attributes = {
-            attr.SYSTEM: self.system,
-            attr.OPERATION_TYPE: "process",
-            attr.OPERATION_NAME: "process",
-            attr.DESTINATION: message.type,
-            attr.SUBSCRIPTION: ctx.queue,
-            attr.CONSUMER_GROUP: ctx.service,
-            **_message_attributes(message),
-        }
-        patterns = ctx.delivery.subscription.patterns
-        if patterns != (message.type,):
-            attributes[attr.DESTINATION_TEMPLATE] = ",".join(patterns)
+        name, fixed = self._process_shape(ctx)
         span = self._tracer.start_span(
-            f"process {message.type}",
+            name,
             context=parent,
             kind=SpanKind.CONSUMER,
-            attributes=attributes,
+            attributes=_with_message(fixed, message),
             links=links,
         )
         if self.settle and span.is_recording():
@@ -177,11 +201,9 @@ class TracingMiddleware(Middleware):
                 trace_id=trace.format_trace_id(here.trace_id),
                 span_id=trace.format_span_id(here.span_id),
             )
+        token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            with trace.use_span(
-                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-            ):
-                outcome = await call_next(ctx)
+            outcome = await call_next(ctx)
         except asyncio.CancelledError:  # the worker stopping: it releases the delivery
             span.set_attribute(attr.OUTCOME, "released")
             span.end()
@@ -192,6 +214,8 @@ class TracingMiddleware(Middleware):
             span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
             span.end()
             raise
+        finally:
+            otel_context.detach(token)
         _record_outcome(span, outcome)
         span.end()
         return outcome
@@ -199,24 +223,37 @@ class TracingMiddleware(Middleware):
     def settle_span(self, operation: str, delivery: Delivery, parent: Span) -> Span:
         """Start the span of a settlement (``ack``, ``retry``, ...) of ``delivery``."""
         message = delivery.message
-        return self._tracer.start_span(
-            f"{operation} {message.type}",
-            context=trace.set_span_in_context(parent, otel_context.Context()),
-            kind=SpanKind.CLIENT,
-            attributes={
+        subscription = delivery.subscription
+
+        def make() -> tuple[str, _Attributes]:
+            return f"{operation} {message.type}", {
                 attr.SYSTEM: self.system,
                 attr.OPERATION_TYPE: "settle",
                 attr.OPERATION_NAME: operation,
                 attr.DESTINATION: message.type,
-                attr.SUBSCRIPTION: delivery.subscription.queue,
-                attr.CONSUMER_GROUP: delivery.subscription.service,
-                attr.MESSAGE_ID: message.id,
-            },
+                attr.SUBSCRIPTION: subscription.queue,
+                attr.CONSUMER_GROUP: subscription.service,
+            }
+
+        name, fixed = self._shape(
+            (operation, subscription.service, subscription.name, message.type), make
+        )
+        return self._tracer.start_span(
+            name,
+            context=trace.set_span_in_context(parent, _ROOT),
+            kind=SpanKind.CLIENT,
+            attributes={**fixed, attr.MESSAGE_ID: message.id},
         )
 
 
 def _message_attributes(message: Message) -> _Attributes:
+    return _with_message({}, message)
+
+
+def _with_message(fixed: _Attributes, message: Message) -> _Attributes:
+    """``fixed`` and the attributes of ``message`` (id, body size, conversation)."""
     found: _Attributes = {
+        **fixed,
         attr.MESSAGE_ID: message.id,
         attr.MESSAGE_BODY_SIZE: len(message.body),
     }
@@ -260,12 +297,18 @@ class _TracedDelivery(Delivery):
 
     async def _traced(self, operation: str, settling: Awaitable[None]) -> None:
         span = self._tracing.settle_span(operation, self._inner, self._parent)
-        with trace.use_span(span, end_on_exit=True, record_exception=True):
-            try:
-                await settling
-            except BaseException as exc:
-                span.set_attribute(attr.ERROR_TYPE, type(exc).__qualname__)
-                raise
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            await settling
+        except BaseException as exc:
+            span.set_attribute(attr.ERROR_TYPE, type(exc).__qualname__)
+            if isinstance(exc, Exception):  # as trace.use_span records them
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     async def _ack(self) -> None:
         await self._traced("ack", self._inner.ack())

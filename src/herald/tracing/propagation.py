@@ -78,6 +78,10 @@ class _HeaderSetter(Setter[MutableMapping[str, str]]):
 
 _GETTER = _HeaderGetter()
 _SETTER = _HeaderSetter()
+_READ_MAX = 1024
+_read: dict[tuple[str, str | None], SpanContext | None] = {}
+"""What the propagator made of the trace headers it read last: every message of a
+batch carries the same ones (the batch's ``send`` span), and so does a redelivery."""
 
 
 def inject(headers: MutableMapping[str, str], span: SpanContext) -> MutableMapping[str, str]:
@@ -91,14 +95,28 @@ def inject(headers: MutableMapping[str, str], span: SpanContext) -> MutableMappi
 def creation_context(headers: Mapping[str, str]) -> SpanContext | None:
     """The span context a message was created in (marked remote), or None when it
     carries none or a malformed one."""
-    if not has_trace_context(headers):
+    if not headers:
         return None
+    parent = _GETTER.get(headers, TRACEPARENT)
+    if parent is None:
+        return None
+    state = _GETTER.get(headers, TRACESTATE)
+    key = (parent[0], state[0] if state else None)
+    try:
+        return _read[key]
+    except KeyError:
+        pass
     try:
         extracted = _PROPAGATOR.extract(headers, otel_context.Context(), _GETTER)
     except Exception:  # a propagator must not fail on input; if it does, no context
-        return None
-    span = trace.get_current_span(extracted).get_span_context()
-    return span if span.is_valid else None
+        span = None
+    else:
+        found = trace.get_current_span(extracted).get_span_context()
+        span = found if found.is_valid else None
+    if len(_read) >= _READ_MAX:
+        _read.clear()
+    _read[key] = span
+    return span
 
 
 def has_trace_context(headers: Mapping[str, str]) -> bool:
