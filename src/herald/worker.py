@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from .backfill import declare_queues
 from .broker import Broker, Delivery, Prefetch
+from .capabilities import ConsumerStatus
 from .codec import CodecRegistry
 from .context import Context, Publisher
 from .errors import BrokerError, HeraldError, SettleError
@@ -240,9 +241,13 @@ class Worker:
 
     def consumers(self) -> dict[str, bool]:
         """Each queue of the service, and whether its consumer is running: subscribed,
-        not waiting to subscribe again after a failure, not stopped."""
+        not waiting to subscribe again after a failure, not stopped, and, on a broker
+        that tells (:class:`herald.capabilities.ConsumerStatus`), taking deliveries."""
+        status = self._broker if isinstance(self._broker, ConsumerStatus) else None
         return {
-            queue: queue in self._subscribed and not self._stopping
+            queue: queue in self._subscribed
+            and not self._stopping
+            and (status is None or status.consuming(queue))
             for queue in (h.subscription.queue for h in self.service.handlers)
         }
 

@@ -56,11 +56,6 @@ def replica(release: str) -> tuple[str, ...]:
     return ("--release", release, "--shutdown-timeout", str(DEADLINE))
 
 
-# Not yet on SQS and Kafka (issue 13 stays open): on SQS a message the draining
-# replica had received waited out the visibility timeout (10 s) instead of being given
-# back at once; on Kafka a replica reported ready before its group assigned it
-# partitions, so release 1 handled nothing and every employee waited for release 2.
-@pytest.mark.parametrize("platform", ["sqlite", "amqp"], indirect=True)
 async def test_payroll_replicas_are_replaced_one_at_a_time(platform: Platform) -> None:
     hr = platform
     await hr.spawn("employees")
