@@ -17,13 +17,12 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import pytest
-
 import herald
 from hr_platform.events import CreateEmployee, EmployeeRecord
 
 from .platform import Platform, eventually
 
+TL: list[tuple[str, float]] = []
 DEADLINE = 5.0
 """``--shutdown-timeout`` of every payroll replica, and the bound on gaps and waits."""
 INTERVAL = 0.1
@@ -82,9 +81,14 @@ async def test_payroll_replicas_are_replaced_one_at_a_time(platform: Platform) -
         creating = asyncio.create_task(keep_creating(bus))
         await eventually(lambda: len(created) >= 10, 30, "creates under way", interval=0.1)
         for old, new in (("payroll-1", "payroll-3"), ("payroll-2", "payroll-4")):
+            TL.append(("spawn " + new, time.time()))
             await hr.spawn(new, "payroll", *replica("2"))
             await hr.wait_ready(new, "/readyz")
+            TL.append(("ready " + new, time.time()))
+            hr.processes[old].send_signal(15)
+            TL.append(("term " + old, time.time()))
             exits[old] = await hr.stop(old)
+            TL.append(("exit " + old, time.time()))
         replaced.append(time.time())
         await asyncio.wait_for(creating, 60)
 
@@ -109,6 +113,11 @@ async def test_payroll_replicas_are_replaced_one_at_a_time(platform: Platform) -
     assert len(late) >= AFTER and {releases[guid] for guid in late} == {"2"}
     assert set(releases.values()) == {"1", "2"}, "both releases took part"
 
+    t0 = min(created.values())
+    for name, at in TL:
+        print(f"DBG {at - t0:7.2f} {name}")
+    for h in history:
+        print(f"DBG {h.at - t0:7.2f} handled r{h.release} wait {h.at - created[h.guid]:.2f}")
     times = [h.at for h in history]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     waits = [h.at - created[h.guid] for h in history]

@@ -242,9 +242,7 @@ async def test_a_member_is_ready_only_once_its_group_assigned_it_partitions(url:
         health = Health(bus, services=["joining"])
         worker = await bus.start(service)
         sessions = cast(KafkaBroker, bus.broker)._parts().consumer.sessions
-        async with asyncio.timeout(30):
-            while not health.ready().ok:
-                await asyncio.sleep(0.005)
+        await eventually(lambda: health.ready().ok, 30, "ready", interval=0.005)
         assert any(s.consumer.assignment() for s in sessions), "ready without partitions"
         await worker.stop()
 
