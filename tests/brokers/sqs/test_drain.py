@@ -52,7 +52,6 @@ async def test_a_draining_worker_gives_back_what_it_has_not_started_at_once(
         await eventually(lambda: len(worker._ready) == len(sent) - 2, 30, "the rest prefetched")
         stopping = asyncio.create_task(worker.stop(5.0))
         drain_began = asyncio.get_running_loop().time()
-        polls = len(mine(receives))
         before = len(mine(changes))
         taken: list[bytes] = []
 
@@ -64,9 +63,10 @@ async def test_a_draining_worker_gives_back_what_it_has_not_started_at_once(
         taking = asyncio.create_task(take())
         await eventually(lambda: len(taken) == len(sent) - 2, VISIBILITY - 2, "the rest, elsewhere")
         given_back_in = asyncio.get_running_loop().time() - drain_began
+        polls = len(mine(receives))  # a receive is recorded as it starts
         finish.set()
         await stopping
-        await asyncio.sleep(0.5)  # a running one given back too would come by now
+        await asyncio.sleep(1.0)  # a running one given back would be here, a poll made
         taking.cancel()
         await asyncio.gather(taking, return_exceptions=True)
     assert sorted(taken + started) == sorted(m.body for m in sent), "each exactly once"
