@@ -345,7 +345,11 @@ class _Session:
                         continue
                     if not isinstance(delivery, KafkaDelivery):
                         break
-                    await window.room()
+                    try:
+                        await window.room()
+                    except BaseException:  # stopped: the drain must not wait for it
+                        self.tracker.unfetched(delivery.ticket)
+                        raise
                     if self.epoch != epoch:
                         break
                     window.take(delivery.size)
