@@ -18,6 +18,10 @@ False
   (backfill).
 - :class:`ConnectionStatus`: whether the connection to the server is up right now
   (readiness probes); a broker without it is taken as connected while open.
+- :class:`ConsumerStatus`: whether a queue's consumer takes deliveries yet (readiness
+  probes), for brokers where subscribing is not enough (a Kafka group member waits
+  for the group to assign it partitions); a broker without it is taken as consuming
+  once its consumer started.
 
 The bus raises :class:`herald.CapabilityError` when asked for one its broker lacks.
 """
@@ -36,6 +40,7 @@ from .message import Message
 
 __all__ = [
     "ConnectionStatus",
+    "ConsumerStatus",
     "CoreRequestTransport",
     "DeadLetterAdmin",
     "QueueInspection",
@@ -172,3 +177,12 @@ class ConnectionStatus(Protocol):
     def connected(self) -> bool:
         """Whether the connection is up now: False before ``connect()``, while
         reconnecting, and after ``close()``."""
+
+
+@runtime_checkable
+class ConsumerStatus(Protocol):
+    """A broker whose consumers take a while after subscribing to take deliveries."""
+
+    def consuming(self, queue: str) -> bool:
+        """Whether a consumer of ``queue`` started by this broker takes deliveries now
+        (Kafka: its group completed a join with it, so it holds its assignment)."""

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from .backfill import declare_queues
 from .broker import Broker, Delivery, Prefetch
+from .capabilities import ConsumerStatus
 from .codec import CodecRegistry
 from .context import Context, Publisher
 from .errors import BrokerError, HeraldError, SettleError
@@ -240,9 +241,13 @@ class Worker:
 
     def consumers(self) -> dict[str, bool]:
         """Each queue of the service, and whether its consumer is running: subscribed,
-        not waiting to subscribe again after a failure, not stopped."""
+        not waiting to subscribe again after a failure, not stopped, and, on a broker
+        that tells (:class:`herald.capabilities.ConsumerStatus`), taking deliveries."""
+        status = self._broker if isinstance(self._broker, ConsumerStatus) else None
         return {
-            queue: queue in self._subscribed and not self._stopping
+            queue: queue in self._subscribed
+            and not self._stopping
+            and (status is None or status.consuming(queue))
             for queue in (h.subscription.queue for h in self.service.handlers)
         }
 
@@ -405,8 +410,9 @@ class Worker:
             self._enqueue(following)
             return
         del self._lanes[job.lane]
-        while lane:
-            await _quietly_release(lane.popleft().delivery)
+        waiting = [job.delivery for job in lane]
+        lane.clear()
+        await _release_all(waiting)
 
     async def _settle(
         self,
@@ -450,15 +456,16 @@ class Worker:
             _log_outcome(ctx, outcome, elapsed)
 
     async def _give_back_waiting(self) -> None:
-        """Release what no handler has started; hand held retries to the broker."""
-        ready, self._ready = self._ready, deque()
-        for job in ready:
-            await _quietly_release(job.delivery)
-        lanes = list(self._lanes.values())
+        """Release what no handler has started, all at once (an adapter batches the
+        releases, e.g. one SQS call per ten), in the order it came; hand held retries
+        to the broker."""
+        waiting = [job.delivery for job in self._ready]
+        self._ready.clear()
+        for lane in self._lanes.values():
+            waiting += [job.delivery for job in lane]
+            lane.clear()
         self._lanes.clear()
-        for lane in lanes:
-            while lane:
-                await _quietly_release(lane.popleft().delivery)
+        await _release_all(waiting)
         held, self._held = self._held, {}
         for job, (timer, outcome) in held.items():
             timer.cancel()
@@ -561,6 +568,13 @@ async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
         _, pending = await asyncio.wait(pending, timeout=1.0)
         if pending:
             log.warning("%d consumer(s) ignored cancellation; cancelling again", len(pending))
+
+
+async def _release_all(deliveries: Sequence[Delivery]) -> None:
+    """Release ``deliveries`` together: each release starts in this order, and those
+    that wait for the broker wait at once."""
+    if deliveries:
+        await asyncio.gather(*(_quietly_release(delivery) for delivery in deliveries))
 
 
 async def _quietly_release(delivery: Delivery) -> None:

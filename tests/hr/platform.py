@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 BROKERS = ("sqlite", "amqp", "sqs", "kafka")
-READY_TIMEOUT = 40.0
+READY_TIMEOUT = 60.0
 
 
 def free_port() -> int:

@@ -8,16 +8,20 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
+import herald
 from herald.broker import Delivery, Prefetch, Subscription
 from herald.brokers import broker_from_url
 from herald.brokers.kafka import KafkaBroker
 from herald.capabilities import RetainedHistory
 from herald.errors import DecodeError, HeaderError
+from herald.health import Health
 from herald.message import Message
+from herald.testing import eventually
 
 from .server import kafka_url, shared_tansu
 
@@ -222,3 +226,70 @@ async def test_a_rebalance_waits_for_held_deliveries_and_commits_them(url: str) 
         await first.aclose()
     bodies = [d.message.body for d in second_got]
     assert bodies in ([], [b"later"]), f"delivered again after the rebalance: {bodies}"
+
+
+async def test_a_member_is_ready_only_once_its_group_assigned_it_partitions(url: str) -> None:
+    """Subscribing only asks to join the group (Tansu answers after a session timeout):
+    until the join completes the member holds no partition, so the service is not
+    ready; once ready, it holds its share."""
+    url = url.replace("partitions=1", "partitions=3")
+    service = herald.Service("joining")
+
+    @service.on("test.item")
+    async def noop(message: Message) -> None: ...
+
+    async with herald.connect(url) as bus:
+        health = Health(bus, services=["joining"])
+        worker = await bus.start(service)
+        sessions = cast(KafkaBroker, bus.broker)._parts().consumer.sessions
+        await eventually(lambda: health.ready().ok, 30, "ready", interval=0.005)
+        assert any(s.consumer.assignment() for s in sessions), "ready without partitions"
+        await worker.stop()
+
+
+async def test_a_stopping_member_commits_and_leaves_its_group_at_once(url: str) -> None:
+    """A member that stops with nothing in hand commits what it handled and leaves
+    the group at once (not after its drain deadline), so the other member gets every
+    partition and none of what the first handled again."""
+    url = url.replace("partitions=1", "partitions=3")
+    sub = Subscription("leaving", "test.item")
+    sent = [Message(type="test.item", body=f"{i}".encode(), subject=f"k{i}") for i in range(12)]
+    async with KafkaBroker.from_url(url) as broker:
+        await broker.declare(sub)
+        got: dict[str, list[bytes]] = {"first": [], "second": []}
+
+        async def member(name: str) -> None:
+            async for delivery in broker.consume(sub, Prefetch(50)):
+                got[name].append(delivery.message.body)
+                await delivery.ack()
+
+        consumer = broker._parts().consumer
+        first = asyncio.create_task(member("first"))
+        await eventually(lambda: broker.consuming(sub.queue), 30, "the first member joined")
+        await broker.publish(sent)
+        await eventually(lambda: len(got["first"]) == len(sent), 30, "the first member's share")
+        second = asyncio.create_task(member("second"))
+        await eventually(
+            lambda: sum(s.joined for s in consumer.sessions) == 2, 30, "the second member joined"
+        )
+        first.cancel()  # a worker stopping closes its stream this way
+        await asyncio.gather(first, return_exceptions=True)
+        await eventually(lambda: len(consumer.sessions) == 1, 3, "the first member left")
+        events = consumer.topology.names.events("test.item")
+
+        def partitions() -> set[int]:
+            return {
+                tp.partition
+                for s in consumer.sessions
+                for tp in s.consumer.assignment()
+                if tp.topic == events
+            }
+
+        await eventually(lambda: partitions() == {0, 1, 2}, 30, "the second member's partitions")
+        later = [Message(type="test.item", body=b"later", subject=f"k{i}") for i in range(3)]
+        await broker.publish(later)
+        await eventually(lambda: len(got["second"]) >= 3, 30, "the later ones")
+        await asyncio.sleep(0.5)  # anything delivered again would be here by now
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+    assert got["second"] == [b"later"] * 3, "handled ones came again: not committed"

@@ -50,6 +50,19 @@ def test_partitions_are_tracked_apart_and_a_revoked_one_no_longer_counts() -> No
     assert tracker.committable() == {("t", 0): 6, ("t", 1): 10}
 
 
+def test_a_record_counted_but_never_handed_out_is_neither_waited_for_nor_committed() -> None:
+    """A consumer stopped while waiting for room to hand out a record it had counted:
+    its drain waits for nothing more, and the commit stops at that record."""
+    tracker = OffsetTracker()
+    first = tracker.fetched("p", 10)
+    last = tracker.fetched("p", 11)
+    tracker.unfetched(last)
+    assert tracker.unfinished() == 1
+    tracker.finish(first)
+    assert tracker.unfinished() == 0
+    assert tracker.committable() == {"p": 11}
+
+
 def test_a_record_round_trips_with_the_cloudevents_kafka_binding() -> None:
     message = Message(type="employee.created", body=b"{}", subject="k1", headers={"x": "y"})
     key, headers = encode(message, attempt=3, due=1234)

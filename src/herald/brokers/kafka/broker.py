@@ -52,7 +52,9 @@ class _Connected:
 
 class KafkaBroker(Broker):
     """Apache Kafka; implements :class:`herald.DeadLetterAdmin`,
-    :class:`herald.QueueInspection` and :class:`herald.RetainedHistory`.
+    :class:`herald.QueueInspection`, :class:`herald.RetainedHistory` and
+    :class:`herald.capabilities.ConsumerStatus` (a queue's consumer is consuming once
+    its group assigned it partitions).
 
     >>> KafkaBroker.from_url("kafka://k1:9092,k2:9093?namespace=dev")
     KafkaBroker('kafka://k1:9092,k2:9093?namespace=dev')
@@ -136,6 +138,10 @@ class KafkaBroker(Broker):
 
     async def declare(self, subscription: Subscription) -> None:
         await self._parts().consumer.declare(subscription)
+
+    def consuming(self, queue: str) -> bool:
+        parts = self._connected
+        return parts is not None and parts.consumer.consuming(queue)
 
     async def consume(
         self, subscription: Subscription, prefetch: Prefetch

@@ -7,6 +7,10 @@ match and to its own retry topics. Retry topics hold each record until its due
 time: the partition is paused and sought back to it, and resumed when it is due;
 other partitions go on.
 
+A member counts as consuming (:class:`herald.capabilities.ConsumerStatus`, read by
+readiness probes) from the first time its group assigned it partitions: subscribing
+only asks to join, and the group answers after every member rejoined.
+
 Rebalances: before a partition is taken away, the member waits (at most half the
 rebalance timeout) for the deliveries it holds from it to be settled and commits
 what is finished. A stopped consumer lingers in the background until what it handed
@@ -137,6 +141,10 @@ class QueueConsumer:
             counts[2] += session.tracker.settled()
         return found
 
+    def consuming(self, queue: str) -> bool:
+        """Whether a consume loop of ``queue`` joined its group (see ``_Session.joined``)."""
+        return any(s.joined for s in self.sessions if s.subscription.queue == queue)
+
     async def declare(self, subscription: Subscription, history: datetime | bool = False) -> int:
         """Create the queue's topics; a group seen for the first time starts at the
         end of every topic its patterns match now (topics created later are read
@@ -229,7 +237,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._session.revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        pass
+        self._session.joined = True
 
 
 class _Session:
@@ -241,6 +249,10 @@ class _Session:
         self.window = Window(prefetch)
         self.tracker = OffsetTracker()
         self.epoch = 0
+        self.joined = False
+        """The group completed a join with this member: it holds its assignment (some
+        partitions, or none when the group has more members than partitions or the
+        queue is exclusive and another member is older)."""
         names = owner.topology.names
         self.retry_topics = frozenset(names.retry_topics(subscription.queue))
         options = consumer_options(owner.settings, names.group(subscription.queue))
@@ -333,7 +345,11 @@ class _Session:
                         continue
                     if not isinstance(delivery, KafkaDelivery):
                         break
-                    await window.room()
+                    try:
+                        await window.room()
+                    except BaseException:  # stopped: the drain must not wait for it
+                        self.tracker.unfetched(delivery.ticket)
+                        raise
                     if self.epoch != epoch:
                         break
                     window.take(delivery.size)

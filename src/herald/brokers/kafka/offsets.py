@@ -76,6 +76,16 @@ class OffsetTracker:
             partition.done.add(offset)
         partition.next = offset + 1
 
+    def unfetched(self, ticket: Ticket) -> None:
+        """The consumer stopped before handing out the last record it counted: it no
+        longer counts, and nothing from its offset on is committed (the partition's
+        next owner reads it)."""
+        partition = ticket.partition
+        if partition.pending and partition.pending[-1] == ticket.offset:
+            partition.pending.pop()
+            partition.done.discard(ticket.offset)
+            partition.next = ticket.offset
+
     def finish(self, ticket: Ticket) -> bool:
         """Mark a record settled; False when its partition was taken away since."""
         if self._partitions.get(ticket.key) is not ticket.partition:

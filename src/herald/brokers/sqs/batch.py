@@ -5,6 +5,12 @@ finished together, the messages of one publish, the extensions of one heartbeat)
 out in calls of at most :data:`BATCH` entries and :data:`~.wire.MAX_SIZE` bytes,
 sent concurrently. Each submitter waits for its own entry's outcome: a batch call
 answers per entry, so one entry refused fails only its own submitter.
+
+An entry submitted with a ``key`` supersedes an earlier one of the same key that is
+not sent yet (the earlier submitter returns as if it was sent): calls sent
+concurrently may be applied in any order, and a message's visibility must end as the
+last change asked for it (a release right after a heartbeat's extension must not be
+overtaken by that extension, leaving the message invisible for a whole timeout).
 """
 
 from __future__ import annotations
@@ -49,15 +55,29 @@ class Batcher:
         self._error = error
         self._max_bytes = max_bytes
         self._pending: list[tuple[dict[str, Any], int, asyncio.Future[None]]] = []
+        self._keyed: dict[str, asyncio.Future[None]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
-    async def submit(self, entry: dict[str, Any], size: int = 0) -> None:
-        """Send ``entry`` (without its ``Id``) in the next batch; raise if it failed."""
+    async def submit(self, entry: dict[str, Any], size: int = 0, key: str | None = None) -> None:
+        """Send ``entry`` (without its ``Id``) in the next batch; raise if it failed.
+        With ``key``, it supersedes a pending entry of the same key."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if key is not None:
+            earlier = self._keyed.get(key)
+            kept = [item for item in self._pending if item[2] is not earlier]
+            if earlier is not None and len(kept) < len(self._pending):  # not sent yet
+                self._pending = kept
+                earlier.set_result(None)
+            self._keyed[key] = future
+            future.add_done_callback(lambda _: self._forget(key, future))
         self._pending.append((entry, size, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         await asyncio.shield(future)
+
+    def _forget(self, key: str, future: asyncio.Future[None]) -> None:
+        if self._keyed.get(key) is future:
+            del self._keyed[key]
 
     async def drain(self) -> None:
         """Wait for what was submitted to be sent."""

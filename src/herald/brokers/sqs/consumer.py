@@ -12,10 +12,13 @@ A received message is handed out with ``attempt`` = its receive count. On a queu
 whose patterns SNS cannot match exactly (see :mod:`.filters`), a message that
 decoded and whose type none of the patterns matches is deleted, never handed out.
 
-When the consumer stops, what was received and not handed out is made visible again
-at once; receives still in flight finish in the background, and what they bring is
-made visible again when the last of them is over (SQS counts each of those
-receives: once, not once per receive still in flight). A transient queue is deleted.
+When the consumer stops (a worker draining), it asks for nothing more; what was
+received and not handed out is made visible again at once, in batched
+``ChangeMessageVisibilityBatch`` calls (the worker releases what it was handed and has
+not started the same way); receives still in flight finish in the background, and
+what each brings is made visible again as soon as it is over (one of them may bring
+a message given back a moment earlier: SQS counts that receive too). Deliveries
+being handled are settled as usual. A transient queue is deleted.
 """
 
 from __future__ import annotations
@@ -168,19 +171,20 @@ class QueueConsumer:
             state.polls -= 1
             state.asked -= count
         now = loop.time()
+        leftover: list[Held] = []
         for received in reply.get("Messages") or ():
             size = _size(received)
             held = Held(url, received["ReceiptHandle"], now + self._settings.visibility, now, size)
             state.largest = max(state.largest, size)
             if state.stopped:
-                state.leftover.append(held)
+                leftover.append(held)
                 continue
             state.lease.held[held.receipt] = held
             state.ready.append((received, held))
-        if state.stopped and not state.polls and state.leftover:
-            # given back once every receive is over: a receive still in flight would
-            # take a message given back earlier again, counting one more receive
-            leftover, state.leftover = state.leftover, []
+        if leftover:
+            # at once, not when the last receive in flight is over (a long poll may
+            # last ``wait`` seconds): another receive of this stopped consumer may
+            # take them again (SQS counts that receive) and gives them back in turn
             self._later(self._give_back(leftover))
         state.arrived.set()
 
@@ -193,15 +197,17 @@ class QueueConsumer:
         state.ready.clear()
         for held in unsent:
             lease.held.pop(held.receipt, None)
-        with contextlib.suppress(BrokerError):
-            await asyncio.gather(*(self._settler.change(h, 0) for h in unsent))
         for task in state.tasks:
             self.background.add(task)
             task.add_done_callback(self.background.discard)
+        if unsent:
+            # in the background, so that a second cancellation of a consumer slow to
+            # stop does not cut the give-back short (the broker's close waits for it)
+            await asyncio.shield(self._later(self._give_back(unsent)))
         await self._keeper.detach(lease)
         if lease.token is not None:
             if lease.window.used:
-                lease.on_empty = lambda: self._later(self._lock.release(lease))
+                lease.on_empty = lambda: self._later_none(self._lock.release(lease))
             else:
                 with contextlib.suppress(BrokerError):
                     await self._lock.release(lease)
@@ -214,7 +220,10 @@ class QueueConsumer:
             return await self._topology.tags(url)
         return {}
 
-    def _later(self, work: Awaitable[None]) -> None:
+    def _later_none(self, work: Awaitable[None]) -> None:
+        self._later(work)
+
+    def _later(self, work: Awaitable[None]) -> asyncio.Task[None]:
         async def run() -> None:
             try:
                 await work
@@ -224,6 +233,7 @@ class QueueConsumer:
         task = asyncio.create_task(run())
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task
 
 
 class _Polling:
@@ -241,7 +251,6 @@ class _Polling:
         self.largest = 0
         self.failure: BrokerError | None = None
         self.stopped = False
-        self.leftover: list[Held] = []
 
     @property
     def ready_bytes(self) -> int:

@@ -102,7 +102,8 @@ class Settler:
 
     async def change(self, held: Held, seconds: int) -> None:
         entry = {"ReceiptHandle": held.receipt, "VisibilityTimeout": seconds}
-        await self._batcher("change_message_visibility_batch", held.url).submit(entry)
+        batcher = self._batcher("change_message_visibility_batch", held.url)
+        await batcher.submit(entry, key=held.receipt)  # the last change asked for wins
 
     async def send(
         self,
