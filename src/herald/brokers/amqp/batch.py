@@ -3,7 +3,8 @@
 aiormq's ``basic_publish`` writes (and, with confirms, awaits) one message at a
 time, so a pipelined batch costs a task and a socket write per message. Here the
 frames of up to ``CHUNK_BYTES`` of messages go out as one write, each message with
-its confirmation future registered the way ``basic_publish`` registers it. The
+its confirmation future registered the way ``basic_publish`` registers it, and its
+frames packed by :mod:`.frames` (pamqp where that cannot). The
 channel attributes used are checked by :func:`can_write_batch`; without them the
 publisher falls back to ``basic_publish``.
 """
@@ -18,6 +19,8 @@ from aiormq.abc import AbstractChannel, ChannelFrame
 from pamqp import commands as spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
+
+from .frames import publish_frames
 
 __all__ = ["CHUNK_BYTES", "can_write_batch", "write_batch"]
 
@@ -57,21 +60,21 @@ async def write_batch(
 
 async def _write_chunk(chan: Any, items: Sequence[Publish]) -> list[asyncio.Future[Any]]:
     first_tag = chan.delivery_tag + 1
-    frames: list[Any] = []
+    parts: list[bytes] = []
     futures: list[asyncio.Future[Any]] = []
     limit = chan.max_content_size
+    number = chan.number
     try:
         for exchange, routing_key, body, properties in items:
+            data = publish_frames(number, exchange, routing_key, body, properties, limit)
+            if data is None:
+                data = _marshalled(number, exchange, routing_key, body, properties, limit)
             chan.delivery_tag += 1
             future = chan.create_future()
             chan.confirmations[chan.delivery_tag] = future
             futures.append(future)
-            frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key))
-            frames.append(ContentHeader(properties=properties, body_size=len(body)))
-            frames.extend(
-                ContentBody(body[offset : offset + limit]) for offset in range(0, len(body), limit)
-            )
-        await chan.write_queue.put(ChannelFrame.marshall(channel_number=chan.number, frames=frames))
+            parts.append(data)
+        await chan.write_queue.put(ChannelFrame(payload=b"".join(parts), should_close=False))
     except BaseException:
         for tag in range(first_tag, chan.delivery_tag + 1):
             chan.confirmations.pop(tag, None)
@@ -80,3 +83,19 @@ async def _write_chunk(chan: Any, items: Sequence[Publish]) -> list[asyncio.Futu
             future.cancel()
         raise
     return futures
+
+
+def _marshalled(
+    number: int,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: spec.Basic.Properties,
+    limit: int,
+) -> bytes:
+    frames: list[Any] = [
+        spec.Basic.Publish(exchange=exchange, routing_key=routing_key),
+        ContentHeader(properties=properties, body_size=len(body)),
+    ]
+    frames += [ContentBody(body[i : i + limit]) for i in range(0, len(body), limit)]
+    return ChannelFrame.marshall(channel_number=number, frames=frames).payload
