@@ -1,20 +1,27 @@
-"""Publish frames packed without pamqp are byte for byte what pamqp marshals."""
+"""Publish frames packed without pamqp are byte for byte what pamqp marshals; acks
+written together settle what they name."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from typing import Any
 
+import aiormq
 import pytest
 from aiormq.abc import ChannelFrame
+from aiormq.exceptions import ChannelInvalidStateError
 from pamqp import commands as spec
 from pamqp import frame as pamqp_frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
+from herald.brokers.amqp.batch import write_acks
 from herald.brokers.amqp.frames import publish_frames
 from herald.brokers.amqp.wire import properties_for
 from herald.message import Message
+
+from .support import SERVER, require_server
 
 UTC = datetime.UTC
 
@@ -97,3 +104,42 @@ def test_invalid_exchange_left_to_pamqp() -> None:
     props = spec.Basic.Properties()
     assert publish_frames(1, "bad name!", "k", b"", props, 4096) is None
     assert publish_frames(1, "x" * 128, "k", b"", props, 4096) is None
+
+
+async def test_acks_written_together_settle_what_they_name() -> None:
+    """A multiple ack and single acks out of order, in one write: the queue keeps
+    only what none of them named; a channel being closed refuses the write."""
+    require_server()
+    connection = await aiormq.connect(SERVER)
+    try:
+        channel = await connection.channel()
+        declared = await channel.queue_declare(exclusive=True)
+        queue = str(declared.queue)
+        for n in range(6):
+            await channel.basic_publish(str(n).encode(), routing_key=queue)
+        received: list[int] = []
+        got_all = asyncio.Event()
+
+        async def on_message(message: Any) -> None:
+            received.append(message.delivery_tag)
+            if len(received) == 6:
+                got_all.set()
+
+        await channel.basic_qos(prefetch_count=10)
+        ok = await channel.basic_consume(queue, on_message)
+        await asyncio.wait_for(got_all.wait(), 10)
+        first = received[0]
+        await write_acks(channel, first + 2, [first + 5, first + 4])  # leaves first + 3
+        await channel.basic_cancel(str(ok.consumer_tag))
+        probe = await connection.channel()
+        await asyncio.sleep(0.2)
+        left = await probe.queue_declare(queue, passive=True)
+        assert left.message_count == 0  # the one left is still held by `channel`
+        await channel.close()
+        await asyncio.sleep(0.2)
+        left = await probe.queue_declare(queue, passive=True)
+        assert left.message_count == 1
+        with pytest.raises(ChannelInvalidStateError):
+            await write_acks(channel, None, [first + 3])
+    finally:
+        await connection.close()

@@ -1,4 +1,4 @@
-"""Writing a batch of publishes to a confirm-mode aiormq channel in few socket writes.
+"""Writing a batch of publishes (or acks) to an aiormq channel in few socket writes.
 
 aiormq's ``basic_publish`` writes (and, with confirms, awaits) one message at a
 time, so a pipelined batch costs a task and a socket write per message. Here the
@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiormq.abc import AbstractChannel, ChannelFrame
+from aiormq.exceptions import ChannelInvalidStateError
 from pamqp import commands as spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from .frames import publish_frames
 
-__all__ = ["CHUNK_BYTES", "can_write_batch", "write_batch"]
+__all__ = ["CHUNK_BYTES", "can_write_batch", "write_acks", "write_batch"]
 
 CHUNK_BYTES = 512 * 1024
 CHUNK_MESSAGES = 512
@@ -30,6 +31,29 @@ _NEEDED = ("confirmations", "delivery_tag", "write_queue", "max_content_size", "
 
 Publish = tuple[str, str, bytes, spec.Basic.Properties]
 """exchange, routing key, body, properties"""
+
+
+_CLOSE_EVENT = "_Channel__close_event"
+"""aiormq's mark of a channel being closed (``basic_ack`` refuses to write then)."""
+
+
+async def write_acks(channel: AbstractChannel, top: int | None, single: Sequence[int]) -> None:
+    """Ack ``top`` with ``multiple`` and each of ``single``, in that order, in one
+    socket write (one ``basic_ack`` each where the channel does not allow it)."""
+    chan: Any = channel
+    closing = getattr(chan, _CLOSE_EVENT, None)
+    if closing is None or not hasattr(chan, "write_queue") or not hasattr(chan, "number"):
+        if top is not None:
+            await channel.basic_ack(top, multiple=True, wait=False)
+        for tag in single:
+            await channel.basic_ack(tag, wait=False)
+        return
+    if channel.is_closed or closing.is_set():
+        raise ChannelInvalidStateError(f"{channel!r} closed")
+    frames: list[Any] = [spec.Basic.Ack(delivery_tag=tag) for tag in single]
+    if top is not None:
+        frames.insert(0, spec.Basic.Ack(delivery_tag=top, multiple=True))
+    await chan.write_queue.put(ChannelFrame.marshall(channel_number=chan.number, frames=frames))
 
 
 def can_write_batch(channel: AbstractChannel) -> bool:

@@ -217,7 +217,7 @@ class Publisher:
             return [self._after_channel_closed(channel, exc, item) for item in items]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await asyncio.wait(futures)
+                await _all_done(futures)
         return [
             self._outcome(channel, item, future)
             for item, future in zip(items, futures, strict=True)
@@ -283,6 +283,15 @@ class Publisher:
         error = self._connection.errors.convert(exc, "publishing", PublishError)
         error.__cause__ = exc
         return cast(PublishError, error)
+
+
+async def _all_done(futures: list[asyncio.Future[Any]]) -> None:
+    """Wait until every future is done, in order: confirms come in order, mostly
+    many at once, so this waits a few times where ``asyncio.wait`` would put a
+    callback on each future."""
+    for future in futures:
+        if not future.done():
+            await asyncio.wait((future,))
 
 
 def close_reason(channel: AbstractChannel) -> BaseException | None:
