@@ -23,7 +23,7 @@ from pamqp.header import ContentHeader
 
 from .frames import publish_frames
 
-__all__ = ["CHUNK_BYTES", "can_write_batch", "write_acks", "write_batch"]
+__all__ = ["CHUNK_BYTES", "can_write_batch", "write_acks", "write_batch", "write_unconfirmed"]
 
 CHUNK_BYTES = 512 * 1024
 CHUNK_MESSAGES = 512
@@ -54,6 +54,29 @@ async def write_acks(channel: AbstractChannel, top: int | None, single: Sequence
     if top is not None:
         frames.insert(0, spec.Basic.Ack(delivery_tag=top, multiple=True))
     await chan.write_queue.put(ChannelFrame.marshall(channel_number=chan.number, frames=frames))
+
+
+async def write_unconfirmed(channel: AbstractChannel, item: Publish) -> None:
+    """Publish ``item`` on a channel without confirms (``basic_publish`` where the
+    channel does not allow writing it here)."""
+    chan: Any = channel
+    closing = getattr(chan, _CLOSE_EVENT, None)
+    confirming = getattr(chan, "publisher_confirms", True)
+    if confirming or closing is None or not all(hasattr(chan, name) for name in _NEEDED):
+        exchange, routing_key, body, properties = item
+        await channel.basic_publish(
+            body, exchange=exchange, routing_key=routing_key, properties=properties
+        )
+        return
+    exchange, routing_key, body, properties = item
+    number, limit = chan.number, chan.max_content_size
+    data = publish_frames(number, exchange, routing_key, body, properties, limit)
+    if data is None:
+        data = _marshalled(number, exchange, routing_key, body, properties, limit)
+    async with chan.lock:
+        if channel.is_closed or closing.is_set():
+            raise ChannelInvalidStateError(f"{channel!r} closed")
+        await chan.write_queue.put(ChannelFrame(payload=data, should_close=False))
 
 
 def can_write_batch(channel: AbstractChannel) -> bool:

@@ -106,10 +106,10 @@ class Publisher:
             channel = await self._open()
             batch = [items[index] for index in pending]
             results: Sequence[Outcome]
-            if len(batch) == 1:
-                results = [await self._send(channel, batch[0])]
-            elif can_write_batch(channel):
+            if can_write_batch(channel):
                 results = await self._send_batch(channel, batch)
+            elif len(batch) == 1:
+                results = [await self._send(channel, batch[0])]
             else:
                 results = await asyncio.gather(*(self._send(channel, item) for item in batch))
             lost = []

@@ -37,6 +37,7 @@ from ...capabilities import CoreRequestTransport
 from ...errors import ConnectionLostError, DecodeError, MessageTooLargeError, PublishError
 from ...headers import CORRELATION_ID
 from ...message import Message
+from .batch import can_write_batch, write_batch, write_unconfirmed
 from .topology import DIRECT_REPLY_TO
 from .wire import properties_for, read
 
@@ -150,24 +151,32 @@ class DirectReplyTransport(CoreRequestTransport):
         if correlation and correlation not in self._answered:
             answered = asyncio.get_running_loop().create_future()
             self._answered[correlation] = answered
-        publish = asyncio.ensure_future(
-            cast(aiormq.Channel, channel).basic_publish(
-                request.body,
-                exchange=self._exchange,
-                routing_key=request.type,
-                properties=properties,
-                timeout=timeout,
-            )
-        )
+        publish: asyncio.Future[Any] | None = None
         try:
-            if answered is not None:
-                await asyncio.wait((publish, answered), return_when=asyncio.FIRST_COMPLETED)
-                if answered.done():  # replied to: its confirm no longer matters
-                    publish.add_done_callback(_retrieve)
-                    return
+            if can_write_batch(channel):
+                item = (self._exchange, request.type, request.body, properties)
+                [publish] = await write_batch(channel, [item])
+            else:
+                publish = asyncio.ensure_future(
+                    cast(aiormq.Channel, channel).basic_publish(
+                        request.body,
+                        exchange=self._exchange,
+                        routing_key=request.type,
+                        properties=properties,
+                    )
+                )
+            async with asyncio.timeout(timeout):
+                await asyncio.wait(
+                    (publish,) if answered is None else (publish, answered),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            if answered is not None and answered.done():
+                publish.add_done_callback(_retrieve)  # replied to: the confirm no longer matters
+                return
             confirmation = await publish
         except asyncio.CancelledError:
-            publish.cancel()
+            if publish is not None:
+                publish.cancel()
             task = asyncio.current_task()
             if (task is not None and task.cancelling()) or not channel.is_closed:
                 raise
@@ -175,6 +184,8 @@ class DirectReplyTransport(CoreRequestTransport):
         except aiormq.DeliveryError as exc:
             raise PublishError(f"the broker refused request {request.id}: nack") from exc
         except TimeoutError as exc:
+            if publish is not None:
+                publish.cancel()
             raise PublishError(f"request {request.id} not confirmed within {timeout:g}s") from exc
         except Exception as exc:
             lost = channel.is_closed and not self._connection.is_connected
@@ -210,10 +221,4 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 async def send_reply(channel: AbstractChannel, address: str, reply: Message) -> None:
     """Publish ``reply`` to a direct reply-to ``address`` through the default exchange
     (RabbitMQ confirms nothing for these: the caller's channel may be gone)."""
-    await channel.basic_publish(
-        reply.body,
-        exchange="",
-        routing_key=address,
-        properties=properties_for(reply),
-        mandatory=False,
-    )
+    await write_unconfirmed(channel, ("", address, reply.body, properties_for(reply)))
