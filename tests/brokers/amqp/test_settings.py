@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import ssl
 import urllib.error
 from email.message import Message as MailHeaders
@@ -13,7 +14,7 @@ import pytest
 from herald.broker import Prefetch, Subscription
 from herald.brokers import broker_from_url
 from herald.brokers.amqp import AMQPBroker, AMQPSettings
-from herald.brokers.amqp.credit import Flow, Ledger
+from herald.brokers.amqp.credit import SIZES_SEEN, Flow, Ledger
 from herald.brokers.amqp.errors import consumer_timed_out, error_table, too_large
 from herald.brokers.amqp.topology import (
     DELAY_BUCKETS_MS,
@@ -263,6 +264,21 @@ def test_credit_follows_the_sizes_of_recent_bodies() -> None:
     assert flow.credit() == 64, "the large one is forgotten after 32 more"
     huge = Flow(Prefetch(messages=10, bytes=MiB), largest=16 * MiB)
     assert huge.credit() == 1, "a body larger than the byte bound still flows, one at a time"
+
+
+def test_the_kept_largest_body_is_the_largest_of_the_last_ones() -> None:
+    """The largest is kept as bodies come, not recomputed: it must stay the maximum
+    of the last SIZES_SEEN, through rises, ties and the largest dropping out."""
+    rng = random.Random(7)
+    flow = Flow(Prefetch(messages=64, bytes=64 * MiB), largest=16 * MiB)
+    seen: list[int] = []
+    for _ in range(2000):
+        size = rng.choice([0, 1, 10, 1024, 1024, 5000, rng.randrange(0, 2 * MiB)])
+        flow.observe(size)
+        seen.append(size)
+        largest = max(*seen[-SIZES_SEEN:], 1)
+        assert flow.largest == largest
+        assert flow.credit() == max(1, min(64, 64 * MiB // largest))
 
 
 def test_a_channel_adds_a_consumer_for_the_room_left() -> None:

@@ -71,6 +71,7 @@ from pamqp import commands as spec
 
 from ...broker import Delivery, Subscription
 from ...errors import BrokerError, HeraldError
+from .batch import write_acks
 from .connection import AMQPConnection
 from .credit import Flow, Ledger
 from .errors import consumer_timed_out, describe
@@ -100,7 +101,8 @@ class Intake:
 
     Acks are collected and sent together, once a quarter of the prefetch window is
     acked or ``ACK_DELAY`` passed: the longest run of the oldest outstanding tags as
-    one ``multiple`` ack, the rest one by one (every socket write wakes the broker).
+    one ``multiple`` ack, the rest one by one, all in one socket write (every write
+    wakes the broker).
     The channel is closed once it stopped and nothing it received is unsettled.
 
     Settlements and the close go out one at a time, in the order they were made:
@@ -192,7 +194,7 @@ class Intake:
         """Whether the loop has a subscription to make or change now (in place)."""
         ledger = self.ledger
         if not self.exclusive:
-            return ledger.over_promised() or ledger.wants_more()
+            return ledger.wants_change()
         if not self.subscribed:
             return ledger.room() > 0
         return not self.quorum and self.handed > 0 and not self.kept and ledger.wants_switch()
@@ -463,10 +465,7 @@ class Intake:
             return
         top, single = self._take()
         try:
-            if top is not None:
-                await self.channel.basic_ack(top, multiple=True, wait=False)
-            for tag in single:
-                await self.channel.basic_ack(tag, wait=False)
+            await write_acks(self.channel, top, single)
         except Exception as exc:  # closing the channel makes the broker redeliver them
             log.debug("acks not sent: %s; closing their channel", describe(exc))
             self.abandon()

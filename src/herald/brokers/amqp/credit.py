@@ -50,17 +50,19 @@ class Flow:
     """One consumer's prefetch across its channels: the window of deliveries handed
     out, and the sizes of recent bodies."""
 
-    __slots__ = ("_default", "_sizes", "prefetch", "window")
+    __slots__ = ("_credit", "_largest", "_sizes", "prefetch", "window")
 
     def __init__(self, prefetch: Prefetch, largest: int) -> None:
         self.prefetch = prefetch
         self.window = Window(prefetch)
-        self._default = largest
         self._sizes: deque[int] = deque(maxlen=SIZES_SEEN)
+        self._largest = max(largest, 1)
+        self._credit = self._credit_for(self._largest)
 
     @property
     def largest(self) -> int:
-        return max(max(self._sizes, default=self._default), 1)
+        """The largest of the recent bodies (before any, the largest allowed)."""
+        return self._largest
 
     @property
     def informed(self) -> bool:
@@ -69,11 +71,22 @@ class Flow:
 
     def credit(self) -> int:
         """How many messages one consumer holding nothing may be sent."""
-        return max(1, min(self.prefetch.messages, self.prefetch.bytes // self.largest))
+        return self._credit
 
     def observe(self, size: int) -> None:
         """Count a body received."""
-        self._sizes.append(size)
+        sizes = self._sizes
+        dropped = sizes[0] if len(sizes) == SIZES_SEEN else 0
+        sizes.append(size)
+        largest = self._largest
+        if len(sizes) == 1 or size > largest or (dropped >= largest > size):
+            largest = max(*sizes, 1)
+        if largest != self._largest:
+            self._largest = largest
+            self._credit = self._credit_for(largest)
+
+    def _credit_for(self, largest: int) -> int:
+        return max(1, min(self.prefetch.messages, self.prefetch.bytes // largest))
 
 
 class Ledger:
@@ -142,13 +155,23 @@ class Ledger:
 
     def wants_more(self) -> bool:
         """Whether a shared queue's channel should add a consumer now."""
-        room = self.room()
-        if room < 1:
-            return False
-        return not self.credits or room >= sum(self.credits.values()) or self.exhausted()
+        return self._wants_more(self.room())
 
     def over_promised(self) -> bool:
         return bool(self.credits) and self.room() < 0
+
+    def wants_change(self) -> bool:
+        """Whether a shared queue's channel should replace its consumers
+        (:meth:`over_promised`) or add one (:meth:`wants_more`)."""
+        room = self.room()
+        if room < 0:
+            return bool(self.credits)
+        return self._wants_more(room)
+
+    def _wants_more(self, room: int) -> bool:
+        if room < 1:
+            return False
+        return not self.credits or room >= sum(self.credits.values()) or self.exhausted()
 
     def wants_switch(self) -> bool:
         """Whether an exclusive queue's channel should replace its one consumer by

@@ -106,10 +106,10 @@ class Publisher:
             channel = await self._open()
             batch = [items[index] for index in pending]
             results: Sequence[Outcome]
-            if len(batch) == 1:
-                results = [await self._send(channel, batch[0])]
-            elif can_write_batch(channel):
+            if can_write_batch(channel):
                 results = await self._send_batch(channel, batch)
+            elif len(batch) == 1:
+                results = [await self._send(channel, batch[0])]
             else:
                 results = await asyncio.gather(*(self._send(channel, item) for item in batch))
             lost = []
@@ -217,7 +217,7 @@ class Publisher:
             return [self._after_channel_closed(channel, exc, item) for item in items]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await asyncio.wait(futures)
+                await _all_done(futures)
         return [
             self._outcome(channel, item, future)
             for item, future in zip(items, futures, strict=True)
@@ -283,6 +283,15 @@ class Publisher:
         error = self._connection.errors.convert(exc, "publishing", PublishError)
         error.__cause__ = exc
         return cast(PublishError, error)
+
+
+async def _all_done(futures: list[asyncio.Future[Any]]) -> None:
+    """Wait until every future is done, in order: confirms come in order, mostly
+    many at once, so this waits a few times where ``asyncio.wait`` would put a
+    callback on each future."""
+    for future in futures:
+        if not future.done():
+            await asyncio.wait((future,))
 
 
 def close_reason(channel: AbstractChannel) -> BaseException | None:

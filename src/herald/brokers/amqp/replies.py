@@ -11,6 +11,11 @@ A reply address comes from the wire, so ``is_reply_address`` (in ``topology``)
 admits only the names RabbitMQ makes: the prefix, then its token (base64 of the
 channel's process id and a key, ``.``-separated) of bounded length.
 
+A request whose reply arrives before its publisher confirm is done: the reply proves
+the responder got it, so the caller does not also wait for the confirm (for a
+persistent request RabbitMQ confirms once the message is on disk or acked, which
+can be later than the reply).
+
 When the channel or the connection dies, calls in flight time out; the next call
 opens a new channel (after the reconnect) and consumes again. Replies to requests
 sent on the old channel are lost with it.
@@ -22,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -30,7 +35,9 @@ from pamqp import commands as spec
 
 from ...capabilities import CoreRequestTransport
 from ...errors import ConnectionLostError, DecodeError, MessageTooLargeError, PublishError
+from ...headers import CORRELATION_ID
 from ...message import Message
+from .batch import can_write_batch, write_batch, write_unconfirmed
 from .topology import DIRECT_REPLY_TO
 from .wire import properties_for, read
 
@@ -61,6 +68,8 @@ class DirectReplyTransport(CoreRequestTransport):
         self._opening = asyncio.Lock()
         self._on_reply: Callable[[Message], None] | None = None
         self._closed = False
+        self._answered: dict[str, asyncio.Future[None]] = {}
+        """Requests being published, by correlation id: set when their reply came."""
         self.channels_opened = 0
         """How many channels were opened (1 plus one per reopen after a loss)."""
 
@@ -137,29 +146,56 @@ class DirectReplyTransport(CoreRequestTransport):
         self, channel: AbstractChannel, request: Message, properties: spec.Basic.Properties
     ) -> None:
         timeout = self._connection.settings.confirm_timeout
+        correlation = request.headers.get(CORRELATION_ID)
+        answered: asyncio.Future[None] | None = None
+        if correlation and correlation not in self._answered:
+            answered = asyncio.get_running_loop().create_future()
+            self._answered[correlation] = answered
+        publish: asyncio.Future[Any] | None = None
         try:
-            confirmation = await cast(aiormq.Channel, channel).basic_publish(
-                request.body,
-                exchange=self._exchange,
-                routing_key=request.type,
-                properties=properties,
-                timeout=timeout,
-            )
-        except aiormq.DeliveryError as exc:
-            raise PublishError(f"the broker refused request {request.id}: nack") from exc
-        except TimeoutError as exc:
-            raise PublishError(f"request {request.id} not confirmed within {timeout:g}s") from exc
+            if can_write_batch(channel):
+                item = (self._exchange, request.type, request.body, properties)
+                [publish] = await write_batch(channel, [item])
+            else:
+                publish = asyncio.ensure_future(
+                    cast(aiormq.Channel, channel).basic_publish(
+                        request.body,
+                        exchange=self._exchange,
+                        routing_key=request.type,
+                        properties=properties,
+                    )
+                )
+            async with asyncio.timeout(timeout):
+                await asyncio.wait(
+                    (publish,) if answered is None else (publish, answered),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            if answered is not None and answered.done():
+                publish.add_done_callback(_retrieve)  # replied to: the confirm no longer matters
+                return
+            confirmation = await publish
         except asyncio.CancelledError:
+            if publish is not None:
+                publish.cancel()
             task = asyncio.current_task()
             if (task is not None and task.cancelling()) or not channel.is_closed:
                 raise
             raise ConnectionLostError("the reply channel closed during a publish") from None
+        except aiormq.DeliveryError as exc:
+            raise PublishError(f"the broker refused request {request.id}: nack") from exc
+        except TimeoutError as exc:
+            if publish is not None:
+                publish.cancel()
+            raise PublishError(f"request {request.id} not confirmed within {timeout:g}s") from exc
         except Exception as exc:
             lost = channel.is_closed and not self._connection.is_connected
             kind = ConnectionLostError if lost else PublishError
             raise self._connection.errors.convert(
                 exc, f"publishing request {request.id}", kind
             ) from exc
+        finally:
+            if answered is not None:
+                self._answered.pop(str(correlation), None)
         if isinstance(confirmation, spec.Basic.Nack):
             raise PublishError(f"the broker refused request {request.id}: nack")
 
@@ -171,15 +207,18 @@ class DirectReplyTransport(CoreRequestTransport):
             return
         if self._on_reply is not None:
             self._on_reply(reply)
+        answered = self._answered.get(reply.headers.get(CORRELATION_ID, ""))
+        if answered is not None and not answered.done():
+            answered.set_result(None)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Nobody awaits a publish whose reply came first: read its outcome."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def send_reply(channel: AbstractChannel, address: str, reply: Message) -> None:
     """Publish ``reply`` to a direct reply-to ``address`` through the default exchange
     (RabbitMQ confirms nothing for these: the caller's channel may be gone)."""
-    await channel.basic_publish(
-        reply.body,
-        exchange="",
-        routing_key=address,
-        properties=properties_for(reply),
-        mandatory=False,
-    )
+    await write_unconfirmed(channel, ("", address, reply.body, properties_for(reply)))

@@ -91,11 +91,11 @@ def read(delivered: DeliveredMessage) -> Message:
     ``message_id`` property or CloudEvents id its id is derived from its content, so
     every redelivery of it has the same one."""
     props = delivered.header.properties
-    headers = {
-        name: header_text(value)
-        for name, value in (props.headers or {}).items()
-        if not _transport(name)
-    }
+    headers: dict[str, str] = {}
+    for name, value in (props.headers or {}).items():
+        if name in _TRANSPORT_HEADERS or name.startswith(_TRANSPORT_PREFIXES):
+            continue
+        headers[name] = value if type(value) is str else header_text(value)
     if props.reply_to and is_reply_address(props.reply_to):
         headers[REPLY_TO] = props.reply_to
     return decode_message(
