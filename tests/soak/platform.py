@@ -56,6 +56,7 @@ class Replica:
     slot: int
     process: subprocess.Popen[bytes]
     deliveries: Path
+    log: Path
     first: Sample | None = None
     last: Sample | None = None
 
@@ -110,6 +111,15 @@ class Transactions:
         return found
 
 
+def _broker_down_at_start(log: Path) -> bool:
+    """Whether the process's log ends with Herald's first connect failing (the
+    ``async with connect(...)`` of the process raised a :class:`herald.BrokerError`)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    last = text.rpartition("Traceback (most recent call last):")[2]
+    raised = [line for line in last.splitlines() if line.startswith("herald.errors.")]
+    return "await self.broker.connect()" in last and bool(raised)
+
+
 def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
     if not db.exists():
         return []
@@ -128,15 +138,18 @@ class Platform:
     """The publisher (``employees``) and two replicas each of ``payroll`` and
     ``giftcards``, on the broker at ``url``, their files under ``root``."""
 
-    def __init__(self, root: Path, url: str, total: int, rate: float) -> None:
+    def __init__(self, root: Path, url: str, total: int, rate: float, holds: list[int]) -> None:
         self.root = root
         self.url = url
         self.total = total
         self.rate = rate
-        self.hold = root / "hold"
+        self.holds = holds
+        """Row counts at which the publisher holds a transaction open, to be killed."""
         self.publisher_db = root / "employees.db"
         self.generation = 0
         self.publisher: subprocess.Popen[bytes] | None = None
+        self.publisher_log = root / "employees-0.log"
+        self.revived: list[str] = []
         self.publisher_outs: list[Path] = []
         self.replicas: list[Replica] = []
         self.retired: list[Replica] = []
@@ -146,35 +159,49 @@ class Platform:
         return spawn([sys.executable, "-m", "tests.soak.services", *args], log, env=self.env)
 
     def start(self) -> None:
+        """Every process, consumers first (the publisher at once: their queues exist)."""
+        self.start_consumers()
         self.start_publisher()
+
+    def start_consumers(self) -> None:
         for service in SERVICES:
             for slot in (0, 1):
                 self.start_replica(service, slot)
 
+    def ready(self) -> bool:
+        """Whether every service has a replica that has declared its queue."""
+        return all(
+            any(
+                r.deliveries.with_suffix(".ready").exists() for r in self.replicas if r.service == s
+            )
+            for s in SERVICES
+        )
+
     def start_publisher(self) -> None:
         self.generation += 1
         out = self.root / f"employees-{self.generation}.out"
+        self.publisher_log = self.root / f"employees-{self.generation}.log"
         self.publisher_outs.append(out)
         options = {
             "--total": self.total,
             "--generation": self.generation,
-            "--hold": self.hold,
+            "--hold-at": self.holds[0] if self.holds else 0,
             "--rate": self.rate,
         }
         self.publisher = self._spawn(
             ["publish", self.url, str(self.publisher_db), str(out)]
             + [str(part) for option in options.items() for part in option],
-            self.root / "employees.log",
+            self.publisher_log,
         )
 
     def start_replica(self, service: str, slot: int) -> Replica:
         index = len(self.replicas) + len(self.retired)
         deliveries = self.root / f"{service}-{index}.deliveries"
+        log = self.root / f"{service}-{index}.log"
         process = self._spawn(
-            ["consume", self.url, service, str(self.service_db(service)), str(deliveries)],
-            self.root / f"{service}.log",
+            ["consume", self.url, service, str(self.service_db(service)), str(deliveries)], log
         )
-        replica = Replica(service, slot, process, deliveries)
+        replica = Replica(service, slot, process, deliveries, log)
         self.replicas.append(replica)
         return replica
 
@@ -187,10 +214,16 @@ class Platform:
         self.replicas.remove(replica)
         self.retired.append(replica)
 
-    def kill_publisher(self) -> None:
+    def held(self) -> bool:
+        """Whether the publisher holds a transaction open, waiting to be killed."""
+        out = self.publisher_outs[-1]
+        return self.publisher is not None and out.exists() and "held" in out.read_text()
+
+    def kill_held_publisher(self) -> None:
         assert self.publisher is not None
         kill_group(self.publisher)
         self.publisher = None
+        self.holds.pop(0)
 
     def kill_everything(self) -> None:
         """SIGKILL the publisher and every replica at once, then reap them."""
@@ -225,16 +258,26 @@ class Platform:
         self.replicas = []
         self.publisher = None
 
-    def exited(self) -> list[str]:
-        """Processes that ended without being killed (a crash the soak found)."""
-        found = [
-            f"{r.service} replica pid {r.process.pid} exited {r.process.returncode}"
-            for r in self.replicas
-            if r.process.poll() is not None
-        ]
+    def revive(self) -> list[str]:
+        """Start again, as the platform's supervisor does, each process that exited
+        because the broker was down when it started (Herald's first connect fails
+        fast); return the processes that ended otherwise (a crash the soak found)."""
+        crashed = []
+        for replica in [r for r in self.replicas if r.process.poll() is not None]:
+            if not _broker_down_at_start(replica.log):
+                crashed.append(f"{replica.service} pid {replica.process.pid}: see {replica.log}")
+                continue
+            self.revived.append(replica.service)
+            self.replicas.remove(replica)
+            self.retired.append(replica)
+            self.start_replica(replica.service, replica.slot)
         if self.publisher is not None and self.publisher.poll() is not None:
-            found.append(f"publisher exited {self.publisher.returncode}")
-        return found
+            if not _broker_down_at_start(self.publisher_log):
+                crashed.append(f"publisher pid {self.publisher.pid}: see {self.publisher_log}")
+            else:
+                self.revived.append("employees")
+                self.start_publisher()
+        return crashed
 
     def look(self) -> None:
         for replica in self.replicas:

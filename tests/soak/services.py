@@ -1,19 +1,22 @@
 """The HR platform's shape in three kinds of process, for the chaos soak.
 
-``python -m tests.soak.services publish URL DB OUT --total N --generation G --hold FILE``
+``python -m tests.soak.services publish URL DB OUT --total N --generation G --hold-at H,...``
 is the publishing service (like ``employees``): each transaction writes a few
 ``hires`` rows and stages one ``soak.employee.hired`` event per row in its outbox
 (``herald.outbox``); a relay in the same process publishes them. About one
 transaction in twenty is rolled back on purpose. It stops writing once the table
 holds ``N`` rows, waits until its outbox is empty, and runs until SIGTERM. Row
 numbers start at ``G * 10**7``, so a restarted publisher (the next generation)
-never reuses the number of a row that a killed one had not committed. While FILE
-exists, the next transaction stops after staging and waits (open) for a SIGKILL.
+never reuses the number of a row that a killed one had not committed. Once the table
+holds ``H`` rows (the first of the ``--hold-at`` counts), the next transaction stops
+after staging and waits, open, for a SIGKILL.
 
 ``python -m tests.soak.services consume URL SERVICE DB OUT`` is one replica of a
 consuming service (like ``payroll``): every delivery is appended to OUT before it is
 handled, then handled through the inbox (``herald.inbox``), which records the effect
-(an ``effects`` row) in the service's own database in the claim's transaction.
+(an ``effects`` row) in the service's own database in the claim's transaction. Once
+its queue is declared (events published from then on reach it) it creates
+``OUT.ready`` (OUT with the suffix ``.ready``).
 
 The publisher's OUT has one line per step, times from ``time.monotonic()``::
 
@@ -92,7 +95,7 @@ def _line(out: TextIO, text: str) -> None:
 
 
 async def publish(
-    url: str, db_path: Path, out: TextIO, total: int, generation: int, hold: Path, rate: float
+    url: str, db_path: Path, out: TextIO, total: int, generation: int, hold: int, rate: float
 ) -> None:
     metadata, hires, outbox = publisher_tables()
     db = Database(f"sqlite:///{db_path}", metadata)
@@ -101,7 +104,7 @@ async def publish(
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     rng = random.Random(generation)
     async with herald.connect(url, source="employees") as bus:
-        relay = OutboxRelay(db.engine, bus, outbox, lease_ttl=6.0, max_backoff=2.0)
+        relay = OutboxRelay(db.engine, bus, outbox, lease_ttl=15.0, max_backoff=2.0)
         relaying = asyncio.create_task(relay.run())
         async with db.engine.connect() as conn:
             written = int(
@@ -119,7 +122,7 @@ async def publish(
                     sa.insert(hires), [{"n": n, "committed_by": os.getpid()} for n in numbers]
                 )
                 await outbox.stage_many(session, [(EmployeeHired(n=n), str(n)) for n in numbers])
-                if await asyncio.to_thread(hold.exists):
+                if hold and written >= hold:
                     _line(out, f"held {first}")
                     await stop.wait()
                     break
@@ -166,14 +169,15 @@ class Writing(Middleware):
             return await call_next(ctx)
 
 
-async def consume(url: str, name: str, db_path: Path, out: TextIO) -> None:
+async def consume(url: str, name: str, db_path: Path, out: Path) -> None:
     metadata, effects, inbox = consumer_tables(name)
+    deliveries = await asyncio.to_thread(out.open, "a")
     db = Database(f"sqlite:///{db_path}", metadata)
     await db.create_tables()
     service = herald.Service(
         name,
         concurrency=8,
-        middleware=[DeliveryLog(out), Writing(db), InboxMiddleware(inbox, db.engine)],
+        middleware=[DeliveryLog(deliveries), Writing(db), InboxMiddleware(inbox, db.engine)],
     )
 
     @service.on(EmployeeHired)
@@ -185,6 +189,9 @@ async def consume(url: str, name: str, db_path: Path, out: TextIO) -> None:
         )
 
     async with herald.connect(url, source=name) as bus:
+        for handler in service.handlers:  # the queue exists from now on: nothing missed
+            await bus.broker.declare(handler.subscription)
+        await asyncio.to_thread(out.with_suffix(".ready").touch)
         await bus.serve(service, shutdown_timeout=5.0)
     await db.close()
 
@@ -198,7 +205,7 @@ def main(argv: list[str]) -> None:
     pub.add_argument("out", type=Path)
     pub.add_argument("--total", type=int, required=True)
     pub.add_argument("--generation", type=int, required=True)
-    pub.add_argument("--hold", type=Path, required=True)
+    pub.add_argument("--hold-at", type=int, default=0, help="rows before holding (0: never)")
     pub.add_argument("--rate", type=float, default=0.0, help="rows per second (0: no limit)")
     con = modes.add_parser("consume")
     con.add_argument("url")
@@ -206,13 +213,13 @@ def main(argv: list[str]) -> None:
     con.add_argument("db", type=Path)
     con.add_argument("out", type=Path)
     args = parser.parse_args(argv)
+    if args.mode == "consume":
+        asyncio.run(consume(args.url, args.service, args.db, args.out))
+        return
     with args.out.open("a") as out:
-        if args.mode == "publish":
-            asyncio.run(
-                publish(args.url, args.db, out, args.total, args.generation, args.hold, args.rate)
-            )
-        else:
-            asyncio.run(consume(args.url, args.service, args.db, out))
+        asyncio.run(
+            publish(args.url, args.db, out, args.total, args.generation, args.hold_at, args.rate)
+        )
 
 
 if __name__ == "__main__":
