@@ -21,7 +21,15 @@ from pathlib import Path
 
 from ..cluster.processes import kill_group, spawn
 
-__all__ = ["SERVICES", "Platform", "Replica", "Sample", "Transactions", "sample"]
+__all__ = [
+    "SERVICES",
+    "Platform",
+    "Replica",
+    "Sample",
+    "Transactions",
+    "broker_down_at_start",
+    "sample",
+]
 
 SERVICES = ("payroll", "giftcards")
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +119,7 @@ class Transactions:
         return found
 
 
-def _broker_down_at_start(log: Path) -> bool:
+def broker_down_at_start(log: Path) -> bool:
     """Whether the process's log ends with Herald's first connect failing (the
     ``async with connect(...)`` of the process raised a :class:`herald.BrokerError`)."""
     text = log.read_text(errors="replace") if log.exists() else ""
@@ -264,7 +272,7 @@ class Platform:
         fast); return the processes that ended otherwise (a crash the soak found)."""
         crashed = []
         for replica in [r for r in self.replicas if r.process.poll() is not None]:
-            if not _broker_down_at_start(replica.log):
+            if not broker_down_at_start(replica.log):
                 crashed.append(f"{replica.service} pid {replica.process.pid}: see {replica.log}")
                 continue
             self.revived.append(replica.service)
@@ -272,7 +280,7 @@ class Platform:
             self.retired.append(replica)
             self.start_replica(replica.service, replica.slot)
         if self.publisher is not None and self.publisher.poll() is not None:
-            if not _broker_down_at_start(self.publisher_log):
+            if not broker_down_at_start(self.publisher_log):
                 crashed.append(f"publisher pid {self.publisher.pid}: see {self.publisher_log}")
             else:
                 self.revived.append("employees")
