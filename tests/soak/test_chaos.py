@@ -17,12 +17,15 @@ Meanwhile a chaos loop
   so its restart is every process that has its database open SIGKILLed at once,
   then all started again.
 
-Publisher kills and broker restarts come at set shares of the rows committed,
-consumer kills at set shares of the events consumed. Then every committed row's event
-must have had its effect exactly once in each service, no rolled-back or killed
-transaction's event any effect, and the witnesses' RSS and descriptors must stay
-within :data:`RSS_GROWTH` and :data:`FD_GROWTH`. The figures are printed, and appended
-as a JSON line to ``$SOAK_REPORT`` when set.
+The consumers declare their queues before the publisher starts. A process that exits
+because the broker was down when it started (Herald's first connect fails fast) is
+started again, as the platform's supervisor would, and counted (``revived``); any
+other exit fails the run. Publisher kills and broker restarts come at set shares of
+the rows committed, consumer kills at set shares of the events consumed. Then every
+committed row's event must have had its effect exactly once in each service, no
+rolled-back or killed transaction's event any effect, and the witnesses' RSS and
+descriptors must stay within :data:`RSS_GROWTH` and :data:`FD_GROWTH`. The figures
+are printed, and appended as a JSON line to ``$SOAK_REPORT`` when set.
 """
 
 from __future__ import annotations
