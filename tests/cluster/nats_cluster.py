@@ -1,4 +1,5 @@
-"""A three-node NATS JetStream cluster on private ports, for the cluster tests.
+"""A three-node NATS JetStream cluster on private ports, for the cluster tests (or a
+single private server, ``size=1``, for the chaos soak).
 
 Each node has its own client, route and monitoring port and its own store directory
 under the test's temporary directory; the shared server on 4222 is never touched.
@@ -72,9 +73,13 @@ class NATSCluster:
                 f"http: 127.0.0.1:{node.monitor}\n"
                 f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, '
                 "max_file_store: 1GB }\n"
-                f"cluster {{ name: herald-test, listen: 127.0.0.1:{node.route}, "
-                f"routes: [{routes}] }}\n"
             )
+            if size > 1:  # one node alone is a plain JetStream server
+                with node.config.open("a") as config:
+                    config.write(
+                        f"cluster {{ name: herald-test, listen: 127.0.0.1:{node.route}, "
+                        f"routes: [{routes}] }}\n"
+                    )
         return cluster
 
     @property
