@@ -13,6 +13,10 @@ round comes soon when it is busy):
 - gives free pages back to the file system: once a quarter of the file (and at
   least 1 MiB) is free, e.g. after a backlog was consumed, ``incremental_vacuum`` a
   few MiB per round and checkpoint, which truncates the file;
+- then, once no write came since the last round, truncates a log that a burst of
+  writes grew past 1 MiB (``journal_size_limit`` alone would keep 64 MiB of it): a
+  ``TRUNCATE`` checkpoint under the writer lock, retried a few rounds while a reader
+  holds an old snapshot;
 - deletes dead letters older than ``dlq_retention``, and retained history older
   than the file's ``retain``.
 """
@@ -24,6 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from .lock import WriterLock
 from .settings import SQLiteSettings
@@ -37,6 +42,9 @@ _VACUUM_STEP = 1024
 """Pages moved per round (4 MiB at the default page size), so a round holds the
 writer lock for milliseconds."""
 _PRUNE_STEP = 1000
+_LOG_KEPT = 1024 * 1024
+"""A log larger than this is truncated once writes pause."""
+_LOG_TRIES = 8
 _Work = Callable[[sqlite3.Connection], int]
 
 
@@ -51,6 +59,8 @@ class Maintenance:
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._dirty = False
+        self._log = settings.path.with_name(settings.path.name + "-wal")
+        self._log_tries = 0
         self._thread = threading.Thread(
             target=self._run, name="herald-sqlite-maintenance", daemon=True
         )
@@ -87,14 +97,23 @@ class Maintenance:
                             self._settings.path, timeout=0.1, isolation_level=None
                         )
                         conn.execute(f"PRAGMA synchronous = {self._settings.synchronous}")
-                    if self._dirty or more:
+                    wrote = self._dirty
+                    if wrote or more:
                         self._dirty = False
                         _checkpoint(conn)
+                    if wrote:
+                        self._log_tries = 0
                     if time.monotonic() >= next_prune:
                         pruned = _locked(lock, conn, self._prune)
                         done = pruned is not None and pruned < _PRUNE_STEP
                         next_prune = time.monotonic() + (self._prune_every() if done else 0)
                     more = _vacuum(lock, conn)
+                    if not more and self._log_tries < _LOG_TRIES and _size(self._log) > _LOG_KEPT:
+                        if wrote or self._dirty:
+                            more = True  # truncate it once writes pause
+                        else:
+                            more = _truncate_log(lock, conn)
+                            self._log_tries += more
                 except sqlite3.Error as exc:
                     log.debug("maintenance of %s skipped: %s", self._settings.path, exc)
         finally:
@@ -150,6 +169,25 @@ def _vacuum(lock: WriterLock, conn: sqlite3.Connection) -> bool:
         return True
     _checkpoint(conn)
     return free > step
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _truncate_log(lock: WriterLock, conn: sqlite3.Connection) -> bool:
+    """Checkpoint the whole log and truncate it; return whether to try again (a
+    writer or a reader was in the way)."""
+    if not lock.try_acquire():
+        return True
+    try:
+        busy: int = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    finally:
+        lock.release()
+    return bool(busy)
 
 
 def _locked(lock: WriterLock, conn: sqlite3.Connection, work: _Work) -> int | None:
