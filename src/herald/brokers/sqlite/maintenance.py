@@ -12,7 +12,10 @@ round comes soon when it is busy):
 
 - gives free pages back to the file system: once a quarter of the file (and at
   least 1 MiB) is free, e.g. after a backlog was consumed, ``incremental_vacuum`` a
-  few MiB per round and checkpoint, which truncates the file;
+  step of pages per round and checkpoint, which truncates the file. The step starts
+  at 4 MiB and doubles (up to 64 MiB) while a round holds the writer lock under
+  50 ms, and halves when it holds it longer than 100 ms: an idle file gives back
+  gigabytes in a minute, a busy one is not held up;
 - then, once no write came since the last round, truncates a log that a burst of
   writes grew past 1 MiB (``journal_size_limit`` alone would keep 64 MiB of it): a
   ``TRUNCATE`` checkpoint under the writer lock, retried a few rounds while a reader
@@ -39,8 +42,10 @@ __all__ = ["Maintenance"]
 log = logging.getLogger("herald.brokers.sqlite")
 _MIN_FREE_PAGES = 256
 _VACUUM_STEP = 1024
-"""Pages moved per round (4 MiB at the default page size), so a round holds the
-writer lock for milliseconds."""
+"""Pages moved in the first round (4 MiB at the default page size)."""
+_VACUUM_MAX_STEP = 16 * _VACUUM_STEP
+_VACUUM_HOLD = 0.1
+"""Seconds a round should hold the writer lock at most."""
 _PRUNE_STEP = 1000
 _LOG_KEPT = 1024 * 1024
 """A log larger than this is truncated once writes pause."""
@@ -61,6 +66,7 @@ class Maintenance:
         self._dirty = False
         self._log = settings.path.with_name(settings.path.name + "-wal")
         self._log_tries = 0
+        self._step = _VACUUM_STEP
         self._thread = threading.Thread(
             target=self._run, name="herald-sqlite-maintenance", daemon=True
         )
@@ -107,7 +113,7 @@ class Maintenance:
                         pruned = _locked(lock, conn, self._prune)
                         done = pruned is not None and pruned < _PRUNE_STEP
                         next_prune = time.monotonic() + (self._prune_every() if done else 0)
-                    more = _vacuum(lock, conn)
+                    more = self._vacuum(lock, conn)
                     if not more and self._log_tries < _LOG_TRIES and _size(self._log) > _LOG_KEPT:
                         if wrote or self._dirty:
                             more = True  # truncate it once writes pause
@@ -146,29 +152,36 @@ class Maintenance:
                 pruned = max(pruned, int(cur.rowcount))
         return pruned
 
+    def _vacuum(self, lock: WriterLock, conn: sqlite3.Connection) -> bool:
+        """Move up to one step of free pages out of the file; return whether more
+        remain. The next step is sized by how long this one held the writer lock."""
+        free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        pages: int = conn.execute("PRAGMA page_count").fetchone()[0]
+        if free < _MIN_FREE_PAGES or free * 4 < pages:
+            self._step = _VACUUM_STEP
+            return False
+        step = min(free, self._step)
+
+        def vacuum(conn: sqlite3.Connection) -> int:
+            # Python steps a PRAGMA statement once, and each step frees one page.
+            for _ in range(step):
+                conn.execute("PRAGMA incremental_vacuum(1)")
+            return step
+
+        started = time.monotonic()
+        if _locked(lock, conn, vacuum) is None:
+            return True
+        held = time.monotonic() - started
+        if held < _VACUUM_HOLD / 2:
+            self._step = min(2 * self._step, _VACUUM_MAX_STEP)
+        elif held > _VACUUM_HOLD:
+            self._step = max(self._step // 2, _MIN_FREE_PAGES)
+        _checkpoint(conn)
+        return free > step
+
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-
-def _vacuum(lock: WriterLock, conn: sqlite3.Connection) -> bool:
-    """Move up to one step of free pages out of the file; return whether more remain."""
-    free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    pages: int = conn.execute("PRAGMA page_count").fetchone()[0]
-    if free < _MIN_FREE_PAGES or free * 4 < pages:
-        return False
-    step = min(free, _VACUUM_STEP)
-
-    def vacuum(conn: sqlite3.Connection) -> int:
-        # Python steps a PRAGMA statement once, and each step frees one page.
-        for _ in range(step):
-            conn.execute("PRAGMA incremental_vacuum(1)")
-        return step
-
-    if _locked(lock, conn, vacuum) is None:
-        return True
-    _checkpoint(conn)
-    return free > step
 
 
 def _size(path: Path) -> int:
