@@ -14,8 +14,8 @@ round comes soon when it is busy):
   least 1 MiB) is free, e.g. after a backlog was consumed, ``incremental_vacuum`` a
   step of pages per round and checkpoint, which truncates the file. The step starts
   at 4 MiB and doubles (up to 64 MiB) while a round holds the writer lock under
-  50 ms, and halves when it holds it longer than 100 ms: an idle file gives back
-  gigabytes in a minute, a busy one is not held up;
+  50 ms, halves when it held it longer than 100 ms, and a round stops moving pages
+  after 100 ms: an idle file gives its space back fast, a busy one is not held up;
 - then, once no write came since the last round, truncates a log that a burst of
   writes grew past 1 MiB (``journal_size_limit`` alone would keep 64 MiB of it): a
   ``TRUNCATE`` checkpoint under the writer lock, retried a few rounds while a reader
@@ -164,12 +164,17 @@ class Maintenance:
 
         def vacuum(conn: sqlite3.Connection) -> int:
             # Python steps a PRAGMA statement once, and each step frees one page.
-            for _ in range(step):
+            # Each also takes the GIL back: a busy event loop in this process can
+            # make a step slow, so the round ends early past its time.
+            for done in range(1, step + 1):
                 conn.execute("PRAGMA incremental_vacuum(1)")
+                if time.monotonic() - started > _VACUUM_HOLD:
+                    return done
             return step
 
         started = time.monotonic()
-        if _locked(lock, conn, vacuum) is None:
+        moved = _locked(lock, conn, vacuum)
+        if moved is None:
             return True
         held = time.monotonic() - started
         if held < _VACUUM_HOLD / 2:
@@ -177,7 +182,7 @@ class Maintenance:
         elif held > _VACUUM_HOLD:
             self._step = max(self._step // 2, _MIN_FREE_PAGES)
         _checkpoint(conn)
-        return free > step
+        return free > moved
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
