@@ -7,7 +7,8 @@ its own so that its memory is measured alone.
 body starts with their number ``n`` (8 bytes, big-endian), ``0 <= n < COUNT``. Each
 handling hashes the body and sleeps ``--work`` seconds (a slow handler). Once every
 number was handled it writes ``OUTDIR/done`` (JSON: distinct, duplicates, seconds
-from the first handling to the last) and keeps consuming, idle, until SIGTERM.
+from the first handling to the last) and keeps consuming, idle, until SIGTERM; then
+it writes ``OUTDIR/stopped`` (the final distinct and duplicate counts).
 """
 
 from __future__ import annotations

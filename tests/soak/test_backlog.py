@@ -214,6 +214,7 @@ async def test_a_slow_consumer_drains_a_backlog_in_bounded_memory(
                 file_after, file_peak = size, max(file_peak, size)
         child.send_signal(signal.SIGTERM)
         assert child.wait(120) == 0, f"the consumer failed to stop; see {log}"
+        stopped = json.loads((out / "stopped").read_text())
     finally:
         if child.poll() is None:
             kill_group(child)
@@ -227,7 +228,7 @@ async def test_a_slow_consumer_drains_a_backlog_in_bounded_memory(
         "publish_s": round(published, 1),
         "drain_s": round(done["seconds"], 1),
         "events_per_s": round(load.count / done["seconds"]),
-        "duplicates": done["duplicates"],
+        "duplicates": stopped["duplicates"],
         "baseline_rss_mib": round(baseline / MiB, 1),
         "peak_rss_mib": round(peak_rss / MiB, 1),
         "growth_mib": round(growth / MiB, 1),
