@@ -12,10 +12,11 @@ round comes soon when it is busy):
 
 - gives free pages back to the file system: once a quarter of the file (and at
   least 1 MiB) is free, e.g. after a backlog was consumed, ``incremental_vacuum`` a
-  step of pages per round and checkpoint, which truncates the file. The step starts
-  at 4 MiB and doubles (up to 64 MiB) while a round holds the writer lock under
-  50 ms, halves when it held it longer than 100 ms, and a round stops moving pages
-  after 100 ms: an idle file gives its space back fast, a busy one is not held up;
+  step of pages per round and checkpoint, which truncates the file. A round holds
+  the writer lock at most 100 ms (400 ms when no write came since the last round),
+  stopping mid-step past that; the step starts at 4 MiB and doubles (up to 64 MiB)
+  while a round takes under half its time, halves when it takes longer: a busy
+  file's writers are not held up, an idle file gives its space back faster;
 - then, once no write came since the last round, truncates a log that a burst of
   writes grew past 1 MiB (``journal_size_limit`` alone would keep 64 MiB of it): a
   ``TRUNCATE`` checkpoint under the writer lock, retried a few rounds while a reader
@@ -45,7 +46,9 @@ _VACUUM_STEP = 1024
 """Pages moved in the first round (4 MiB at the default page size)."""
 _VACUUM_MAX_STEP = 16 * _VACUUM_STEP
 _VACUUM_HOLD = 0.1
-"""Seconds a round should hold the writer lock at most."""
+"""Seconds a round should hold the writer lock at most while the file is written."""
+_VACUUM_IDLE_HOLD = 0.4
+"""The same once no write came since the last round."""
 _PRUNE_STEP = 1000
 _LOG_KEPT = 1024 * 1024
 """A log larger than this is truncated once writes pause."""
@@ -113,7 +116,7 @@ class Maintenance:
                         pruned = _locked(lock, conn, self._prune)
                         done = pruned is not None and pruned < _PRUNE_STEP
                         next_prune = time.monotonic() + (self._prune_every() if done else 0)
-                    more = self._vacuum(lock, conn)
+                    more = self._vacuum(lock, conn, busy=wrote or self._dirty)
                     if not more and self._log_tries < _LOG_TRIES and _size(self._log) > _LOG_KEPT:
                         if wrote or self._dirty:
                             more = True  # truncate it once writes pause
@@ -152,9 +155,10 @@ class Maintenance:
                 pruned = max(pruned, int(cur.rowcount))
         return pruned
 
-    def _vacuum(self, lock: WriterLock, conn: sqlite3.Connection) -> bool:
+    def _vacuum(self, lock: WriterLock, conn: sqlite3.Connection, *, busy: bool) -> bool:
         """Move up to one step of free pages out of the file; return whether more
         remain. The next step is sized by how long this one held the writer lock."""
+        hold = _VACUUM_HOLD if busy else _VACUUM_IDLE_HOLD
         free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
         pages: int = conn.execute("PRAGMA page_count").fetchone()[0]
         if free < _MIN_FREE_PAGES or free * 4 < pages:
@@ -168,7 +172,7 @@ class Maintenance:
             # make a step slow, so the round ends early past its time.
             for done in range(1, step + 1):
                 conn.execute("PRAGMA incremental_vacuum(1)")
-                if time.monotonic() - started > _VACUUM_HOLD:
+                if time.monotonic() - started > hold:
                     return done
             return step
 
@@ -177,9 +181,9 @@ class Maintenance:
         if moved is None:
             return True
         held = time.monotonic() - started
-        if held < _VACUUM_HOLD / 2:
+        if held < hold / 2:
             self._step = min(2 * self._step, _VACUUM_MAX_STEP)
-        elif held > _VACUUM_HOLD:
+        elif held > hold:
             self._step = max(self._step // 2, _MIN_FREE_PAGES)
         _checkpoint(conn)
         return free > moved
