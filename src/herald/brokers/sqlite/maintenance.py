@@ -12,7 +12,15 @@ round comes soon when it is busy):
 
 - gives free pages back to the file system: once a quarter of the file (and at
   least 1 MiB) is free, e.g. after a backlog was consumed, ``incremental_vacuum`` a
-  few MiB per round and checkpoint, which truncates the file;
+  step of pages per round and checkpoint, which truncates the file. A round holds
+  the writer lock at most 100 ms (400 ms when no write came since the last round),
+  stopping mid-step past that; the step starts at 4 MiB and doubles (up to 64 MiB)
+  while a round takes under half its time, halves when it takes longer: a busy
+  file's writers are not held up, an idle file gives its space back faster;
+- then, once no write came since the last round, truncates a log that a burst of
+  writes grew past 1 MiB (``journal_size_limit`` alone would keep 64 MiB of it): a
+  ``TRUNCATE`` checkpoint under the writer lock, retried a few rounds while a reader
+  holds an old snapshot;
 - deletes dead letters older than ``dlq_retention``, and retained history older
   than the file's ``retain``.
 """
@@ -24,6 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from .lock import WriterLock
 from .settings import SQLiteSettings
@@ -34,9 +43,16 @@ __all__ = ["Maintenance"]
 log = logging.getLogger("herald.brokers.sqlite")
 _MIN_FREE_PAGES = 256
 _VACUUM_STEP = 1024
-"""Pages moved per round (4 MiB at the default page size), so a round holds the
-writer lock for milliseconds."""
+"""Pages moved in the first round (4 MiB at the default page size)."""
+_VACUUM_MAX_STEP = 16 * _VACUUM_STEP
+_VACUUM_HOLD = 0.1
+"""Seconds a round should hold the writer lock at most while the file is written."""
+_VACUUM_IDLE_HOLD = 0.4
+"""The same once no write came since the last round."""
 _PRUNE_STEP = 1000
+_LOG_KEPT = 1024 * 1024
+"""A log larger than this is truncated once writes pause."""
+_LOG_TRIES = 8
 _Work = Callable[[sqlite3.Connection], int]
 
 
@@ -51,6 +67,9 @@ class Maintenance:
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._dirty = False
+        self._log = settings.path.with_name(settings.path.name + "-wal")
+        self._log_tries = 0
+        self._step = _VACUUM_STEP
         self._thread = threading.Thread(
             target=self._run, name="herald-sqlite-maintenance", daemon=True
         )
@@ -87,14 +106,23 @@ class Maintenance:
                             self._settings.path, timeout=0.1, isolation_level=None
                         )
                         conn.execute(f"PRAGMA synchronous = {self._settings.synchronous}")
-                    if self._dirty or more:
+                    wrote = self._dirty
+                    if wrote or more:
                         self._dirty = False
                         _checkpoint(conn)
+                    if wrote:
+                        self._log_tries = 0
                     if time.monotonic() >= next_prune:
                         pruned = _locked(lock, conn, self._prune)
                         done = pruned is not None and pruned < _PRUNE_STEP
                         next_prune = time.monotonic() + (self._prune_every() if done else 0)
-                    more = _vacuum(lock, conn)
+                    more = self._vacuum(lock, conn, busy=wrote or self._dirty)
+                    if not more and self._log_tries < _LOG_TRIES and _size(self._log) > _LOG_KEPT:
+                        if wrote or self._dirty:
+                            more = True  # truncate it once writes pause
+                        else:
+                            more = _truncate_log(lock, conn)
+                            self._log_tries += more
                 except sqlite3.Error as exc:
                     log.debug("maintenance of %s skipped: %s", self._settings.path, exc)
         finally:
@@ -127,29 +155,61 @@ class Maintenance:
                 pruned = max(pruned, int(cur.rowcount))
         return pruned
 
+    def _vacuum(self, lock: WriterLock, conn: sqlite3.Connection, *, busy: bool) -> bool:
+        """Move up to one step of free pages out of the file; return whether more
+        remain. The next step is sized by how long this one held the writer lock."""
+        hold = _VACUUM_HOLD if busy else _VACUUM_IDLE_HOLD
+        free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        pages: int = conn.execute("PRAGMA page_count").fetchone()[0]
+        if free < _MIN_FREE_PAGES or free * 4 < pages:
+            self._step = _VACUUM_STEP
+            return False
+        step = min(free, self._step)
+
+        def vacuum(conn: sqlite3.Connection) -> int:
+            # Python steps a PRAGMA statement once, and each step frees one page.
+            # Each also takes the GIL back: a busy event loop in this process can
+            # make a step slow, so the round ends early past its time.
+            for done in range(1, step + 1):
+                conn.execute("PRAGMA incremental_vacuum(1)")
+                if time.monotonic() - started > hold:
+                    return done
+            return step
+
+        started = time.monotonic()
+        moved = _locked(lock, conn, vacuum)
+        if moved is None:
+            return True
+        held = time.monotonic() - started
+        if held < hold / 2:
+            self._step = min(2 * self._step, _VACUUM_MAX_STEP)
+        elif held > hold:
+            self._step = max(self._step // 2, _MIN_FREE_PAGES)
+        _checkpoint(conn)
+        return free > moved
+
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
-def _vacuum(lock: WriterLock, conn: sqlite3.Connection) -> bool:
-    """Move up to one step of free pages out of the file; return whether more remain."""
-    free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    pages: int = conn.execute("PRAGMA page_count").fetchone()[0]
-    if free < _MIN_FREE_PAGES or free * 4 < pages:
-        return False
-    step = min(free, _VACUUM_STEP)
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
-    def vacuum(conn: sqlite3.Connection) -> int:
-        # Python steps a PRAGMA statement once, and each step frees one page.
-        for _ in range(step):
-            conn.execute("PRAGMA incremental_vacuum(1)")
-        return step
 
-    if _locked(lock, conn, vacuum) is None:
+def _truncate_log(lock: WriterLock, conn: sqlite3.Connection) -> bool:
+    """Checkpoint the whole log and truncate it; return whether to try again (a
+    writer or a reader was in the way)."""
+    if not lock.try_acquire():
         return True
-    _checkpoint(conn)
-    return free > step
+    try:
+        busy: int = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    finally:
+        lock.release()
+    return bool(busy)
 
 
 def _locked(lock: WriterLock, conn: sqlite3.Connection, work: _Work) -> int | None:
