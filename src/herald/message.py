@@ -67,14 +67,17 @@ class Message:
     def __post_init__(self) -> None:
         if not self.type:
             raise ValueError("Message.type must not be empty")
-        if not isinstance(self.body, bytes | bytearray | memoryview):
-            raise TypeError(f"Message.body must be bytes, not {type(self.body).__name__}")
-        if not isinstance(self.body, bytes):
-            object.__setattr__(self, "body", bytes(self.body))
+        body = self.body
+        if type(body) is not bytes:
+            if not isinstance(body, bytes | bytearray | memoryview):
+                raise TypeError(f"Message.body must be bytes, not {type(body).__name__}")
+            object.__setattr__(self, "body", bytes(body))
         if self.subject == "":
             object.__setattr__(self, "subject", None)  # an empty key is no key
-        if not isinstance(self.headers, MappingProxyType):
-            object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+        headers = self.headers
+        if type(headers) is not MappingProxyType:
+            frozen = MappingProxyType(dict(headers)) if headers else _EMPTY
+            object.__setattr__(self, "headers", frozen)
 
     @property
     def key(self) -> str | None:
