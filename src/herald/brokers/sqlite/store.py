@@ -192,10 +192,11 @@ class Store:
         ).fetchone()
         return float("inf") if due is None else float(due)
 
-    def ack(self, seq: int, consumer: int, attempt: object) -> None:
-        self.conn.execute(
-            "DELETE FROM herald_deliveries WHERE seq = ? AND consumer = ? AND attempt = ?",
-            (seq, consumer, attempt),
+    def ack_all(self, acks: Sequence[tuple[int, int, object]]) -> None:
+        """Remove each settled row ``(seq, consumer, attempt)``; a stale ack (the row
+        is leased to another consumer, or again) touches nothing."""
+        self.conn.executemany(
+            "DELETE FROM herald_deliveries WHERE seq = ? AND consumer = ? AND attempt = ?", acks
         )
         if self.draining:
             self.let_go_drained()
