@@ -11,9 +11,9 @@ from .broker import Delivery
 from .context import Context
 from .errors import HeraldError
 from .handler import Handler
-from .middleware import ACK, Outcome
+from .middleware import Outcome
 
-__all__ = ["LOG_FIELDS", "call_handler", "fields", "log", "log_outcome"]
+__all__ = ["LOG_FIELDS", "fields", "log", "log_outcome", "log_started"]
 
 log = logging.getLogger("herald.worker")
 LOG_FIELDS = "herald.log_fields"
@@ -21,11 +21,10 @@ LOG_FIELDS = "herald.log_fields"
 the delivery's outcome (finished, failed, ...), e.g. the trace id of its span."""
 
 
-async def call_handler(ctx: Context) -> Outcome:
-    """Call the handler with ``ctx.payload`` (and ``ctx``, if it takes it); ACK."""
-    handler = ctx.handler
+def log_started(ctx: Context) -> None:
+    """The line about a handler starting on a delivery (at INFO)."""
     if log.isEnabledFor(logging.INFO):
-        message = ctx.message
+        handler, message = ctx.handler, ctx.message
         log.info(
             "started %s %s in %s",
             message.type,
@@ -33,11 +32,6 @@ async def call_handler(ctx: Context) -> Outcome:
             handler.name,
             extra=fields(handler, ctx.delivery, event="started"),
         )
-    if handler.wants_context:
-        await handler.func(ctx.payload, ctx)
-    else:
-        await handler.func(ctx.payload)
-    return ACK
 
 
 def log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:

@@ -300,10 +300,20 @@ class TimeoutMiddleware(Middleware):
         return await _within_timeout(ctx, call_next)
 
 
-def handling(terminal: Next) -> Next:
-    """``terminal`` (the handler call) wrapped by what :class:`RetryMiddleware`,
+async def _call(ctx: Context) -> Outcome:
+    handler = ctx.handler
+    if handler.wants_context:
+        await handler.func(ctx.payload, ctx)
+    else:
+        await handler.func(ctx.payload)
+    return ACK
+
+
+def handling(started: Callable[[Context], None]) -> Next:
+    """The handler call, wrapped by what :class:`RetryMiddleware`,
     :class:`DecodeMiddleware` and :class:`TimeoutMiddleware` do, in this order, as one
-    coroutine per delivery rather than a frame each (the worker's innermost chain)."""
+    coroutine per delivery rather than a frame each (the worker's innermost chain).
+    ``started(ctx)`` is called once the payload is decoded, just before the handler."""
 
     async def handle(ctx: Context) -> Outcome:
         refused = _refusal(ctx)
@@ -311,9 +321,15 @@ def handling(terminal: Next) -> Next:
             return refused
         try:
             _decode_payload(ctx)
-            if ctx.handler.timeout is None:
-                return await terminal(ctx)
-            return await _within_timeout(ctx, terminal)
+            started(ctx)
+            handler = ctx.handler
+            if handler.timeout is not None:
+                return await _within_timeout(ctx, _call)
+            if handler.wants_context:
+                await handler.func(ctx.payload, ctx)
+            else:
+                await handler.func(ctx.payload)
+            return ACK
         except asyncio.CancelledError as exc:
             if shutting_down():
                 raise

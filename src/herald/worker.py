@@ -38,7 +38,7 @@ from .context import Context, Publisher
 from .errors import BrokerError, HeraldError, SettleError
 from .event import Event
 from .handler import Handler
-from .journal import LOG_FIELDS, call_handler, fields, log, log_outcome
+from .journal import LOG_FIELDS, fields, log, log_outcome, log_started
 from .message import Message
 from .middleware import (
     ACK,
@@ -139,7 +139,7 @@ class Worker:
         self._publisher: Publisher = (
             _ServicePublisher(publisher, service.middleware) if service.middleware else publisher
         )
-        chain = handler_chain((*middleware, *service.middleware), handling(call_handler))
+        chain = handler_chain((*middleware, *service.middleware), handling(log_started))
         self._chains: dict[str, Next] = {h.subscription.queue: chain for h in service.handlers}
         self._consumers: list[asyncio.Task[None]] = []
         self._runners: list[asyncio.Task[None]] = []
@@ -357,21 +357,18 @@ class Worker:
         elapsed = time.perf_counter() - started
         if (
             job.lane is None
-            and outcome.settlement == "ack"
-            and len(self._acking) < self._max_acking
+            and (outcome is ACK or outcome.settlement == "ack")
+            and self._acking.count < self._max_acking
         ):
-            self._ack_in_background(ctx, outcome, elapsed)
+            # Ack now, as far as that goes without waiting; the rest is parked on what
+            # it waits for (herald.parking), and the runner goes on.
+            self._acking.start(self._settle(ctx, outcome, elapsed))
             return
         if outcome.settlement == "retry" and job.lane is not None and not self._stopping:
             self._hold(job, ctx, outcome, elapsed)
             return
         await self._settle(ctx, outcome, elapsed)
         await self._after(job)
-
-    def _ack_in_background(self, ctx: Context, outcome: Outcome, elapsed: float) -> None:
-        """Ack now, as far as that goes without waiting; the rest is parked on what it
-        waits for (:mod:`herald.parking`), and the runner goes on."""
-        self._acking.start(self._settle(ctx, outcome, elapsed))
 
     def _hold(self, job: _Job, ctx: Context, outcome: Outcome, elapsed: float) -> None:
         """Retry a keyed delivery in this process after the delay, its key held."""
