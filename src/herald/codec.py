@@ -176,10 +176,9 @@ class CodecRegistry:
         :class:`herald.MessageError` (a malformed version header, undecodable bytes,
         an upcaster missing or failing, invalid data), never anything else."""
         version = version_of(message.headers)
-        content_type = message.datacontenttype or "application/json"
+        codec = self.get(message.datacontenttype or "application/json")
         if version >= event_class.__event_version__:
-            return self.decode(message.body, content_type, event_class)
-        codec = self.get(content_type)
+            return codec.decode(message.body, event_class)
         payload_of = getattr(codec, "payload", None)
         if payload_of is None:
             raise UpcastError(
