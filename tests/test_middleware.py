@@ -9,7 +9,10 @@ from collections.abc import Sequence
 import pytest
 
 import herald
+from herald.journal import log_started
+from herald.middleware import ACK, handler_chain, handling
 from herald.testing import Recorder, eventually
+from herald.worker import BUILTIN_MIDDLEWARE
 
 FAST = herald.RetryPolicy(attempts=2, initial_delay=0.01, jitter=0)
 
@@ -195,3 +198,82 @@ async def test_the_handler_timeout_is_a_named_retryable_failure() -> None:
         await worker.stop()
     assert letter.reason.error_type == "TimeoutError"
     assert letter.reason.error_message.endswith("did not finish within 0.05s")
+
+
+class _Held(herald.Delivery):
+    """A delivery that is never settled: only the outcome of the chain matters here."""
+
+    async def _ack(self) -> None: ...
+
+    async def _retry(self, delay: float, headers: object) -> None: ...  # type: ignore[override]
+
+    async def _release(self) -> None: ...
+
+    async def _dead_letter(self, reason: object) -> None: ...  # type: ignore[override]
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "headers", "attempt", "error"),
+    [
+        ("ok", b'{"n": 1}', {}, 1, None),
+        ("raises", b'{"n": 1}', {}, 1, None),
+        ("raises", b'{"n": 1}', {}, 3, None),
+        ("rejects", b'{"n": 1}', {}, 1, None),
+        ("cancelled", b'{"n": 1}', {}, 1, None),
+        ("slow", b'{"n": 1}', {}, 1, None),
+        ("ok", b"not json", {}, 1, None),
+        ("ok", b'{"n": "x"}', {}, 1, None),
+        ("ok", b'{"n": 1}', {"dataversion": "zero"}, 1, None),
+        ("ok", b'{"n": 1}', {"herald-first-failure": "yesterday"}, 1, None),
+        ("ok", b'{"n": 1}', {"herald-first-failure": "2026-01-02T03:04:05+00:00"}, 2, None),
+        ("ok", b'{"n": 1}', {}, 4, None),
+        ("ok", b'{"n": 1}', {}, 1, herald.DecodeError("bad attributes")),
+    ],
+)
+async def test_the_fused_handling_decides_as_the_builtin_middleware_chain(
+    case: str, body: bytes, headers: dict[str, str], attempt: int, error: herald.MessageError | None
+) -> None:
+    """The worker runs retry, decode and timeout fused into one coroutine
+    (``handling``): each kind of delivery gets the outcome the three middlewares give."""
+    service = herald.Service("fused", retry=herald.RetryPolicy(attempts=3, jitter=0))
+    calls: list[tuple[str, int]] = []
+
+    @service.on(Tick, timeout=0.05)
+    async def handle(event: Tick, ctx: herald.Context) -> None:
+        calls.append((case, event.n))
+        if case == "raises":
+            raise RuntimeError("boom")
+        if case == "rejects":
+            raise herald.Reject("not for us")
+        if case == "cancelled":
+            raise asyncio.CancelledError
+        if case == "slow":
+            await asyncio.sleep(1)
+
+    handler = service.handlers[0]
+
+    async def call(ctx: herald.Context) -> herald.Outcome:
+        await handler.func(ctx.payload, ctx)
+        return ACK
+
+    outcomes = []
+    async with herald.connect(url()) as bus:
+        for chain in (handler_chain(BUILTIN_MIDDLEWARE, call), handling(log_started)):
+            message = herald.Message(type="mw.tick", body=body, headers=headers)
+            delivery = _Held(message, handler.subscription, attempt, error=error)
+            ctx = herald.Context(bus, delivery, handler, service.name)
+            called = len(calls)
+            outcome = await chain(ctx)
+            reason = outcome.reason
+            outcomes.append(
+                (
+                    outcome.settlement,
+                    outcome.delay,
+                    sorted(outcome.headers),
+                    type(outcome.error),
+                    reason and (reason.error_type, reason.error_message, reason.attempts),
+                    type(ctx.payload),
+                    len(calls) - called,
+                )
+            )
+    assert outcomes[0] == outcomes[1]

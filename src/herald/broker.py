@@ -200,7 +200,9 @@ class Delivery(abc.ABC):
 
     async def ack(self) -> None:
         """Done: remove the message from the queue."""
-        self._settle("ack")
+        if self.settlement is not None:
+            self._settle("ack")  # raises
+        self.settlement = "ack"
         await self._ack()
 
     async def retry(self, delay: float, headers: Mapping[str, str]) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
 import pydantic
@@ -67,8 +68,8 @@ class JSONCodec:
         return event.__pydantic_serializer__.to_json(event)
 
     def decode(self, body: bytes, event_class: type[E]) -> E:
-        try:
-            return event_class.model_validate_json(body)
+        try:  # the validator itself: model_validate_json adds a call and checks per event
+            return event_class.__pydantic_validator__.validate_json(body)  # type: ignore[no-any-return]
         except pydantic.ValidationError as exc:
             if any(err["type"] == "json_invalid" for err in exc.errors()):
                 raise DecodeError(f"body is not valid JSON: {exc.errors()[0]['msg']}") from exc
@@ -95,12 +96,14 @@ class CodecRegistry:
     def __init__(self, *codecs: Codec) -> None:
         self._codecs: dict[str, Codec] = {}
         self._by_header: dict[str, Codec] = {}
+        self._by_class: dict[type[Event], tuple[str, Codec, Mapping[str, str]]] = {}
         for codec in codecs:
             self.register(codec)
 
     def register(self, codec: Codec) -> None:
         self._codecs[codec.content_type] = codec
         self._by_header.clear()
+        self._by_class.clear()
 
     def get(self, content_type: str) -> Codec:
         codec = self._by_header.get(content_type)
@@ -135,18 +138,34 @@ class CodecRegistry:
         if isinstance(event, Message):
             message = event if key is None else replace(event, subject=key)
             return message.with_headers(headers) if headers else message
-        if not isinstance(event, Event):
-            raise TypeError(f"expected a herald.Event or herald.Message, not {event!r}")
-        content_type, body = self.encode(event)
-        version = version_headers(type(event))
+        known = self._by_class.get(type(event))
+        if known is None:
+            known = self._learn(event)
+        event_type, codec, version = known
         return Message(
-            type=type(event).event_type(),
-            body=body,
+            type=event_type,
+            body=codec.encode(event),
             source=source,
             subject=key,
-            datacontenttype=content_type,
+            datacontenttype=codec.content_type,
             headers={**headers, **version} if headers else version,
         )
+
+    def _learn(self, event: object) -> tuple[str, Codec, Mapping[str, str]]:
+        """What every envelope of ``event``'s class shares: its type, codec and
+        version headers (immutable, so each message holds them without a copy)."""
+        if not isinstance(event, Event):
+            raise TypeError(f"expected a herald.Event or herald.Message, not {event!r}")
+        event_class = type(event)
+        codec = self.get(event_class.__content_type__)
+        known = (
+            event_class.event_type(),
+            codec,
+            MappingProxyType(version_headers(event_class)),
+        )
+        if len(self._by_class) < 4096:
+            self._by_class[event_class] = known
+        return known
 
     def decode(self, body: bytes, content_type: str, event_class: type[E]) -> E:
         return self.get(content_type or "application/json").decode(body, event_class)
@@ -157,10 +176,9 @@ class CodecRegistry:
         :class:`herald.MessageError` (a malformed version header, undecodable bytes,
         an upcaster missing or failing, invalid data), never anything else."""
         version = version_of(message.headers)
-        content_type = message.datacontenttype or "application/json"
+        codec = self.get(message.datacontenttype or "application/json")
         if version >= event_class.__event_version__:
-            return self.decode(message.body, content_type, event_class)
-        codec = self.get(content_type)
+            return codec.decode(message.body, event_class)
         payload_of = getattr(codec, "payload", None)
         if payload_of is None:
             raise UpcastError(

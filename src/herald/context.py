@@ -61,11 +61,9 @@ class Context:
         "attempt",
         "delivery",
         "handler",
-        "logger",
         "message",
         "payload",
         "publisher",
-        "queue",
         "service",
     )
 
@@ -88,12 +86,20 @@ class Context:
         self.attempt = delivery.attempt if attempt is None else attempt
         """1 on first delivery, 2 on the first retry, and so on."""
         self.service = service
-        self.queue = delivery.subscription.queue
         self.payload: Any = None
         """What the handler is called with: the decoded event (or the message, for a
         pattern handler); set by the decoding middleware."""
-        self.logger = _handler_logger(service)
         self._state: dict[str, Any] | None = None
+
+    @property
+    def queue(self) -> str:
+        """The queue the delivery came from, ``<service>.<name>``."""
+        return self.delivery.subscription.queue
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The service's handler logger, ``herald.handler.<service>``."""
+        return _handler_logger(self.service)
 
     @property
     def state(self) -> dict[str, Any]:

@@ -15,11 +15,15 @@ __all__ = ["Message", "new_message_id"]
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
-_ENTROPY = bytearray()
+_RANDOM_HEX = 8192
+"""Hex digits of random bytes drawn at once (20 a message id)."""
+_entropy = ""
+_left = 0
 
 
 def _forget_entropy() -> None:
-    _ENTROPY.clear()  # a forked child must not reuse its parent's random bytes
+    global _left
+    _left = 0  # a forked child must not reuse its parent's random bytes
 
 
 os.register_at_fork(after_in_child=_forget_entropy)
@@ -30,12 +34,11 @@ def new_message_id() -> str:
 
     Random bytes come from ``os.urandom`` in blocks, not one system call per id.
     """
-    if len(_ENTROPY) < 10:
-        _ENTROPY.extend(os.urandom(4096))
-    random_part = _ENTROPY[-10:].hex()
-    del _ENTROPY[-10:]
-    millis = time.time_ns() // 1_000_000
-    return f"{millis:012x}{random_part}"
+    global _entropy, _left
+    if _left < 20:
+        _entropy, _left = os.urandom(_RANDOM_HEX // 2).hex(), _RANDOM_HEX
+    _left -= 20
+    return f"{time.time_ns() // 1_000_000:012x}{_entropy[_left : _left + 20]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +70,17 @@ class Message:
     def __post_init__(self) -> None:
         if not self.type:
             raise ValueError("Message.type must not be empty")
-        if not isinstance(self.body, bytes | bytearray | memoryview):
-            raise TypeError(f"Message.body must be bytes, not {type(self.body).__name__}")
-        if not isinstance(self.body, bytes):
-            object.__setattr__(self, "body", bytes(self.body))
+        body = self.body
+        if type(body) is not bytes:
+            if not isinstance(body, bytes | bytearray | memoryview):
+                raise TypeError(f"Message.body must be bytes, not {type(body).__name__}")
+            object.__setattr__(self, "body", bytes(body))
         if self.subject == "":
             object.__setattr__(self, "subject", None)  # an empty key is no key
-        if not isinstance(self.headers, MappingProxyType):
-            object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+        headers = self.headers
+        if type(headers) is not MappingProxyType:
+            frozen = MappingProxyType(dict(headers)) if headers else _EMPTY
+            object.__setattr__(self, "headers", frozen)
 
     @property
     def key(self) -> str | None:

@@ -75,6 +75,7 @@ __all__ = [
     "dead_letter",
     "failure",
     "handler_chain",
+    "handling",
     "publish_chain",
     "request_chain",
     "shutting_down",
@@ -207,6 +208,57 @@ def failure(ctx: Context, exc: BaseException) -> Outcome:
     return Outcome("retry", policy.delay(ctx.attempt), headers, error=exc)
 
 
+def _refusal(ctx: Context) -> Outcome | None:
+    """The dead letter of a delivery no handler may see (undecodable, a malformed
+    runtime header, delivered more often than the handler's attempts allow), or None."""
+    error = ctx.delivery.error
+    if error is not None:
+        return dead_letter(ctx, type(error).__name__, str(error), error)
+    attempts = ctx.handler.retry.attempts
+    if ctx.attempt > attempts:
+        return dead_letter(
+            ctx,
+            "DeliveryLimitExceeded",
+            f"delivered {ctx.attempt} times without being settled (limit {attempts}); "
+            "the consumer may have crashed while handling it",
+        )
+    headers = ctx.message.headers
+    if headers and FIRST_FAILURE in headers:
+        try:
+            first_failure_of(headers)
+        except HeaderError as exc:
+            return dead_letter(ctx, "HeaderError", str(exc), exc)
+    return None
+
+
+def _decode_payload(ctx: Context) -> None:
+    """Set ``ctx.payload``: the message as the handler's event class, by its version
+    (the message itself for a pattern handler); raises :class:`herald.MessageError`."""
+    event_class = ctx.handler.event_class
+    if event_class is None:
+        ctx.payload = ctx.message
+    else:
+        ctx.payload = ctx.publisher.codecs.read(ctx.message, event_class)
+
+
+async def _within_timeout(ctx: Context, call_next: Next) -> Outcome:
+    """``call_next(ctx)`` bounded by the handler's ``timeout=``; running out raises
+    :class:`herald.TimeoutError`."""
+    limit = ctx.handler.timeout
+    if limit is None:
+        return await call_next(ctx)
+    scope = asyncio.timeout(limit)
+    try:
+        async with scope:
+            return await call_next(ctx)
+    except builtins.TimeoutError as exc:
+        if scope.expired():
+            raise TimeoutError(
+                f"handler {ctx.handler.name} did not finish within {limit:g}s"
+            ) from exc
+        raise
+
+
 class RetryMiddleware(Middleware):
     """The handling policy: deliveries that cannot be handled are dead-lettered before
     any handler runs (undecodable, malformed runtime headers, delivered more often
@@ -216,22 +268,9 @@ class RetryMiddleware(Middleware):
     """
 
     async def handle(self, ctx: Context, call_next: Next) -> Outcome:
-        error = ctx.delivery.error
-        if error is not None:
-            return dead_letter(ctx, type(error).__name__, str(error), error)
-        attempts = ctx.handler.retry.attempts
-        if ctx.attempt > attempts:
-            return dead_letter(
-                ctx,
-                "DeliveryLimitExceeded",
-                f"delivered {ctx.attempt} times without being settled (limit {attempts}); "
-                "the consumer may have crashed while handling it",
-            )
-        if FIRST_FAILURE in ctx.message.headers:
-            try:
-                first_failure_of(ctx.message.headers)
-            except HeaderError as exc:
-                return dead_letter(ctx, "HeaderError", str(exc), exc)
+        refused = _refusal(ctx)
+        if refused is not None:
+            return refused
         try:
             return await call_next(ctx)
         except asyncio.CancelledError as exc:
@@ -249,11 +288,7 @@ class DecodeMiddleware(Middleware):
     :class:`herald.MessageError`, which the retry policy dead-letters at once."""
 
     async def handle(self, ctx: Context, call_next: Next) -> Outcome:
-        event_class = ctx.handler.event_class
-        if event_class is None:
-            ctx.payload = ctx.message
-        else:
-            ctx.payload = ctx.publisher.codecs.read(ctx.message, event_class)
+        _decode_payload(ctx)
         return await call_next(ctx)
 
 
@@ -262,16 +297,44 @@ class TimeoutMiddleware(Middleware):
     out raises :class:`herald.TimeoutError`, retried like any failure."""
 
     async def handle(self, ctx: Context, call_next: Next) -> Outcome:
-        limit = ctx.handler.timeout
-        if limit is None:
-            return await call_next(ctx)
-        scope = asyncio.timeout(limit)
+        return await _within_timeout(ctx, call_next)
+
+
+async def _call(ctx: Context) -> Outcome:
+    handler = ctx.handler
+    if handler.wants_context:
+        await handler.func(ctx.payload, ctx)
+    else:
+        await handler.func(ctx.payload)
+    return ACK
+
+
+def handling(started: Callable[[Context], None]) -> Next:
+    """The handler call, wrapped by what :class:`RetryMiddleware`,
+    :class:`DecodeMiddleware` and :class:`TimeoutMiddleware` do, in this order, as one
+    coroutine per delivery rather than a frame each (the worker's innermost chain).
+    ``started(ctx)`` is called once the payload is decoded, just before the handler."""
+
+    async def handle(ctx: Context) -> Outcome:
+        refused = _refusal(ctx)
+        if refused is not None:
+            return refused
         try:
-            async with scope:
-                return await call_next(ctx)
-        except builtins.TimeoutError as exc:
-            if scope.expired():
-                raise TimeoutError(
-                    f"handler {ctx.handler.name} did not finish within {limit:g}s"
-                ) from exc
-            raise
+            _decode_payload(ctx)
+            started(ctx)
+            handler = ctx.handler
+            if handler.timeout is not None:
+                return await _within_timeout(ctx, _call)
+            if handler.wants_context:
+                await handler.func(ctx.payload, ctx)
+            else:
+                await handler.func(ctx.payload)
+            return ACK
+        except asyncio.CancelledError as exc:
+            if shutting_down():
+                raise
+            return failure(ctx, exc)
+        except Exception as exc:
+            return failure(ctx, exc)
+
+    return handle

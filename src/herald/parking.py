@@ -40,37 +40,38 @@ Parked = Coroutine[Any, Any, None]
 class Parking:
     """Runs coroutines to their end, parking each on the future it waits for."""
 
-    __slots__ = ("_count", "_empty", "_parked")
+    __slots__ = ("_empty", "_parked", "count")
 
     def __init__(self) -> None:
         self._parked: dict[Any, list[Parked]] = {}
-        self._count = 0
+        self.count = 0
+        """How many coroutines are parked (started, not finished)."""
         self._empty: asyncio.Event | None = None
 
     def __len__(self) -> int:
         """How many coroutines are parked (started, not finished)."""
-        return self._count
+        return self.count
 
     def start(self, coro: Parked) -> None:
         """Run ``coro`` until it finishes or waits; if it waits, park it."""
         if self._step(coro):
-            self._count += 1
+            self.count += 1
 
     async def wait(self, timeout: float) -> None:
         """Return once every parked coroutine finished, or after ``timeout`` seconds;
         then close those still parked (their ``finally`` blocks run)."""
-        if self._count:
+        if self.count:
             self._empty = asyncio.Event()
             try:
                 async with asyncio.timeout(timeout):
                     await self._empty.wait()
             except TimeoutError:
-                log.warning("%d ack(s) still waiting after %.1fs; abandoned", self._count, timeout)
+                log.warning("%d ack(s) still waiting after %.1fs; abandoned", self.count, timeout)
         parked, self._parked = self._parked, {}
         for waiting in parked.values():
             for coro in waiting:
                 coro.close()
-        self._count = 0
+        self.count = 0
 
     def _step(self, coro: Parked) -> bool:
         """Resume ``coro``; True if it is parked again, False if it finished."""
@@ -99,6 +100,6 @@ class Parking:
 
     def _resume_one(self, coro: Parked) -> None:
         if not self._step(coro):
-            self._count = max(0, self._count - 1)
-            if not self._count and self._empty is not None:
+            self.count = max(0, self.count - 1)
+            if not self.count and self._empty is not None:
                 self._empty.set()

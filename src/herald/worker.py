@@ -39,6 +39,7 @@ from .context import Context, Publisher
 from .errors import BrokerError, HeraldError, SettleError
 from .event import Event
 from .handler import Handler
+from .journal import LOG_FIELDS, fields, log, log_outcome, log_started
 from .message import Message
 from .middleware import (
     ACK,
@@ -51,6 +52,7 @@ from .middleware import (
     TimeoutMiddleware,
     failure,
     handler_chain,
+    handling,
     publish_chain,
     shutting_down,
 )
@@ -60,7 +62,6 @@ from .service import Service
 
 __all__ = ["BUILTIN_MIDDLEWARE", "LOG_FIELDS", "Worker"]
 
-log = logging.getLogger("herald.worker")
 RESUBSCRIBE_DELAY = (0.2, 0.5, 1.0, 2.0, 5.0)
 BUILTIN_MIDDLEWARE: tuple[Middleware, ...] = (
     RetryMiddleware(),
@@ -68,10 +69,8 @@ BUILTIN_MIDDLEWARE: tuple[Middleware, ...] = (
     TimeoutMiddleware(),
 )
 """Innermost, in this order, around every handler (the timeout only around handlers
-that have one)."""
-LOG_FIELDS = "herald.log_fields"
-"""Key of ``ctx.state``: a dict of fields a middleware adds to the worker's line about
-the delivery's outcome (finished, failed, ...), e.g. the trace id of its span."""
+that have one); the worker runs them fused into one coroutine
+(:func:`herald.middleware.handling`)."""
 
 
 class _ServicePublisher:
@@ -141,12 +140,8 @@ class Worker:
         self._publisher: Publisher = (
             _ServicePublisher(publisher, service.middleware) if service.middleware else publisher
         )
-        stack = (*middleware, *service.middleware, *BUILTIN_MIDDLEWARE)
-        untimed = tuple(m for m in stack if not isinstance(m, TimeoutMiddleware))
-        self._chains: dict[str, Next] = {
-            h.subscription.queue: handler_chain(stack if h.timeout else untimed, _call_handler)
-            for h in service.handlers
-        }
+        chain = handler_chain((*middleware, *service.middleware), handling(log_started))
+        self._chains: dict[str, Next] = {h.subscription.queue: chain for h in service.handlers}
         self._consumers: list[asyncio.Task[None]] = []
         self._runners: list[asyncio.Task[None]] = []
         self._ready: deque[_Job] = deque()
@@ -301,7 +296,7 @@ class Worker:
                 message.id,
                 handler.subscription.queue,
                 delivery.attempt,
-                extra=_fields(handler, delivery, event="received"),
+                extra=fields(handler, delivery, event="received"),
             )
         job = _Job(handler, chain, delivery, message, delivery.attempt)
         key = message.subject
@@ -367,10 +362,12 @@ class Worker:
         elapsed = time.perf_counter() - started
         if (
             job.lane is None
-            and outcome.settlement == "ack"
-            and len(self._acking) < self._max_acking
+            and (outcome is ACK or outcome.settlement == "ack")
+            and self._acking.count < self._max_acking
         ):
-            self._ack_in_background(ctx, outcome, elapsed)
+            # Ack now, as far as that goes without waiting; the rest is parked on what
+            # it waits for (herald.parking), and the runner goes on.
+            self._acking.start(self._settle(ctx, outcome, elapsed))
             return
         if outcome.settlement == "retry" and job.lane is not None and not self._stopping:
             self._hold(job, ctx, outcome, elapsed)
@@ -378,15 +375,10 @@ class Worker:
         await self._settle(ctx, outcome, elapsed)
         await self._after(job)
 
-    def _ack_in_background(self, ctx: Context, outcome: Outcome, elapsed: float) -> None:
-        """Ack now, as far as that goes without waiting; the rest is parked on what it
-        waits for (:mod:`herald.parking`), and the runner goes on."""
-        self._acking.start(self._settle(ctx, outcome, elapsed))
-
     def _hold(self, job: _Job, ctx: Context, outcome: Outcome, elapsed: float) -> None:
         """Retry a keyed delivery in this process after the delay, its key held."""
         self.handled += 1
-        _log_outcome(ctx, outcome, elapsed)
+        log_outcome(ctx, outcome, elapsed)
 
         def resume() -> None:
             del self._held[job]
@@ -453,7 +445,7 @@ class Worker:
             if not counted:
                 self.handled += 1
         if not logged and (outcome is not ACK or log.isEnabledFor(logging.INFO)):
-            _log_outcome(ctx, outcome, elapsed)
+            log_outcome(ctx, outcome, elapsed)
 
     async def _give_back_waiting(self) -> None:
         """Release what no handler has started, all at once (an adapter batches the
@@ -474,88 +466,6 @@ class Worker:
                 message=job.message, attempt=job.attempt,
             )  # fmt: skip
             await self._settle(ctx, outcome, 0.0, logged=True, counted=True)
-
-
-async def _call_handler(ctx: Context) -> Outcome:
-    handler = ctx.handler
-    if log.isEnabledFor(logging.INFO):
-        message = ctx.message
-        log.info(
-            "started %s %s in %s",
-            message.type,
-            message.id,
-            handler.name,
-            extra=_fields(handler, ctx.delivery, event="started"),
-        )
-    if handler.wants_context:
-        await handler.func(ctx.payload, ctx)
-    else:
-        await handler.func(ctx.payload)
-    return ACK
-
-
-def _log_outcome(ctx: Context, outcome: Outcome, elapsed: float) -> None:
-    delivery, handler, message = ctx.delivery, ctx.handler, ctx.message
-    millis = elapsed * 1000
-    added = ctx.state.get(LOG_FIELDS, {})
-    if outcome.settlement == "ack":
-        log.info(
-            "finished %s %s in %s (%.1f ms)",
-            message.type,
-            message.id,
-            handler.name,
-            millis,
-            extra=_fields(
-                handler,
-                delivery,
-                added,
-                event="finished",
-                duration_ms=millis,
-                attempt=ctx.attempt,
-            ),
-        )
-    elif outcome.settlement == "retry":
-        error = outcome.error
-        log.warning(
-            "failed %s %s in %s (attempt %d/%d, %.1f ms): %s: %s; retrying in %.2fs",
-            message.type,
-            message.id,
-            handler.name,
-            ctx.attempt,
-            handler.retry.attempts,
-            millis,
-            type(error).__name__,
-            error,
-            outcome.delay,
-            extra=_fields(
-                handler, delivery, added, event="failed", duration_ms=millis, attempt=ctx.attempt
-            ),
-        )
-    elif outcome.settlement == "dead_letter":
-        error = outcome.error
-        log.error(
-            "dead-lettered %s %s from %s to %s: %s",
-            message.type,
-            message.id,
-            delivery.subscription.queue,
-            delivery.subscription.dead_letter_queue,
-            outcome.reason,
-            exc_info=error if isinstance(error, Exception) and not _expected(error) else None,
-            extra=_fields(handler, delivery, added, event="dead-lettered", attempt=ctx.attempt),
-        )
-    else:
-        log.info(
-            "released %s %s on %s",
-            message.type,
-            message.id,
-            delivery.subscription.queue,
-            extra=_fields(handler, delivery, added, event="released", attempt=ctx.attempt),
-        )
-
-
-def _expected(error: BaseException) -> bool:
-    """Errors whose reason says it all (no traceback in the log)."""
-    return isinstance(error, HeraldError)
 
 
 async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
@@ -584,22 +494,3 @@ async def _quietly_release(delivery: Delivery) -> None:
         await delivery.release()
     except Exception as exc:  # the broker redelivers unsettled messages anyway
         log.debug("release of %s failed: %s", delivery.message.id, exc)
-
-
-def _fields(
-    handler: Handler,
-    delivery: Delivery,
-    added: Mapping[str, object] | None = None,
-    **more: object,
-) -> dict[str, object]:
-    return {
-        "herald": {
-            **(added or {}),
-            "message_id": delivery.message.id,
-            "type": delivery.message.type,
-            "queue": delivery.subscription.queue,
-            "handler": handler.name,
-            "attempt": delivery.attempt,
-            **more,
-        }
-    }

@@ -56,6 +56,35 @@ async def test_a_settlement_that_failed_comes_back_to_the_live_consumer(
         await stream.aclose()
 
 
+async def test_acks_written_together_settle_together_or_come_back_together(
+    tmp_path: Path,
+) -> None:
+    """Acks queued for one transaction are one statement: they all remove their rows,
+    or, if the write fails, they all fail and their deliveries come back."""
+    path = tmp_path / "h.db"
+    async with connected(path, lease=1, timeout=0.2) as broker:
+        await broker.declare(SUB)
+        await broker.publish(messages(5))
+        stream = broker.consume(SUB, Prefetch(messages=5))
+        first = [await anext(stream) for _ in range(5)]
+        await asyncio.wait_for(asyncio.gather(*(d.ack() for d in first[:3])), 10)
+        found = await stats(broker)
+        assert found.in_flight == 2
+        with foreign_writer(path):
+            failed = await asyncio.wait_for(
+                asyncio.gather(*(d.ack() for d in first[3:]), return_exceptions=True), 10
+            )
+        assert [type(f) for f in failed] == [BrokerError, BrokerError]
+        again = [await asyncio.wait_for(anext(stream), 20) for _ in range(2)]
+        assert sorted((d.message.id, d.attempt) for d in again) == sorted(
+            (d.message.id, 2) for d in first[3:]
+        )
+        await asyncio.gather(*(d.ack() for d in again))
+        found = await stats(broker)
+        assert (found.depth, found.in_flight) == (0, 0)
+        await stream.aclose()
+
+
 async def test_a_database_busy_for_a_moment_does_not_fail_a_settlement(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     async with connected(path, timeout=10) as broker:

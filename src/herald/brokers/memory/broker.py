@@ -90,10 +90,17 @@ class MemoryBroker(Broker):
 
     def _route(self, messages: Sequence[Message]) -> None:
         queues = self._hub.queues.values()
+        bound: dict[str, list[Queue]] = {}  # by event type, for this batch
         for message in messages:
-            for queue in queues:
-                if any(matches(p, message.type) for p in queue.subscription.patterns):
-                    queue.put(Entry(message))
+            targets = bound.get(message.type)
+            if targets is None:
+                targets = bound[message.type] = [
+                    queue
+                    for queue in queues
+                    if any(matches(p, message.type) for p in queue.subscription.patterns)
+                ]
+            for queue in targets:
+                queue.put(Entry(message))
 
     async def _publish_later(self, messages: Sequence[Message]) -> None:
         """Each message is routed at its due time, to the queues bound then; the timer

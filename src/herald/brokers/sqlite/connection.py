@@ -74,6 +74,8 @@ class Committer:
         self._after_commit = after_commit
         self._thread = _Thread(f"herald-sqlite {self.path.name}")
         self._pending: list[_Pending] = []
+        self._acks: list[tuple[int, int, object]] | None = None
+        self._acked: asyncio.Future[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
         self._store: Store | None = None
         self._lock: WriterLock | None = None
@@ -149,6 +151,18 @@ class Committer:
             self._drainer = asyncio.create_task(self._drain(), name="herald-sqlite-commit")
         return future
 
+    def ack(self, seq: int, consumer: int, attempt: object) -> asyncio.Future[None]:
+        """Queue the ack of a leased row (``attempt`` as leased) for the next
+        transaction, in one statement with the acks queued with it; they share the
+        future (one wake-up for the whole group), and fail or succeed together."""
+        acks = self._acks
+        if acks is None or self._acked is None:
+            acks = self._acks = []
+            operation = functools.partial(Store.ack_all, acks=acks)
+            self._acked = self.submit(operation, "acking messages")
+        acks.append((seq, consumer, attempt))
+        return self._acked
+
     async def run(
         self, operation: Callable[[Store], T], doing: str, as_: type[HeraldError] | None = None
     ) -> T:
@@ -157,6 +171,7 @@ class Committer:
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            self._acks = self._acked = None  # later acks go in the next transaction
             try:
                 outcomes = await self._thread.call(self._execute, batch)
             except Exception as exc:  # a bug or a dying thread: fail the batch, not the loop

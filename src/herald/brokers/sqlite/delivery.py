@@ -65,8 +65,11 @@ class SQLiteDelivery(Delivery):
             holder.gave_back(self._lease[0], self._size)
 
     async def _ack(self) -> None:
-        (seq, token), me = self._lease, self._holder.me
-        await self._write("acking", lambda s: s.ack(seq, me, token))
+        holder, (seq, token) = self._holder, self._lease
+        try:
+            await holder.committer.ack(seq, holder.me, token)
+        finally:
+            holder.gave_back(seq, self._size)
 
     async def _retry(self, delay: float, headers: Mapping[str, str]) -> None:
         (seq, token), me = self._lease, self._holder.me

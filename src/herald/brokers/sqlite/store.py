@@ -48,6 +48,7 @@ _NUMBER = "typeof({0}) IN ('integer', 'real')"
 _IS_DUE = f"(due <= ? OR NOT {_NUMBER.format('due')})"
 _SIZE = "CASE WHEN typeof(body) IN ('blob', 'text') THEN length(body) ELSE 0 END"
 """A body's size as :attr:`Claimed.size` counts it."""
+_SIZED = (bytes, str)
 _EXPIRED = (
     f"(lease_until < ?1 OR NOT {_NUMBER.format('lease_until')}"
     " OR consumer NOT IN (SELECT id FROM herald_consumers))"
@@ -56,16 +57,13 @@ _EXPIRED = (
 
 @dataclass(slots=True)
 class Claimed:
-    """A leased row, not yet decoded: its id, the attempt it was leased as, its columns."""
+    """A leased row, not yet decoded: its id, the attempt it was leased as, its
+    columns, and its body's size (bytes or text; 0 for anything else)."""
 
     seq: int
     attempt: object
     values: tuple[object, ...]
-
-    @property
-    def size(self) -> int:
-        body = self.values[-1]
-        return len(body) if isinstance(body, bytes | str) else 0
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +178,11 @@ class Store:
             (consumer, until, json.dumps(chosen)),
         ).fetchall()
         found.sort(key=itemgetter(0))
-        claimed = [Claimed(row[0], row[1], row[2:]) for row in found]
+        claimed: list[Claimed] = []
+        for row in found:
+            body = row[-1]
+            size = len(body) if type(body) in _SIZED else 0
+            claimed.append(Claimed(row[0], row[1], row[2:], size))
         more = len(chosen) < len(sizes) or len(sizes) == limit
         return claimed, now if more else self._next_due(qid)
 
@@ -192,10 +194,11 @@ class Store:
         ).fetchone()
         return float("inf") if due is None else float(due)
 
-    def ack(self, seq: int, consumer: int, attempt: object) -> None:
-        self.conn.execute(
-            "DELETE FROM herald_deliveries WHERE seq = ? AND consumer = ? AND attempt = ?",
-            (seq, consumer, attempt),
+    def ack_all(self, acks: Sequence[tuple[int, int, object]]) -> None:
+        """Remove each settled row ``(seq, consumer, attempt)``; a stale ack (the row
+        is leased to another consumer, or again) touches nothing."""
+        self.conn.executemany(
+            "DELETE FROM herald_deliveries WHERE seq = ? AND consumer = ? AND attempt = ?", acks
         )
         if self.draining:
             self.let_go_drained()

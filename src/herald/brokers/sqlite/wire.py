@@ -61,6 +61,7 @@ Encoded = tuple[str, str, str, str | None, str, str, str, str, bytes]
 """The values of :data:`COLUMNS` for one message; ``[0]`` is its type."""
 _ATTRIBUTES = COLUMNS[:7]
 _MAX_HEADERS_JSON = 1024 * 1024
+_TEXT = {str}
 
 
 @dataclass(slots=True)
@@ -108,7 +109,7 @@ def decode(values: Sequence[Any]) -> Message:
     The checks are those of :func:`herald.wire.decode_message`, on columns."""
     event_type, message_id, source, subject, when, content_type, version, headers, body = values
     texts = (event_type, message_id, source, when, content_type, version, subject or "")
-    if not all(type(text) is str for text in texts):
+    if set(map(type, texts)) != _TEXT:
         _refuse_types(values)
     if max(map(len, texts)) > MAX_ATTRIBUTE:
         raise DecodeError(f"a column of the row is over {MAX_ATTRIBUTE} characters long")
@@ -121,7 +122,7 @@ def decode(values: Sequence[Any]) -> Message:
     except ValueError:
         raise DecodeError(f"time column {when[:64]!r} is not an RFC 3339 timestamp") from None
     extra = _headers(headers)
-    if is_structured(content_type):
+    if content_type != "application/json" and is_structured(content_type):
         return decode_structured(body, content_type, extra)
     return Message(
         type=event_type,
