@@ -7,7 +7,7 @@ on NATS runs both ways: durable requests (the default, stored by JetStream) and
 ``durable=False`` (core NATS, queue group, nothing stored: what ``nc.request`` does).
 Herald on SQLite and in memory are shown for reference (ratio against nothing).
 
-    python -m benchmarks.rpc_bench [--quick] [--calls N]
+    python -m benchmarks.rpc_bench [--quick] [--calls N] [--brokers nats,amqp]
 """
 
 from __future__ import annotations
@@ -179,7 +179,9 @@ async def raw_nats(calls: int, warmup: int) -> tuple[list[float], float]:
         await nc.close()
 
 
-async def run(calls: int, warmup: int, workdir: Path, repeat: int = 3) -> list[list[Result]]:
+async def run(
+    calls: int, warmup: int, workdir: Path, repeat: int = 3, brokers: Sequence[str] = ()
+) -> list[list[Result]]:
     ns = f"rpcb{uuid.uuid4().hex[:8]}"
     plan: list[tuple[str, str, bool, Callable[[], Awaitable[tuple[list[float], float]]]]] = [
         ("raw aio-pika direct reply-to", "amqp", True, lambda: raw_amqp(calls, warmup)),
@@ -221,6 +223,8 @@ async def run(calls: int, warmup: int, workdir: Path, repeat: int = 3) -> list[l
             lambda: herald_rpc(f"memory://{ns}", calls, warmup),
         ),
     ]
+    if brokers:
+        plan = [entry for entry in plan if entry[1] in brokers]
     rounds: list[list[Result]] = []
     for _ in range(max(1, repeat)):
         results = []
@@ -299,11 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (3)")
+    parser.add_argument(
+        "--brokers", default="", help="comma-separated brokers to run (amqp,nats,sqlite,memory)"
+    )
     args = parser.parse_args(argv)
+    brokers = tuple(name for name in args.brokers.split(",") if name)
     calls, warmup = (20, 5) if args.quick else (args.calls, args.warmup)
     with tempfile.TemporaryDirectory(prefix="rpc-bench-") as tmp:
         repeat = 1 if args.quick else args.repeat
-        rounds = asyncio.run(run(calls, warmup, Path(tmp), repeat))
+        rounds = asyncio.run(run(calls, warmup, Path(tmp), repeat, brokers))
     print(f"RPC round trips: {len(rounds)} interleaved rounds of {calls} sequential calls")
     print(f"after {warmup} warm-up each;")
     print("server and client in one process; ratios vs the raw driver of the same broker")

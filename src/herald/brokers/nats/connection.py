@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 from nats.aio.client import Client
 
@@ -44,7 +45,7 @@ class HeraldClient(Client):
         sides stripped of ASCII blanks, lines without a ``:`` skipped, and so are names
         that are not ASCII or hold a blank; values decoded as UTF-8, bad bytes replaced.
 
-        >>> HeraldClient._parse_header_lines(b"a: 1\\r\\nb:2 \\r\\nno colon\\r\\nc d: 3\\r\\n\\r\\n")
+        >>> HeraldClient._parse_header_lines(b"a: 1\\r\\nb:2 \\r\\nno colon\\r\\nc d: 3\\r\\n")
         {'a': '1', 'b': '2'}
         """
         out: dict[str, str] = {}
@@ -80,8 +81,8 @@ async def open_connection(
         on_reconnected()
 
     with TABLE.converting(f"connecting to {shown}"):
-        nc = HeraldClient()
-        await nc.connect(
+        # Client.connect annotates as int what nats.connect() takes as any number
+        options: dict[str, Any] = dict(
             servers=settings.servers,
             user=settings.user,
             password=settings.password,
@@ -97,5 +98,7 @@ async def open_connection(
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
         )
+        nc = HeraldClient()
+        await nc.connect(**options)
     nc.options["max_reconnect_attempts"] = -1  # once connected, reconnect for ever
     return nc
