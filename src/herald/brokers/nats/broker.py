@@ -206,24 +206,13 @@ class NATSBroker(Broker):
             )
         return await self._open().topology.backfill(subscription, since)
 
-    def consume(
-        self, subscription: Subscription, prefetch: Prefetch
-    ) -> AsyncGenerator[Delivery, None]:
-        if is_request_queue(subscription):
-            return self._consume_requests(subscription, prefetch)
-        # the feed's own generator: no second one for every delivery to pass through
-        return consume(self._parts, subscription, prefetch)
-
-    def _parts(self) -> Parts:
-        return self._open().parts(self._feeds)
-
-    async def _consume_requests(
+    async def consume(
         self, subscription: Subscription, prefetch: Prefetch
     ) -> AsyncGenerator[Delivery, None]:
         session = self._open()
-        stream = with_core(
-            session.nc, self.names, subscription, consume(self._parts, subscription, prefetch)
-        )
+        stream = consume(session.parts(self._feeds), subscription, prefetch)
+        if is_request_queue(subscription):
+            stream = with_core(session.nc, self.names, subscription, stream)
         try:
             async for delivery in stream:
                 yield delivery

@@ -363,11 +363,9 @@ class Parts:
 
 
 async def consume(
-    session: Callable[[], Parts], subscription: Subscription, prefetch: Prefetch
+    parts: Parts, subscription: Subscription, prefetch: Prefetch
 ) -> AsyncGenerator[Delivery, None]:
-    """Deliveries of ``subscription``'s queue (see :meth:`herald.Broker.consume`);
-    ``session()`` gives the broker's session when the first delivery is asked for."""
-    parts = session()
+    """Deliveries of ``subscription``'s queue (see :meth:`herald.Broker.consume`)."""
     nc, topology, leases = parts.nc, parts.topology, parts.leases
     ack_waits = await topology.declare(subscription, prefetch.messages)
     lease = min(ack_waits)
