@@ -14,6 +14,15 @@
   de-duplication) with every event, keeps a second (replay) consumer per queue, and
   decodes each body into a pydantic model.
 
+The durable work is the same on both sides: a file-storage stream, every publish
+waits for its PubAck, every message is acked (a plain ``+ACK`` publish, no
+``ack_sync`` on either side) after it was handled. What the raw client does less:
+its events carry no headers (Herald's seven, about 250 bytes, double each stored
+message and give the server a de-duplication entry per event to keep); its consumer
+may have 1024 unacked messages where Herald's has its prefetch (64); it handles one
+message at a time with ``json.loads`` (no envelope, no validation, no middleware, no
+concurrency); and it has no replay consumer, no leases and no presence reports.
+
 Targets (Herald): throughput >= nats-py and >= 2x FastStream; p99 <= nats-py + 1 ms.
 """
 

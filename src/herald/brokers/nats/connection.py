@@ -4,21 +4,26 @@
 :class:`herald.ConnectionLostError`; once connected, nats-py reconnects for ever
 (re-subscribing core subscriptions such as reply inboxes), and the broker is told so
 that its pull requests, lost with the old connection, are sent again.
+
+Every received message's header block is parsed by nats-py; :class:`HeraldClient`
+parses it to the same dict as nats-py 2.16 does, in half the time (nats-py tests each
+character of each name in a generator): Herald's events carry seven headers each.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from typing import Any
 
-import nats
 from nats.aio.client import Client
 
 from .errors import TABLE
 from .replies import INBOX_PREFIX
 from .settings import NATSSettings
 
-__all__ = ["CONNECT_ATTEMPTS", "STALE_PINGS", "open_connection"]
+__all__ = ["CONNECT_ATTEMPTS", "STALE_PINGS", "HeraldClient", "open_connection"]
 
 log = logging.getLogger("herald.brokers.nats")
 CONNECT_ATTEMPTS = 3
@@ -27,6 +32,34 @@ STALE_PINGS = 2
 """Pings left unanswered when the next is due that make nats-py drop a half-open
 connection (one cut off without a close) and reconnect: detection within
 ``(STALE_PINGS + 1) * heartbeat`` seconds."""
+_SPACE = re.compile(r"\s")
+_CRLF = b"\r\n"
+
+
+class HeraldClient(Client):
+    """nats-py's client with a faster parser of received header blocks."""
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        """``Name: Value`` lines as nats-py reads them: split at the first ``:``, both
+        sides stripped of ASCII blanks, lines without a ``:`` skipped, and so are names
+        that are not ASCII or hold a blank; values decoded as UTF-8, bad bytes replaced.
+
+        >>> HeraldClient._parse_header_lines(b"a: 1\\r\\nb:2 \\r\\nno colon\\r\\nc d: 3\\r\\n")
+        {'a': '1', 'b': '2'}
+        """
+        out: dict[str, str] = {}
+        for line in raw.split(_CRLF):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            if _SPACE.search(key) is None:  # str.isspace's characters, as nats-py tests
+                out[key] = value.strip().decode("utf-8", "replace")
+        return out
 
 
 async def open_connection(
@@ -48,7 +81,8 @@ async def open_connection(
         on_reconnected()
 
     with TABLE.converting(f"connecting to {shown}"):
-        nc = await nats.connect(
+        # Client.connect annotates as int what nats.connect() takes as any number
+        options: dict[str, Any] = dict(
             servers=settings.servers,
             user=settings.user,
             password=settings.password,
@@ -64,5 +98,7 @@ async def open_connection(
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
         )
+        nc = HeraldClient()
+        await nc.connect(**options)
     nc.options["max_reconnect_attempts"] = -1  # once connected, reconnect for ever
     return nc

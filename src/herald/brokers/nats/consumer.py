@@ -121,9 +121,11 @@ class PullFeed:
 
     async def messages(self) -> AsyncIterator[Msg]:
         """Received messages, each taken from the window; call :meth:`settled` for each."""
+        window, buffer = self._window, self._buffer
         while True:
-            await self._room()
-            item = await self._buffer.get()
+            if not window.has_room or self._stopped is not None:
+                await self._room()
+            item = buffer.get_nowait() if buffer.qsize() else await buffer.get()
             if isinstance(item, BaseException):
                 raise item
             self._buffered -= 1
@@ -131,7 +133,7 @@ class PullFeed:
             if self._stopped is not None:
                 self._unhanded.append(item)
                 raise self._stopped
-            self._window.take(len(item.data))
+            window.take(len(item.data))
             self._idle.clear()
             yield item
 
@@ -387,12 +389,12 @@ async def consume(
             hold.on_lost(lost)
         await feed.start()
         parts.feeds.add(feed)
+
+        def done(msg: Msg) -> None:
+            leases.drop(msg)
+            feed.settled(len(msg.data))
+
         async for msg in feed.messages():
-
-            def done(msg: Msg = msg) -> None:
-                leases.drop(msg)
-                feed.settled(len(msg.data))
-
             meta = msg.metadata
             fallback_id = f"nats:{meta.stream}:{meta.sequence.stream}"
             event_type = names.event_type(msg.subject)

@@ -132,7 +132,7 @@ class NATSDelivery(Delivery):
         msg: Msg,
         message: Message,
         subscription: Subscription,
-        done: Callable[[], None],
+        done: Callable[[Msg], None],
         store: DeadLetterStore,
         *,
         error: MessageError | None = None,
@@ -144,7 +144,16 @@ class NATSDelivery(Delivery):
         self._store = store
 
     async def _ack(self) -> None:
-        await self._reply(self._msg.ack)
+        self._done(self._msg)
+        if self._nc.is_connected:
+            try:
+                await self._msg.ack()
+                return
+            except HeraldError:
+                raise
+            except Exception as exc:
+                raise TABLE.convert(exc, self._settling()) from exc
+        raise self._lost()
 
     async def _retry(self, delay: float, headers: Mapping[str, str]) -> None:
         # JetStream redelivers the stored message: the retry headers cannot be added.
@@ -163,16 +172,22 @@ class NATSDelivery(Delivery):
         try:
             await self._store.store(self.subscription.service, self.message, reason, dedup)
         except BaseException:
-            self._done()
+            self._done(self._msg)
             raise
         await self._reply(self._msg.ack)
 
     async def _reply(self, send: Callable[[], Awaitable[None]]) -> None:
-        self._done()
+        self._done(self._msg)
         if not self._nc.is_connected:
-            raise ConnectionLostError(
-                f"connection to NATS lost before settling {self.message.id} on "
-                f"{self.subscription.queue}; it will be redelivered after ack_wait"
-            )
-        with TABLE.converting(f"settling {self.message.id} on {self.subscription.queue}"):
+            raise self._lost()
+        with TABLE.converting(self._settling()):
             await send()
+
+    def _settling(self) -> str:
+        return f"settling {self.message.id} on {self.subscription.queue}"
+
+    def _lost(self) -> ConnectionLostError:
+        return ConnectionLostError(
+            f"connection to NATS lost before settling {self.message.id} on "
+            f"{self.subscription.queue}; it will be redelivered after ack_wait"
+        )

@@ -105,7 +105,7 @@ class InboxReplyTransport(CoreRequestTransport):
             self._tokens[token] = correlation
             while len(self._tokens) > _MAX_TOKENS:
                 del self._tokens[next(iter(self._tokens))]
-        headers = to_headers(request)
+        headers = to_headers(request, dedup=False)
         check_fits(request, headers, nc.max_payload)
         subject = request_subject(self._names, request.type)
         with TABLE.converting(f"sending request {request.id}", as_=PublishError):
@@ -167,7 +167,7 @@ async def send_reply(nc: Client, address: str, reply: Message) -> None:
     """Publish ``reply`` to ``address`` once :func:`is_reply_address` accepted it."""
     if not is_reply_address(address):
         raise HeaderError(f"header {REPLY_TO}: {address[:100]!r} is not a NATS reply inbox")
-    headers = to_headers(reply)
+    headers = to_headers(reply, dedup=False)
     check_fits(reply, headers, nc.max_payload)
     with TABLE.converting(f"sending reply {reply.id}", as_=PublishError):
         await nc.publish(address, reply.body, headers=headers)

@@ -4,7 +4,8 @@ This is the CloudEvents NATS binding's binary content mode: every attribute, the
 ``datacontenttype`` too, travels as a ``ce-`` header (``ce-id``, ``ce-type``, ...)
 whose value is percent-encoded as the binding says (space, ``"``, ``%`` and anything
 outside printable ASCII as ``%XX`` of its UTF-8 bytes), the data as the payload; the
-message id also as ``Nats-Msg-Id`` (JetStream's de-duplication key). Read back, ``ce-``
+message id also as ``Nats-Msg-Id`` (JetStream's de-duplication key; not on RPC
+requests and replies sent on core NATS, which JetStream never sees). Read back, ``ce-``
 headers are percent-decoded (after RFC 7230 quoted strings are unquoted), names in
 any case. A message with a ``Content-Type`` header of ``application/cloudevents+json``
 is a structured event, read from its payload. Messages that older Herald stored with
@@ -79,16 +80,25 @@ def _plain(value: str) -> bool:
     return value.isascii() and value.isprintable() and value[:1] != " " and value[-1:] != " "
 
 
-def to_headers(message: Message, msg_id: str | None = None) -> dict[str, str]:
-    """NATS headers for ``message``; ``msg_id`` overrides the de-duplication key."""
+def to_headers(
+    message: Message, msg_id: str | None = None, *, dedup: bool = True
+) -> dict[str, str]:
+    """NATS headers for ``message``; ``msg_id`` overrides the de-duplication key, and
+    ``dedup=False`` leaves it out (core NATS, where JetStream does not see the message).
+
+    >>> MSG_ID in to_headers(Message(type="a.b", body=b""), dedup=False)
+    False
+    """
     headers = encode_headers(message, prefix=CE_HEADER)
     encoded = []
     for name, value in headers.items():
-        if not _TOKEN.fullmatch(name):
-            raise PublishError(
-                f"message {message.id}: header name {name[:100]!r} cannot travel on NATS "
-                "(use letters, digits and !#$%&'*+-.^_`|~)"
-            )
+        if name not in _TOKENS:
+            if not _TOKEN.fullmatch(name):
+                raise PublishError(
+                    f"message {message.id}: header name {name[:100]!r} cannot travel on "
+                    "NATS (use letters, digits and !#$%&'*+-.^_`|~)"
+                )
+            _known_token(name)
         if name.startswith(_CE_CASES):
             if not _UNENCODED.fullmatch(value):
                 headers[name] = quote(value, safe=_SAFE)
@@ -98,8 +108,14 @@ def to_headers(message: Message, msg_id: str | None = None) -> dict[str, str]:
         headers[name] = base64.b64encode(headers[name].encode()).decode()
     if encoded:
         headers[ENCODED] = ",".join(encoded)
-    headers[MSG_ID] = msg_id or message.id
+    if dedup:
+        headers[MSG_ID] = msg_id or message.id
     return headers
+
+
+def _known_token(name: str) -> None:
+    if len(_TOKENS) < _MAX_TOKENS:
+        _TOKENS.add(name)
 
 
 def _percent_decoded(name: str, value: str) -> str:
@@ -171,8 +187,7 @@ def from_headers(
         if key not in _TOKENS:
             if not _TOKEN.fullmatch(key):
                 raise HeaderError(f"header name {key[:100]!r} is not a NATS header token")
-            if len(_TOKENS) < _MAX_TOKENS:
-                _TOKENS.add(key)
+            _known_token(key)
         text = value
         if key in encoded:
             try:
