@@ -28,7 +28,6 @@ True
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -40,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from .context import Publisher
 from .errors import ConfigurationError, HeraldError
 from .event import Event
+from .tasks import cancel_and_wait
 from .topic import validate_pattern
 
 __all__ = ["Occurrence", "Recurrence", "Ticker"]
@@ -128,8 +128,7 @@ class Ticker:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _run(self, recurrence: Recurrence) -> None:
         slot = recurrence.slot_at(time.time())

@@ -37,6 +37,7 @@ from .deadletter import DeadLetterReason
 from .errors import BrokerError, MessageError
 from .headers import ATTEMPT
 from .schedule import due_of, unwrap
+from .tasks import cancel_and_wait, cancelling
 
 __all__ = ["Scheduler", "hop"]
 
@@ -98,9 +99,7 @@ class Scheduler:
         """Stop consuming; envelopes being handled finish, the rest stay queued."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
 
@@ -121,6 +120,8 @@ class Scheduler:
                 if stream is not None:
                     with contextlib.suppress(Exception):
                         await stream.aclose()
+            if cancelling():  # stopped, but the client turned that into an error
+                raise asyncio.CancelledError
             await asyncio.sleep(RESUBSCRIBE_DELAY)
 
     async def _handle(self, delivery: Delivery) -> None:

@@ -23,7 +23,7 @@ from .database import default_db_url
 from .employees import run_employees
 from .giftcards import run_giftcards, topup_period
 from .payroll import RELEASE, run_payroll
-from .process import SHUTDOWN_TIMEOUT
+from .process import SHUTDOWN_TIMEOUT, Listener
 from .supervisor import main as supervise
 from .web import run_web
 
@@ -56,15 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--token",
         default=os.environ.get("HR_WEB_TOKEN") or None,
-        help="hr-web: token every request must carry (default $HR_WEB_TOKEN);"
-        " required when --host is not a loopback address",
+        help="token every request to the service's web app must carry, but /healthz and"
+        " /readyz (default $HR_WEB_TOKEN); required when --host is not a loopback address",
     )
     parser.add_argument(
         "--allow-host",
         action="append",
         default=[],
         metavar="HOST[:PORT]",
-        help="hr-web: another name it is reached by (a proxy's), besides --host and localhost",
+        help="another name the web app is reached by (a proxy's), besides --host and localhost",
     )
     parser.add_argument(
         "--shutdown-timeout",
@@ -97,29 +97,32 @@ def _parser() -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace) -> None:
     broker = args.broker or os.environ.get("HERALD_BROKER") or DEFAULT_BROKER
     db = args.db or default_db_url(args.data_dir, args.service)
-    port = args.port if args.port is not None else DEFAULT_PORTS.get(args.service)
+    port = _port(args)
     stop = args.shutdown_timeout
+    listener = Listener(args.host, port, args.token, args.allow_host) if port else None
     if args.service == "employees":
-        await run_employees(broker, db, port, args.host, shutdown_timeout=stop)
-    elif args.service == "hr-web":
-        port = port or DEFAULT_PORTS["hr-web"]
-        await run_web(
-            broker, port, args.host, args.timeout, allowed_hosts=args.allow_host, token=args.token
-        )
+        await run_employees(broker, db, listener, shutdown_timeout=stop)
+        return
+    if listener is None:
+        raise AssertionError(f"{args.service} has no default port")
+    if args.service == "hr-web":
+        await run_web(broker, listener, args.timeout)
     elif args.service == "payroll":
-        port = port or DEFAULT_PORTS["payroll"]
-        await run_payroll(broker, db, port, args.host, release=args.release, shutdown_timeout=stop)
+        await run_payroll(broker, db, listener, release=args.release, shutdown_timeout=stop)
     else:
-        port = port or DEFAULT_PORTS["giftcards"]
         await run_giftcards(
             broker,
             db,
-            port,
-            args.host,
+            listener,
             topup_period(args.topup_period),
             shutdown_timeout=stop,
             backfill=args.backfill,
         )
+
+
+def _port(args: argparse.Namespace) -> int | None:
+    """The web app's port; employees has none unless given."""
+    return args.port or DEFAULT_PORTS.get(args.service)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,9 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervise(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.service == "hr-web" and requires_token(args.host) and not args.token:
+    if _port(args) and requires_token(args.host) and not args.token:
         parser.error(
-            f"hr-web on {args.host} is reachable from other machines: give it --token"
+            f"{args.service} on {args.host} is reachable from other machines: give it --token"
             " (or $HR_WEB_TOKEN), for example one from"
             " `python -c 'import secrets; print(secrets.token_urlsafe())'`"
         )

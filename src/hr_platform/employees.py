@@ -37,11 +37,11 @@ from .events import (
 )
 from .process import (
     SHUTDOWN_TIMEOUT,
+    Listener,
     connect,
     observe,
     reporting,
     run_until_stopped,
-    web_server,
 )
 
 __all__ = ["build_service", "local_api", "run_employees"]
@@ -130,8 +130,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
 async def run_employees(
     broker: str,
     db_url: str,
-    port: int | None,
-    host: str,
+    listener: Listener | None,
     *,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> None:
@@ -143,10 +142,10 @@ async def run_employees(
             relay = OutboxRelay(db.engine, bus, outbox, poll_interval=0.5)
             worker = await bus.start(build_service(directory))
             server = None
-            if port:
+            if listener is not None:
                 app = local_api(directory)
                 observe(app, bus, ["employees"])
-                server = web_server(app, host, port)
+                server = listener.server(listener.guard(app, json_paths=["/employees"]))
             await run_until_stopped(
                 "employees",
                 [
@@ -157,7 +156,7 @@ async def run_employees(
                 ],
                 server=server,
                 worker=worker,
-                url=f"http://{host}:{port}/employees" if port else "",
+                url=listener.url("/employees") if listener else "",
                 shutdown_timeout=shutdown_timeout,
             )
     finally:

@@ -44,7 +44,7 @@ from herald.inbox import Inbox
 
 from .database import Database
 from .pages import render
-from .process import SHUTDOWN_TIMEOUT, run_consumer_service
+from .process import SHUTDOWN_TIMEOUT, Listener, run_consumer_service
 
 __all__ = [
     "GiftCard",
@@ -239,8 +239,7 @@ def create_app(db: Database) -> FastAPI:
 async def run_giftcards(
     broker: str,
     db_url: str,
-    port: int,
-    host: str,
+    listener: Listener,
     period: timedelta = WEEK,
     *,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
@@ -253,7 +252,6 @@ async def run_giftcards(
         db,
         build_service(db, period, backfill=backfill),
         create_app(db),
-        host,
-        port,
+        listener,
         shutdown_timeout=shutdown_timeout,
     )

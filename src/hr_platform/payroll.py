@@ -28,7 +28,7 @@ from herald.inbox import Inbox
 from .database import Database
 from .events import EmployeeChanged, EmployeeCreated, EmployeeDeleted, EmployeeUpdated
 from .pages import render
-from .process import SHUTDOWN_TIMEOUT, run_consumer_service
+from .process import SHUTDOWN_TIMEOUT, Listener, run_consumer_service
 
 __all__ = ["PayrollRecord", "PayrollView", "build_service", "create_app", "run_payroll"]
 
@@ -221,8 +221,7 @@ def create_app(db: Database) -> FastAPI:
 async def run_payroll(
     broker: str,
     db_url: str,
-    port: int,
-    host: str,
+    listener: Listener,
     *,
     release: str = RELEASE,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
@@ -235,7 +234,6 @@ async def run_payroll(
         db,
         service,
         create_app(db),
-        host,
-        port,
+        listener,
         shutdown_timeout=shutdown_timeout,
     )

@@ -17,12 +17,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp
 
 import herald
 from herald.health import Health
@@ -30,6 +31,8 @@ from herald.metrics import MetricsMiddleware, QueueMonitor, exposed_registry
 from herald.protobuf import with_protobuf
 from herald.signals import stop_on_signals
 from herald.telemetry import TelemetryMiddleware
+from herald.webguard import WebGuard, local_hosts
+from herald.webserver import WebServer
 
 from .database import Database
 from .proto import EmployeeMessage
@@ -37,14 +40,13 @@ from .telemetry import middleware
 
 __all__ = [
     "SHUTDOWN_TIMEOUT",
-    "WebServer",
+    "Listener",
     "connect",
     "observe",
     "platform_codecs",
     "reporting",
     "run_consumer_service",
     "run_until_stopped",
-    "web_server",
 ]
 
 log = logging.getLogger("hr_platform")
@@ -99,27 +101,30 @@ def observe(app: FastAPI, bus: herald.Bus, services: Iterable[str] = ()) -> None
         return Response(probe.body(), status_code=probe.status, media_type="application/json")
 
 
-class WebServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the process."""
+@dataclass(frozen=True)
+class Listener:
+    """Where a service's web app listens, and who may reach it: the names it answers to
+    (``host``, the loopback names, ``allowed_hosts``) and the token every request must
+    carry, if any; other sites' pages are refused (:class:`herald.webguard.WebGuard`)."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
+    host: str
+    port: int
+    token: str | None = None
+    allowed_hosts: Sequence[str] = ()
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+    def guard(self, app: ASGIApp, json_paths: Sequence[str] = ()) -> WebGuard:
+        return WebGuard(
+            app,
+            allowed_hosts=[*local_hosts(self.host, self.port), *self.allowed_hosts],
+            token=self.token,
+            json_paths=json_paths,
+        )
 
-    async def startup(self, sockets: list[Any] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
+    def server(self, app: ASGIApp) -> WebServer:
+        return WebServer.for_app(app, self.host, self.port)
 
-
-def web_server(app: Any, host: str, port: int) -> WebServer:
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
-    )
-    return WebServer(config)
+    def url(self, path: str = "") -> str:
+        return f"http://{self.host}:{self.port}{path}"
 
 
 async def run_until_stopped(
@@ -195,9 +200,8 @@ async def run_consumer_service(
     broker: str,
     db: Database,
     service: herald.Service,
-    app: Any,
-    host: str,
-    port: int,
+    app: FastAPI,
+    listener: Listener,
     *,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> None:
@@ -211,9 +215,9 @@ async def run_consumer_service(
             await run_until_stopped(
                 name,
                 [monitor.run, *reporting(bus)],
-                server=web_server(app, host, port),
+                server=listener.server(listener.guard(app)),
                 worker=worker,
-                url=f"http://{host}:{port}/{name}",
+                url=listener.url(f"/{name}"),
                 shutdown_timeout=shutdown_timeout,
             )
     finally:

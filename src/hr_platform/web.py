@@ -32,7 +32,7 @@ from .events import (
     UpdateEmployee,
 )
 from .pages import render, wants_json
-from .process import connect, observe, reporting, run_until_stopped, web_server
+from .process import Listener, connect, observe, reporting, run_until_stopped
 
 __all__ = ["EmployeesClient", "create_app", "run_web"]
 
@@ -263,21 +263,23 @@ def _api(client: EmployeesClient) -> APIRouter:
 
 async def run_web(
     broker: str,
-    port: int,
-    host: str,
+    listener: Listener,
     timeout: float = 10.0,
-    *,
-    allowed_hosts: Sequence[str] = (),
-    token: str | None = None,
 ) -> None:
     async with connect(broker, "hr-web") as bus:
         await bus.prepare_requests()
         client = EmployeesClient(bus, timeout)
-        app = create_app(client, host=host, port=port, allowed_hosts=allowed_hosts, token=token)
+        app = create_app(
+            client,
+            host=listener.host,
+            port=listener.port,
+            allowed_hosts=listener.allowed_hosts,
+            token=listener.token,
+        )
         observe(app, bus)
         await run_until_stopped(
             "hr-web",
             reporting(bus),
-            server=web_server(app, host, port),
-            url=f"http://{host}:{port}",
+            server=listener.server(app),
+            url=listener.url(),
         )

@@ -23,15 +23,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Locator, Page, async_playwright, expect
+from playwright.async_api import Locator, Page, expect
 
 import herald
 from herald.telemetry import TelemetryMiddleware
 from herald.testing import eventually
 
+from ..browser import chromium_page
 from ..hr.platform import free_port
-from ..hr.test_browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM
-from ..servers import unavailable
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
 READY = 60.0
@@ -119,20 +118,12 @@ async def demo(workdir: Path) -> AsyncIterator[Demo]:
 
 @pytest.fixture
 async def page() -> AsyncIterator[Page]:
-    if not HAVE_CHROMIUM:
-        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
+    async with chromium_page(WAIT, viewport={"width": 1500, "height": 900}) as page:
+        expect.set_options(timeout=WAIT)
         try:
-            page = await browser.new_page(viewport={"width": 1500, "height": 900})
-            page.set_default_timeout(WAIT)
-            expect.set_options(timeout=WAIT)
             yield page
         finally:
             expect.set_options(timeout=5_000)  # Playwright's default, for other tests
-            await browser.close()
 
 
 async def reload_until(page: Page, locator: Locator, count: int) -> None:

@@ -1,49 +1,25 @@
 """In a real browser: hire someone through the form, then find them on the payroll page.
 
-Uses the system Chromium (``/usr/bin/chromium``, Debian package ``chromium``);
-Playwright never downloads a browser here.
+Uses the system Chromium (see ``tests/browser.py``).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
-from ..servers import unavailable
+from ..browser import chromium_page
 from .platform import Platform
-
-CHROMIUM = Path(os.environ.get("HR_CHROMIUM", "/usr/bin/chromium"))
-HAVE_CHROMIUM = CHROMIUM.exists()
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture
 async def browser_page() -> AsyncIterator[Page]:
-    if not HAVE_CHROMIUM:
-        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = await browser.new_page()
-            page.set_default_timeout(20_000)
-            yield page
-        finally:
-            await browser.close()
+    async with chromium_page(20_000) as page:
+        yield page
 
 
 async def test_hire_through_the_form_then_see_the_payroll_record(

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 import herald
-from hr_platform.process import observe, run_until_stopped, web_server
+from hr_platform.process import Listener, observe, run_until_stopped
 
 from .platform import eventually, free_port
 
@@ -33,17 +33,17 @@ async def test_sigterm_drains_the_worker_while_readyz_says_so(
         await release.wait()
         finished.append(event.n)
 
-    port = free_port()
+    listener = Listener("127.0.0.1", free_port(), token="secret")
     app = FastAPI()
     async with herald.connect("memory://process-drain") as bus, httpx.AsyncClient() as http:
         worker = await bus.start(service)
         observe(app, bus, ["holder"])
         running = asyncio.create_task(
             run_until_stopped(
-                "holder", [], server=web_server(app, "127.0.0.1", port), worker=worker
+                "holder", [], server=listener.server(listener.guard(app)), worker=worker
             )
         )
-        readyz = f"http://127.0.0.1:{port}/readyz"
+        readyz = listener.url("/readyz")
 
         async def answers(status: int) -> bool:
             try:
@@ -52,6 +52,14 @@ async def test_sigterm_drains_the_worker_while_readyz_says_so(
                 return False
 
         await eventually(lambda: answers(200), 10, "ready", interval=0.05)
+        # behind the platform's guard: probes need no token, everything else does
+        assert (await http.get(listener.url("/metrics"))).status_code == 401
+        metrics = await http.get(
+            listener.url("/metrics"), headers={"Authorization": "Bearer secret"}
+        )
+        assert metrics.status_code == 200 and b"# TYPE" in metrics.content
+        rebound = await http.get(readyz, headers={"Host": "evil.example"})
+        assert rebound.status_code == 400
         await bus.publish(Held(n=1))
         await asyncio.wait_for(started.wait(), 5)
         os.kill(os.getpid(), signal.SIGTERM)

@@ -209,10 +209,17 @@ async def test_what_another_site_could_send_is_refused(stack: Stack) -> None:
     assert [r["email"] for r in listed.json()["records"]] == [GOOD["email"]]
 
 
-def test_hr_web_beyond_loopback_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [["hr-web"], ["payroll"], ["giftcards"], ["employees", "--port", "8003"]],
+    ids=lambda argv: argv[0],
+)
+def test_a_web_app_beyond_loopback_needs_a_token(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
-        hr_main(["hr-web", "--host", "0.0.0.0"])
-    assert "hr-web on 0.0.0.0 is reachable from other machines: give it --token" in (
+        hr_main([*argv, "--host", "0.0.0.0"])
+    assert f"{argv[0]} on 0.0.0.0 is reachable from other machines: give it --token" in (
         capsys.readouterr().err
     )
 

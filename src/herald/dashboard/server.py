@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
-
-import uvicorn
 
 from ..bus import connect
 from ..errors import ConfigurationError
 from ..signals import stop_on_signals
+from ..webserver import WebServer
 from .app import create_app
 from .collector import Collector
 from .controls import ServiceControls
@@ -37,25 +35,6 @@ def check_assets(folder: Path = Path(__file__).parent / "static" / "vendor") -> 
             f"the dashboard's browser libraries are missing from {folder} "
             f"({', '.join(missing)}): run make install (it needs Node.js and npm)"
         )
-
-
-class _Server(uvicorn.Server):
-    """Uvicorn without its own signal handlers: the caller decides when to stop."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        except SystemExit:  # uvicorn exits the process when it cannot bind
-            raise OSError(f"cannot listen on {self.config.host}:{self.config.port}") from None
-        self.ready.set()
 
 
 async def serve_dashboard(
@@ -90,10 +69,7 @@ async def serve_dashboard(
                 port=port,
                 token=token,
             )
-            config = uvicorn.Config(
-                app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-            )
-            server = _Server(config)
+            server = WebServer.for_app(app, host, port)
             tasks = [asyncio.create_task(collector.run()), asyncio.create_task(server.serve())]
             try:
                 ready = asyncio.create_task(server.ready.wait())
@@ -102,9 +78,8 @@ async def serve_dashboard(
                     ready.cancel()
                     tasks[1].result()
                     raise ConfigurationError(f"the dashboard could not listen on {host}:{port}")
-                bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
                 if on_ready is not None:
-                    on_ready(f"http://{host}:{bound}/")
+                    on_ready(f"http://{host}:{server.port}/")
                 await _until_stopped(stop, tasks)
             finally:
                 server.should_exit = True

@@ -31,7 +31,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import builtins
-import contextlib
 import logging
 import time
 from collections.abc import Collection
@@ -40,6 +39,7 @@ from typing import Self
 from prometheus_client import CollectorRegistry
 
 from ..bus import Bus
+from ..tasks import cancel_and_wait
 from .instruments import Instruments, instruments_for
 
 __all__ = ["Monitor", "QueueMonitor"]
@@ -92,9 +92,7 @@ class Monitor(abc.ABC):
         """Stop reading; the gauges keep their last values."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def __aenter__(self) -> Self:
         self.start()

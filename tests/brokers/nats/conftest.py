@@ -8,6 +8,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+import herald
 from herald.brokers import broker_from_url
 from herald.brokers.nats import NATSBroker
 
@@ -25,6 +26,18 @@ async def broker() -> AsyncIterator[NATSBroker]:
     finally:
         await made.destroy()
         await made.close()
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[herald.Bus]:
+    """A bus of its own namespace, destroyed afterwards."""
+    require_nats()
+    async with herald.connect(nats_url()) as made:
+        try:
+            yield made
+        finally:
+            assert isinstance(made.broker, NATSBroker)
+            await made.broker.destroy()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pydantic
 import pytest
@@ -14,8 +13,6 @@ from nats.aio.msg import Msg
 
 import herald
 from herald.brokers.nats import NATSBroker
-
-from .support import nats_url, require_nats
 
 pytestmark = pytest.mark.nats
 
@@ -41,17 +38,6 @@ def tripler(name: str) -> herald.Service:
         return Tripled(value=3 * request.n, served_by=name)
 
     return service
-
-
-@pytest.fixture
-async def bus() -> AsyncIterator[herald.Bus]:
-    require_nats()
-    async with herald.connect(nats_url()) as made:
-        try:
-            yield made
-        finally:
-            assert isinstance(made.broker, NATSBroker)
-            await made.broker.destroy()
 
 
 async def test_core_request_is_answered_by_one_responder_and_stored_nowhere(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
 
 import pydantic
 import pytest
@@ -56,17 +55,6 @@ async def double(request: Double) -> Doubled:
 
 REQUESTS = request_type("natsrpc.double")
 SERVED = f"calc.{REQUESTS}"
-
-
-@pytest.fixture
-async def bus() -> AsyncIterator[herald.Bus]:
-    require_nats()
-    async with herald.connect(nats_url()) as made:
-        try:
-            yield made
-        finally:
-            assert isinstance(made.broker, NATSBroker)
-            await made.broker.destroy()
 
 
 def nats_of(bus: herald.Bus) -> NATSBroker:

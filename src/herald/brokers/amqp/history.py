@@ -52,6 +52,7 @@ from pamqp import commands as spec
 
 from ...broker import Delivery, Prefetch, Subscription
 from ...errors import BrokerError, CapabilityError, DecodeError
+from ...tasks import cancel_and_wait
 from ...topic import matches
 from .connection import AMQPConnection, Opener
 from .publisher import Outgoing, Publisher
@@ -290,9 +291,7 @@ class History:
                 handed.append(item)
                 yield item
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             await deliveries.aclose()
 
     async def _delete_if_empty(self, target: str) -> None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from ...tasks import cancel_and_wait
 from .topology import Topology, read_through
 
 __all__ = ["THROTTLE", "TTL", "Presence", "Seen", "State", "read_state"]
@@ -176,9 +177,7 @@ class Presence:
         """Stop writing and delete this instance's report."""
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._written:
             with contextlib.suppress(Exception):
                 await self._write(None)

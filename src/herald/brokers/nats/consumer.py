@@ -40,6 +40,7 @@ from nats.aio.subscription import Subscription as NATSSubscription
 
 from ...broker import Delivery, Prefetch, Subscription
 from ...errors import BrokerError, HeraldError, MessageError
+from ...tasks import cancel_and_wait
 from ...window import Window
 from .deadletters import DeadLetterStore
 from .delivery import Leases, NATSDelivery
@@ -184,9 +185,7 @@ class PullFeed:
         Idempotent: a second call returns what arrived since."""
         self._closing = True
         if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+            await cancel_and_wait(self._pump)
         if self._sub is not None:
             # A round trip and a pause first let the server deliver, while the inbox
             # still listens, what a standing request may be owed (messages given back

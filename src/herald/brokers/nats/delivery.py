@@ -35,6 +35,7 @@ from ...broker import Delivery, Subscription
 from ...deadletter import DeadLetterReason
 from ...errors import ConnectionLostError, HeraldError, MessageError
 from ...message import Message
+from ...tasks import cancel_and_wait
 from .deadletters import DeadLetterStore
 from .errors import TABLE
 
@@ -103,9 +104,7 @@ class Leases:
         self._held.clear()
         self._counts.clear()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while self._held:

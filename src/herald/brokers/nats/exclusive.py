@@ -40,6 +40,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NATSSubscription
 
 from ...errors import BrokerError, HeraldError
+from ...tasks import cancel_and_wait
 from .errors import TABLE
 from .state import KV_OPERATION, Bucket, Stale
 
@@ -119,9 +120,7 @@ class Hold:
             return
         self.released = True
         if self._renewing is not None:
-            self._renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewing
+            await cancel_and_wait(self._renewing)
         if self.lost is not None or not self._revision or not self._nc.is_connected:
             return
         try:

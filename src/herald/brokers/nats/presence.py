@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ...errors import HeraldError
+from ...tasks import cancel_and_wait
 from .state import LIVE_TTL, Bucket
 
 __all__ = ["THROTTLE", "Presence", "Seen", "read_presence"]
@@ -86,9 +87,7 @@ class Presence:
     async def close(self) -> None:
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._written:
             with contextlib.suppress(HeraldError):
                 await (await self._bucket()).purge(self.key)

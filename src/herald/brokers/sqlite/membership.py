@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from ...errors import BrokerError
+from ...tasks import cancel_and_wait
 from .connection import Committer
 from .store import Store
 from .wakeup import ExitWatcher, WakeSocket, process_alive
@@ -209,9 +210,7 @@ class Membership:
     async def leave(self) -> None:
         """Give back every lease uncounted, drop owned transient queues, unregister."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._watcher is not None:
             self._watcher.close()

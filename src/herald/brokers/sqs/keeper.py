@@ -24,6 +24,7 @@ import uuid
 from typing import Any
 
 from ...errors import BrokerError, ErrorTable
+from ...tasks import cancel_and_wait
 from .delivery import Held, Lease, Settler
 from .settings import SQSSettings
 
@@ -92,9 +93,7 @@ class Keeper:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         self._leases.clear()
 
     async def _announce(self, lease: Lease, consumer: str) -> None:
