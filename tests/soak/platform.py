@@ -233,13 +233,18 @@ class Platform:
         self.publisher = None
         self.holds.pop(0)
 
-    def kill_everything(self) -> None:
-        """SIGKILL the publisher and every replica at once, then reap them."""
+    def _looked_at(self) -> list[subprocess.Popen[bytes]]:
+        """Every running process, each replica's figures read one last time."""
+        for replica in self.replicas:
+            replica.look()
         processes = [r.process for r in self.replicas]
         if self.publisher is not None:
             processes.append(self.publisher)
-        for replica in self.replicas:
-            replica.look()
+        return processes
+
+    def kill_everything(self) -> None:
+        """SIGKILL the publisher and every replica at once, then reap them."""
+        processes = self._looked_at()
         for process in processes:
             os.killpg(process.pid, signal.SIGKILL)
         for process in processes:
@@ -250,11 +255,7 @@ class Platform:
 
     def stop(self) -> None:
         """SIGTERM everything, SIGKILL what is still there after 30 s."""
-        processes = [r.process for r in self.replicas]
-        if self.publisher is not None:
-            processes.append(self.publisher)
-        for replica in self.replicas:
-            replica.look()
+        processes = self._looked_at()
         for process in processes:
             kill_group(process, signal.SIGTERM)
         for process in processes:
