@@ -143,13 +143,19 @@ class SQSBroker(Broker):
         if parts is None:
             return
         try:
+            # Stopped consumers' last receives, and the give-backs the last of them
+            # starts when it ends (new tasks: the set is read again), then what those
+            # queued on the batched settler.
+            deadline = asyncio.get_running_loop().time() + CLOSE_WAIT
+            while parts.consumer.background:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                await asyncio.wait(list(parts.consumer.background), timeout=left)
+            for task in list(parts.consumer.background):
+                task.cancel()
             with contextlib.suppress(Exception):
                 await parts.settler.drain()
-            background = list(parts.consumer.background)
-            if background:  # stopped consumers' last receives and give-backs
-                await asyncio.wait(background, timeout=CLOSE_WAIT)
-            for task in background:
-                task.cancel()
             await parts.keeper.close()
         finally:
             await parts.clients.close()

@@ -16,9 +16,12 @@ When the consumer stops (a worker draining), it asks for nothing more; what was
 received and not handed out is made visible again at once, in batched
 ``ChangeMessageVisibilityBatch`` calls (the worker releases what it was handed and has
 not started the same way); receives still in flight finish in the background, and
-what each brings is made visible again as soon as it is over (one of them may bring
-a message given back a moment earlier: SQS counts that receive too). Deliveries
-being handled are settled as usual. A transient queue is deleted.
+what they bring is made visible again when the last of them is over: given back at
+once, a message would be taken again by the next receive still in flight, each
+taking counted by SQS as a delivery, until the delivery limit dead-lettered it. So a
+message given back at the stop and taken by one of those receives waits for them
+(up to the ``wait`` of a long poll) and is counted once more, not once per receive.
+Deliveries being handled are settled as usual. A transient queue is deleted.
 """
 
 from __future__ import annotations
@@ -171,20 +174,18 @@ class QueueConsumer:
             state.polls -= 1
             state.asked -= count
         now = loop.time()
-        leftover: list[Held] = []
         for received in reply.get("Messages") or ():
             size = _size(received)
             held = Held(url, received["ReceiptHandle"], now + self._settings.visibility, now, size)
             state.largest = max(state.largest, size)
             if state.stopped:
-                leftover.append(held)
+                state.leftover.append(held)
                 continue
             state.lease.held[held.receipt] = held
             state.ready.append((received, held))
-        if leftover:
-            # at once, not when the last receive in flight is over (a long poll may
-            # last ``wait`` seconds): another receive of this stopped consumer may
-            # take them again (SQS counts that receive) and gives them back in turn
+        if state.stopped and not state.polls and state.leftover:
+            # once every receive is over (see the module's docstring)
+            leftover, state.leftover = state.leftover, []
             self._later(self._give_back(leftover))
         state.arrived.set()
 
@@ -251,6 +252,7 @@ class _Polling:
         self.largest = 0
         self.failure: BrokerError | None = None
         self.stopped = False
+        self.leftover: list[Held] = []
 
     @property
     def ready_bytes(self) -> int:
