@@ -47,6 +47,15 @@ def _spawn(
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
 
 
+def _reap(demo: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGKILL a demo that is still running, and its services; print its log's end."""
+    if demo.poll() is None:
+        for pid in children(demo.pid).values():
+            os.kill(pid, signal.SIGKILL)
+        demo.kill()
+    print(log.read_text(errors="replace")[-4000:])
+
+
 def _alive(pids: Iterable[int]) -> bool:
     return any(os.path.exists(f"/proc/{pid}") for pid in pids)
 
@@ -193,11 +202,7 @@ async def test_herald_demo_runs_the_platform_on_nats_redis_and_kafka(
         demo.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(demo.wait, 40) == 0
     finally:
-        if demo.poll() is None:
-            for pid in children(demo.pid).values():
-                os.kill(pid, signal.SIGKILL)
-            demo.kill()
-        print((workdir / "demo.log").read_text(errors="replace")[-4000:])
+        _reap(demo, workdir / "demo.log")
         async with herald.connect(url) as bus:
             await bus.broker.destroy()
 
@@ -229,8 +234,4 @@ async def test_herald_demo_without_a_broker_runs_on_the_embedded_default(workdir
         demo.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(demo.wait, 40) == 0
     finally:
-        if demo.poll() is None:
-            for pid in children(demo.pid).values():
-                os.kill(pid, signal.SIGKILL)
-            demo.kill()
-        print(log.read_text(errors="replace")[-4000:])
+        _reap(demo, log)
